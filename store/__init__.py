@@ -1,0 +1,27 @@
+"""pkgfs.store: a content-addressed store holding every distinct file of every wheel once.
+
+This layer knows wheels and files only; it never imports trio, pyfuse3 or ``pkgfs.vfs``.
+"""
+
+from .core import Store
+from .errors import PkgfsError, StoreError, WheelError
+from .index import EntryPoint, FileEntry, StoreStats, WheelInfo
+from .ingest import IngestResult
+from .layout import STORE_ENV, default_store_path, resolve_store_path
+from .verify import VerifyReport
+
+__all__ = [
+    "STORE_ENV",
+    "EntryPoint",
+    "FileEntry",
+    "IngestResult",
+    "PkgfsError",
+    "Store",
+    "StoreError",
+    "StoreStats",
+    "VerifyReport",
+    "WheelError",
+    "WheelInfo",
+    "default_store_path",
+    "resolve_store_path",
+]

@@ -1,0 +1,276 @@
+"""The store's SQLite index: which wheels exist, and which object backs each file.
+
+One wheel is one transaction: its row, its files and its entry points appear together or
+not at all, so a reader never sees half a wheel, whatever happens to the writer. WAL mode
+lets readers go on while an ingest commits.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import StoreError
+
+__all__ = ["EntryPoint", "FileEntry", "Index", "StoreStats", "WheelInfo", "WheelRecord"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    digest TEXT PRIMARY KEY,           -- sha256, lowercase hex
+    size INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS wheels (
+    id INTEGER PRIMARY KEY,
+    sha256 TEXT NOT NULL UNIQUE,       -- of the wheel file: its identity
+    filename TEXT NOT NULL,
+    name TEXT NOT NULL,                -- canonical (PEP 503 normalized)
+    version TEXT NOT NULL,
+    tags TEXT NOT NULL,                -- compressed tag set, as in the file name
+    root_is_purelib INTEGER NOT NULL,
+    dist_info TEXT NOT NULL,           -- the .dist-info directory name inside the wheel
+    wheel_size INTEGER NOT NULL,
+    added REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS wheels_by_name ON wheels (name, version);
+
+CREATE TABLE IF NOT EXISTS files (
+    wheel_id INTEGER NOT NULL REFERENCES wheels (id),
+    scheme TEXT NOT NULL,              -- purelib, platlib, scripts, headers or data
+    path TEXT NOT NULL,                -- relative to the scheme's directory
+    digest TEXT NOT NULL REFERENCES objects (digest),
+    size INTEGER NOT NULL,
+    executable INTEGER NOT NULL,
+    PRIMARY KEY (wheel_id, scheme, path)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS files_by_digest ON files (digest);
+
+CREATE TABLE IF NOT EXISTS entry_points (
+    wheel_id INTEGER NOT NULL REFERENCES wheels (id),
+    section TEXT NOT NULL,             -- console or gui
+    name TEXT NOT NULL,
+    module TEXT NOT NULL,
+    attr TEXT NOT NULL,
+    PRIMARY KEY (wheel_id, section, name)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of a wheel, as the wheel's manifest records it."""
+
+    scheme: str
+    path: str
+    digest: str
+    size: int
+    executable: bool
+
+
+@dataclass(frozen=True)
+class EntryPoint:
+    """A console or GUI script that installing the wheel creates."""
+
+    section: str
+    name: str
+    module: str
+    attr: str
+
+
+@dataclass(frozen=True)
+class WheelRecord:
+    """Everything an ingest learned about one wheel, ready to commit."""
+
+    sha256: str
+    filename: str
+    name: str
+    version: str
+    tags: str
+    root_is_purelib: bool
+    dist_info: str
+    wheel_size: int
+    files: tuple[FileEntry, ...]
+    entry_points: tuple[EntryPoint, ...]
+
+
+@dataclass(frozen=True)
+class WheelInfo:
+    """A wheel in the store, as ``pkgfs store ls`` shows it."""
+
+    sha256: str
+    filename: str
+    name: str
+    version: str
+    tags: str
+    files: int
+    unpacked_bytes: int
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    wheels: int
+    files: int
+    objects: int
+    logical_bytes: int  # the sum of file sizes over every wheel
+    stored_bytes: int  # the bytes the objects hold: each distinct content once
+
+
+class Index:
+    """A connection to the store's index, safe to share between threads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        try:
+            # isolation_level=None: we issue BEGIN ourselves, so a write transaction takes
+            # its lock up front (BEGIN IMMEDIATE) instead of failing on upgrade.
+            self._db = sqlite3.connect(
+                path, timeout=60.0, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode = WAL")
+            # In WAL mode NORMAL never corrupts; a power cut may only lose the last commits,
+            # whose objects then stay behind unreferenced, which verify accepts.
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{path}: index schema {version} is newer than this pkgfs")
+            if version < SCHEMA_VERSION:
+                # executescript() runs its own statements outside Python's transaction
+                # handling, so the script carries its own; IF NOT EXISTS lets two processes
+                # creating one store at once both succeed.
+                try:
+                    self._db.executescript(
+                        f"BEGIN IMMEDIATE; {_SCHEMA};"
+                        f" PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                    )
+                except sqlite3.Error:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot open the store index: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: committed on success, rolled back on any exception."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, params: Iterable[object] = ()) -> list[tuple[object, ...]]:
+        with self._lock:
+            return list(self._db.execute(sql, tuple(params)))
+
+    def find_wheel(self, sha256: str) -> WheelInfo | None:
+        """The wheel whose file has this sha256, if the store holds it."""
+        found = self._wheel_infos(sha256)
+        return found[0] if found else None
+
+    def add_wheel(self, record: WheelRecord) -> bool:
+        """Commit a wheel and its objects; False if a concurrent ingest committed it first.
+
+        Every object the wheel uses gets a row. Rows for objects already stored are kept, and
+        an object that an interrupted ingest left unreferenced is adopted.
+        """
+        objects = {f.digest: f.size for f in record.files}
+        with self.transaction() as db:
+            if db.execute("SELECT 1 FROM wheels WHERE sha256 = ?", (record.sha256,)).fetchone():
+                return False
+            db.executemany("INSERT OR IGNORE INTO objects VALUES (?, ?)", objects.items())
+            cursor = db.execute(
+                "INSERT INTO wheels (sha256, filename, name, version, tags, root_is_purelib,"
+                " dist_info, wheel_size, added) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.sha256,
+                    record.filename,
+                    record.name,
+                    record.version,
+                    record.tags,
+                    int(record.root_is_purelib),
+                    record.dist_info,
+                    record.wheel_size,
+                    time.time(),
+                ),
+            )
+            wheel_id = cursor.lastrowid
+            db.executemany(
+                "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    (wheel_id, f.scheme, f.path, f.digest, f.size, int(f.executable))
+                    for f in record.files
+                ),
+            )
+            db.executemany(
+                "INSERT INTO entry_points VALUES (?, ?, ?, ?, ?)",
+                ((wheel_id, e.section, e.name, e.module, e.attr) for e in record.entry_points),
+            )
+        return True
+
+    def wheels(self) -> list[WheelInfo]:
+        return self._wheel_infos()
+
+    def _wheel_infos(self, sha256: str | None = None) -> list[WheelInfo]:
+        """Every wheel, or the one whose file has ``sha256``."""
+        rows = self._query(
+            "SELECT w.sha256, w.filename, w.name, w.version, w.tags,"
+            " COUNT(f.path), COALESCE(SUM(f.size), 0)"
+            " FROM wheels w LEFT JOIN files f ON f.wheel_id = w.id"
+            " WHERE ?1 IS NULL OR w.sha256 = ?1"
+            " GROUP BY w.id ORDER BY w.name, w.version, w.filename",
+            (sha256,),
+        )
+        return [
+            WheelInfo(str(s), str(fn), str(n), str(v), str(t), int(c), int(b))  # type: ignore[call-overload]
+            for s, fn, n, v, t, c, b in rows
+        ]
+
+    def files(self, sha256: str) -> list[FileEntry]:
+        rows = self._query(
+            "SELECT f.scheme, f.path, f.digest, f.size, f.executable FROM files f"
+            " JOIN wheels w ON w.id = f.wheel_id WHERE w.sha256 = ? ORDER BY f.scheme, f.path",
+            (sha256,),
+        )
+        return [FileEntry(str(s), str(p), str(d), int(n), bool(x)) for s, p, d, n, x in rows]  # type: ignore[call-overload]
+
+    def entry_points(self, sha256: str) -> list[EntryPoint]:
+        rows = self._query(
+            "SELECT e.section, e.name, e.module, e.attr FROM entry_points e"
+            " JOIN wheels w ON w.id = e.wheel_id WHERE w.sha256 = ? ORDER BY e.section, e.name",
+            (sha256,),
+        )
+        return [EntryPoint(*map(str, row)) for row in rows]
+
+    def objects(self) -> dict[str, int]:
+        return {str(d): int(s) for d, s in self._query("SELECT digest, size FROM objects")}  # type: ignore[call-overload]
+
+    def dangling_files(self) -> list[tuple[str, str, str, str]]:
+        """Files whose object row is missing or has another size: (wheel, scheme, path, digest)."""
+        rows = self._query(
+            "SELECT w.filename, f.scheme, f.path, f.digest FROM files f"
+            " JOIN wheels w ON w.id = f.wheel_id"
+            " LEFT JOIN objects o ON o.digest = f.digest"
+            " WHERE o.digest IS NULL OR o.size != f.size"
+        )
+        return [(str(a), str(b), str(c), str(d)) for a, b, c, d in rows]
+
+    def stats(self) -> StoreStats:
+        ((wheels,),) = self._query("SELECT COUNT(*) FROM wheels")
+        ((files, logical),) = self._query("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files")
+        ((objects, stored),) = self._query("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM objects")
+        return StoreStats(int(wheels), int(files), int(objects), int(logical), int(stored))  # type: ignore[call-overload]

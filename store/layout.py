@@ -1,0 +1,98 @@
+"""Where the store lives and how its directory is laid out.
+
+::
+
+    $STORE/
+      objects-v1/ab/cdef...   one immutable, read-only file per distinct content, named by sha256
+      index-v1.sqlite         which wheels exist and which object backs each of their files
+      tmp/                    staging of ingests in progress; garbage after a crash
+
+A format change gets a new bucket (``objects-v2``, ``index-v2``) rather than a migration in
+place, so an older pkgfs never misreads a newer store.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import StoreError
+
+__all__ = ["STORE_ENV", "StoreLayout", "default_store_path", "resolve_store_path", "syncfs"]
+
+STORE_ENV = "PKGFS_STORE"
+
+
+def default_store_path(environ: Mapping[str, str] = os.environ) -> Path:
+    """``$XDG_DATA_HOME/pkgfs``, or ``~/.local/share/pkgfs`` (XDG Base Directory spec)."""
+    data_home = environ.get("XDG_DATA_HOME", "")
+    # The spec: "If $XDG_DATA_HOME is either not set or empty, a default equal to
+    # $HOME/.local/share should be used." A relative value is invalid and ignored.
+    if not data_home or not os.path.isabs(data_home):
+        data_home = os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(data_home) / "pkgfs"
+
+
+def resolve_store_path(
+    explicit: str | os.PathLike[str] | None, environ: Mapping[str, str] = os.environ
+) -> Path:
+    """``--store DIR``, else ``$PKGFS_STORE``, else the XDG default."""
+    if explicit:
+        return Path(explicit).absolute()
+    from_env = environ.get(STORE_ENV, "")
+    if from_env:
+        return Path(from_env).absolute()
+    return default_store_path(environ)
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """Paths inside one store directory."""
+
+    root: Path
+
+    @property
+    def objects(self) -> Path:
+        return self.root / "objects-v1"
+
+    @property
+    def index(self) -> Path:
+        return self.root / "index-v1.sqlite"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    def object_path(self, digest: str) -> Path:
+        """The file holding the content whose sha256 is ``digest`` (64 lowercase hex digits)."""
+        return self.objects / digest[:2] / digest[2:]
+
+    def create(self) -> None:
+        """Make the directories; safe to call concurrently from several processes."""
+        try:
+            for path in (self.root, self.objects, self.tmp):
+                path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create store at {self.root}: {exc.strerror}") from exc
+
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def syncfs(path: Path) -> None:
+    """Flush every dirty page of the filesystem holding ``path`` to disk.
+
+    One ``syncfs(2)`` per ingest costs far less than an ``fsync`` per object, and gives the
+    ordering that matters: objects are durable before the index commit that refers to them.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), str(path))
+    finally:
+        os.close(fd)

@@ -1,0 +1,48 @@
+"""Content-addressed object files: staging, publishing and re-hashing.
+
+An object is visible under its final name only once complete: it is written under a
+temporary name in the store's ``tmp/`` (same filesystem), made read-only, then linked to
+its final name. Two ingests of overlapping wheels need no lock: both hold the same bytes
+for a name, and the link lets exactly one of them create it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+__all__ = ["OBJECT_MODE", "hash_file", "is_digest", "publish"]
+
+# Objects are shared by every wheel and every environment: nobody may write to them.
+# The executable bit belongs to a wheel's file, not to its content, so it lives in the index.
+OBJECT_MODE = 0o444
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def is_digest(text: str) -> bool:
+    """True for a sha256 hex digest as the store names objects (64 lowercase hex digits)."""
+    return len(text) == 64 and _HEX.issuperset(text)
+
+
+def publish(staged: Path, final: Path) -> bool:
+    """Give a complete, verified staged file its object name; False if another got there first.
+
+    ``link(2)`` creates the name atomically and never replaces an existing one, so of two
+    ingests racing to publish the same content exactly one counts it as added.
+    """
+    os.chmod(staged, OBJECT_MODE)
+    final.parent.mkdir(exist_ok=True)
+    try:
+        os.link(staged, final)
+    except FileExistsError:
+        return False
+    return True
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    """The sha256 hex digest and size of the file at ``path``."""
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+        return digest, f.tell()

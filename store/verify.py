@@ -1,0 +1,87 @@
+"""``pkgfs store verify``: re-hash every object and check every manifest against them."""
+
+from __future__ import annotations
+
+import os
+import stat
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .index import Index
+from .layout import StoreLayout
+from .objects import hash_file, is_digest
+
+__all__ = ["VerifyReport", "verify_store"]
+
+
+@dataclass
+class VerifyReport:
+    """Problems make the store unsound; notes are harmless leftovers of interrupted work."""
+
+    objects_checked: int = 0
+    wheels: int = 0
+    problems: list[str] = field(default_factory=list)
+    unreferenced: list[str] = field(default_factory=list)  # complete objects no wheel uses yet
+    leftovers: list[Path] = field(default_factory=list)  # staging of interrupted ingests
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _object_files(layout: StoreLayout, report: VerifyReport) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    if not layout.objects.is_dir():
+        return found
+    for bucket in sorted(os.scandir(layout.objects), key=lambda e: e.name):
+        if not bucket.is_dir(follow_symlinks=False):
+            report.problems.append(f"{bucket.path}: stray entry in the objects directory")
+            continue
+        for entry in os.scandir(bucket.path):
+            digest = bucket.name + entry.name
+            if not entry.is_file(follow_symlinks=False) or not is_digest(digest):
+                report.problems.append(f"{entry.path}: not an object")
+                continue
+            found[digest] = Path(entry.path)
+    return found
+
+
+def _check_object(digest: str, path: Path, indexed_size: int | None) -> list[str]:
+    problems = []
+    try:
+        info = path.stat()
+        actual, size = hash_file(path)
+    except OSError as exc:
+        return [f"object {digest}: unreadable: {exc.strerror}"]
+    if actual != digest:
+        problems.append(f"object {digest}: content hashes to {actual}")
+    if indexed_size is not None and size != indexed_size:
+        problems.append(f"object {digest}: {size} bytes, the index says {indexed_size}")
+    if info.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
+        problems.append(f"object {digest}: writable (mode {stat.S_IMODE(info.st_mode):o})")
+    return problems
+
+
+def verify_store(layout: StoreLayout, index: Index, jobs: int | None = None) -> VerifyReport:
+    report = VerifyReport()
+    indexed = index.objects()
+    on_disk = _object_files(layout, report)
+    report.wheels = len(index.wheels())
+    with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
+        # hashlib releases the GIL on large buffers, so threads hash in parallel.
+        results = pool.map(
+            lambda item: _check_object(item[0], item[1], indexed.get(item[0])),
+            sorted(on_disk.items()),
+        )
+        for problems in results:
+            report.objects_checked += 1
+            report.problems.extend(problems)
+    for digest in sorted(indexed.keys() - on_disk.keys()):
+        report.problems.append(f"object {digest}: missing, but the index lists it")
+    report.unreferenced = sorted(on_disk.keys() - indexed.keys())
+    for wheel, scheme, path, digest in index.dangling_files():
+        report.problems.append(f"{wheel}: {scheme}/{path}: no object {digest} of its size")
+    if layout.tmp.is_dir():
+        report.leftovers = sorted(layout.tmp.iterdir())
+    return report

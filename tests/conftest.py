@@ -1,0 +1,77 @@
+"""Shared fixtures: a fresh store per test, a wheel factory, and the pkgfs CLI as a process."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.wheelmaker import WheelMaker
+
+PKGFS = [sys.executable, "-m", "pkgfs.vfs"]
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+RunPkgfs = Callable[..., Result]
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def wheel_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "wheels"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def make_wheel(wheel_dir: Path) -> Callable[..., Path]:
+    """``make_wheel(**fields)`` writes a WheelMaker wheel into a per-test directory."""
+
+    def build(**fields: object) -> Path:
+        return WheelMaker(**fields).build(wheel_dir)  # type: ignore[arg-type]
+
+    return build
+
+
+@pytest.fixture
+def pkgfs(store_dir: Path, tmp_path: Path) -> RunPkgfs:
+    """Run the real ``pkgfs`` CLI in a subprocess against the test's store."""
+
+    def run(*args: str | os.PathLike[str], env: dict[str, str] | None = None) -> Result:
+        environ = {**os.environ, "PKGFS_STORE": str(store_dir), "HOME": str(tmp_path / "home")}
+        environ.pop("XDG_DATA_HOME", None)
+        environ.update(env or {})
+        proc = subprocess.run(
+            [*PKGFS, *map(str, args)], capture_output=True, text=True, env=environ, check=False
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, str]]:
+    """Every path below ``root`` with its mode and, for files, a hash of its bytes."""
+    state: dict[str, tuple[int, str]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            info = path.lstat()
+            digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+            state[str(path.relative_to(root))] = (info.st_mode, digest)
+    return state

@@ -1,0 +1,182 @@
+"""The ``pkgfs`` command line.
+
+Exit status: 0 success, 1 failure, 2 usage error. Errors are one line on stderr, naming the
+file and the problem; a traceback means a bug in pkgfs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from importlib.metadata import version
+from pathlib import Path
+from typing import TextIO
+
+from pkgfs.store import IngestResult, PkgfsError, Store
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+Command = Callable[[argparse.Namespace, TextIO], int]
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _open_store(args: argparse.Namespace) -> Store:
+    # --store is SUPPRESSed unless given, before or after the subcommand.
+    return Store.open(getattr(args, "store", None))
+
+
+def _describe(result: IngestResult) -> str:
+    head = f"{result.name} {result.version}"
+    if result.already_present:
+        return f"{head}: already present"
+    line = (
+        f"{head}: {result.objects_added} objects, {_human(result.bytes_added)} added"
+        f" ({result.files} files, {_human(result.unpacked_bytes)} unpacked)"
+    )
+    if result.skipped:
+        line += f"; skipped {len(result.skipped)} __pycache__ members"
+    return line
+
+
+def cmd_store_add(args: argparse.Namespace, out: TextIO) -> int:
+    status = EXIT_OK
+    with _open_store(args) as store:
+        for outcome in store.add_many(args.wheels, jobs=args.jobs):
+            if isinstance(outcome, PkgfsError):
+                print(f"pkgfs: error: {outcome}", file=sys.stderr)
+                status = EXIT_FAILURE
+            else:
+                print(_describe(outcome), file=out)
+    return status
+
+
+def cmd_store_ls(args: argparse.Namespace, out: TextIO) -> int:
+    with _open_store(args) as store:
+        wheels = store.wheels()
+    if args.json:
+        json.dump([asdict(w) for w in wheels], out, indent=2)
+        out.write("\n")
+        return EXIT_OK
+    for w in wheels:
+        print(
+            f"{w.name:<24} {w.version:<12} {w.files:>6} files {_human(w.unpacked_bytes):>10}"
+            f"  {w.sha256[:12]}  {w.tags}",
+            file=out,
+        )
+    return EXIT_OK
+
+
+def cmd_store_stats(args: argparse.Namespace, out: TextIO) -> int:
+    with _open_store(args) as store:
+        stats = store.stats()
+        root = store.root
+    if args.json:
+        json.dump({"store": str(root), **asdict(stats)}, out, indent=2)
+        out.write("\n")
+        return EXIT_OK
+    saved = stats.logical_bytes - stats.stored_bytes
+    ratio = stats.logical_bytes / stats.stored_bytes if stats.stored_bytes else 1.0
+    print(f"store:         {root}", file=out)
+    print(f"wheels:        {stats.wheels}", file=out)
+    print(f"files:         {stats.files}", file=out)
+    print(f"objects:       {stats.objects}", file=out)
+    print(f"logical bytes: {stats.logical_bytes} ({_human(stats.logical_bytes)})", file=out)
+    print(f"stored bytes:  {stats.stored_bytes} ({_human(stats.stored_bytes)})", file=out)
+    print(f"dedup:         {ratio:.2f}x, {_human(saved)} saved", file=out)
+    return EXIT_OK
+
+
+def cmd_store_verify(args: argparse.Namespace, out: TextIO) -> int:
+    with _open_store(args) as store:
+        report = store.verify(jobs=args.jobs)
+    for problem in report.problems:
+        print(problem, file=out)
+    if report.unreferenced:
+        print(
+            f"note: {len(report.unreferenced)} objects no wheel refers to"
+            " (left by an interrupted ingest; harmless)",
+            file=out,
+        )
+    if report.leftovers:
+        print(f"note: {len(report.leftovers)} staging directories of interrupted ingests", file=out)
+    verdict = "ok" if report.ok else f"{len(report.problems)} problems"
+    print(f"{verdict}: {report.objects_checked} objects, {report.wheels} wheels checked", file=out)
+    return EXIT_OK if report.ok else EXIT_FAILURE
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    # --store is accepted before or after the subcommand; SUPPRESS keeps a subcommand's
+    # parser from overwriting a value given earlier with its own default.
+    store_option = argparse.ArgumentParser(add_help=False)
+    store_option.add_argument(
+        "--store",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help="the store directory (default: $PKGFS_STORE, else $XDG_DATA_HOME/pkgfs)",
+    )
+    jobs_option = argparse.ArgumentParser(add_help=False)
+    jobs_option.add_argument(
+        "-j", "--jobs", type=int, default=None, metavar="N", help="parallel workers (default: CPUs)"
+    )
+    json_option = argparse.ArgumentParser(add_help=False)
+    json_option.add_argument("--json", action="store_true", help="machine-readable output")
+
+    parser = argparse.ArgumentParser(
+        prog="pkgfs",
+        description="Python environments that cost nothing to create and nothing to store.",
+        parents=[store_option],
+    )
+    parser.add_argument("--version", action="version", version=f"pkgfs {version('pkgfs')}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    store = commands.add_parser("store", help="the content-addressed store of unpacked wheels")
+    store_commands = store.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    add = store_commands.add_parser(
+        "add", parents=[store_option, jobs_option], help="ingest wheel files into the store"
+    )
+    add.add_argument("wheels", nargs="+", type=Path, metavar="WHEEL")
+    add.set_defaults(run=cmd_store_add)
+
+    ls = store_commands.add_parser(
+        "ls", parents=[store_option, json_option], help="list the ingested wheels"
+    )
+    ls.set_defaults(run=cmd_store_ls)
+
+    stats = store_commands.add_parser(
+        "stats", parents=[store_option, json_option], help="count wheels, objects and bytes"
+    )
+    stats.set_defaults(run=cmd_store_stats)
+
+    verify = store_commands.add_parser(
+        "verify",
+        parents=[store_option, jobs_option],
+        help="re-hash every object and check every manifest; exit 1 on any problem",
+    )
+    verify.set_defaults(run=cmd_store_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    run: Command = args.run
+    try:
+        return run(args, out or sys.stdout)
+    except PkgfsError as exc:
+        print(f"pkgfs: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("pkgfs: interrupted", file=sys.stderr)
+        return 130
