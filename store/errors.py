@@ -28,3 +28,7 @@ class WheelError(PkgfsError, ValueError):
         # One line, always: reasons built from archive member names may hold newlines.
         self.reason = " ".join(reason.split())
         super().__init__(f"{self.wheel}: {self.reason}")
+
+    def __reduce__(self) -> tuple[type[WheelError], tuple[str, str]]:
+        # Ingest workers are processes: the error travels back pickled.
+        return (type(self), (self.wheel, self.reason))

@@ -32,16 +32,19 @@ from installer.exceptions import InstallerError
 from installer.records import Hash, RecordEntry
 from installer.sources import WheelContentElement, WheelFile
 from installer.utils import Scheme
+from zlib_ng import zlib_ng
 
 from .errors import StoreError, WheelError
 from .index import EntryPoint, FileEntry, Index, WheelRecord
 from .layout import StoreLayout, syncfs
-from .objects import publish
+from .objects import create_staged, object_file, publish
 from .wheel import CheckedWheel, check_wheel, check_wheel_name
 
 __all__ = ["IngestResult", "StoreDestination", "ingest_wheel"]
 
 _CHUNK = 1 << 20
+# zlib-ng's stub declares its error as an instance; at run time it is an Exception class.
+_INFLATE_ERRORS = (zlib.error, cast(type[Exception], zlib_ng.error))
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,19 @@ class _VerifiedStream:
         self.digest = self._sha256.hexdigest()
 
 
+def _use_fast_inflate(stream: BinaryIO) -> None:
+    """Inflate a zip member with zlib-ng instead of zlib: the same output, about 2x faster.
+
+    Inflating is the largest cost of ingest. zipfile has no public way to choose its
+    decompressor, so a fresh deflate stream gets zlib-ng's in place of zlib's before its
+    first read; where zipfile's internals differ, zlib keeps the job.
+    """
+    if getattr(stream, "_compress_type", None) != zipfile.ZIP_DEFLATED:
+        return
+    if type(getattr(stream, "_decompressor", None)) is type(zlib.decompressobj(-15)):
+        stream._decompressor = zlib_ng.decompressobj(-15)  # type: ignore[attr-defined]
+
+
 class _CheckedWheelFile(WheelFile):
     """installer's WheelFile, handing out streams verified against RECORD."""
 
@@ -139,21 +155,28 @@ class _CheckedWheelFile(WheelFile):
             if "__pycache__" in path.split("/")[:-1]:
                 self.skipped.append(path)
                 continue
+            _use_fast_inflate(stream)
             verified = _VerifiedStream(stream, self.records.get(path), self._wheel)
             yield elements, cast(BinaryIO, verified), is_executable
 
 
 class StoreDestination(WheelDestination):
-    """Writes a wheel's files into a staging directory, deduplicated by content."""
+    """Writes a wheel's files into a staging directory, deduplicated by content.
+
+    This is the per-file hot path of ingest, so it works on plain strings and ``os`` calls.
+    """
 
     def __init__(self, layout: StoreLayout, staging: Path, wheel: Path) -> None:
-        self._layout = layout
-        self._staging = staging
+        self._objects = str(layout.objects)
+        self._staging = str(staging)
         self._wheel = wheel
         self.files: list[FileEntry] = []
         self.entry_points: list[EntryPoint] = []
-        self.staged: dict[str, Path] = {}  # new objects: digest -> staged file
+        self.staged: dict[str, str] = {}  # new objects: digest -> staged file
         self._destinations: set[tuple[str, str]] = set()
+
+    def _stored(self, digest: str) -> bool:
+        return digest in self.staged or os.path.exists(object_file(self._objects, digest))
 
     def write_script(self, name: str, module: str, attr: str, section: str) -> RecordEntry:
         # Scripts are generated per environment, with that environment's interpreter.
@@ -175,19 +198,19 @@ class StoreDestination(WheelDestination):
         self._destinations.add((where, path))
         verified = cast(_VerifiedStream, stream)
         known = verified.expected_digest
-        if known and (known in self.staged or self._layout.object_path(known).exists()):
+        staged = None
+        if known and self._stored(known):
             verified.drain()  # already stored: verify only, write nothing
-            staged = None
         else:
-            fd, name = tempfile.mkstemp(dir=self._staging)
-            staged = Path(name)
-            with open(fd, "wb") as out:
+            # The staging directory is private to this ingest: a counter names files uniquely.
+            staged = f"{self._staging}/{len(self.files)}"
+            with open(create_staged(staged), "wb") as out:
                 while chunk := verified.read(_CHUNK):
                     out.write(chunk)
         digest = verified.digest
         if staged is not None:
-            if digest in self.staged or self._layout.object_path(digest).exists():
-                staged.unlink()
+            if self._stored(digest):
+                os.unlink(staged)
             else:
                 self.staged[digest] = staged
         self.files.append(FileEntry(scheme, path, digest, verified.size, is_executable))
@@ -226,10 +249,11 @@ def ingest_wheel(layout: StoreLayout, index: Index, wheel: Path) -> IngestResult
             destination = StoreDestination(layout, staging, wheel)
             _unpack(wheel, source, destination)
             # Objects first, made durable; then the index transaction that refers to them.
+            objects = str(layout.objects)
             added = [
                 digest
                 for digest, staged in destination.staged.items()
-                if publish(staged, layout.object_path(digest))
+                if publish(staged, object_file(objects, digest))
             ]
             syncfs(layout.objects)
             record = _wheel_record(wheel, sha256, checked, destination)
@@ -261,7 +285,7 @@ def _unpack(wheel: Path, source: _CheckedWheelFile, destination: StoreDestinatio
         raise WheelError(wheel, f"corrupt archive: {exc}") from None
     except OSError as exc:
         raise StoreError(f"cannot write to the store: {exc}") from exc
-    except (InstallerError, ValueError, KeyError, zlib.error, EOFError) as exc:
+    except (InstallerError, ValueError, KeyError, EOFError, *_INFLATE_ERRORS) as exc:
         raise WheelError(wheel, f"{type(exc).__name__}: {exc}") from None
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import StoreError
+from .objects import object_file
 
 __all__ = ["STORE_ENV", "StoreLayout", "default_store_path", "resolve_store_path", "syncfs"]
 
@@ -69,7 +70,7 @@ class StoreLayout:
 
     def object_path(self, digest: str) -> Path:
         """The file holding the content whose sha256 is ``digest`` (64 lowercase hex digits)."""
-        return self.objects / digest[:2] / digest[2:]
+        return Path(object_file(str(self.objects), digest))
 
     def create(self) -> None:
         """Make the directories; safe to call concurrently from several processes."""

@@ -1,8 +1,8 @@
 """Content-addressed object files: staging, publishing and re-hashing.
 
 An object is visible under its final name only once complete: it is written under a
-temporary name in the store's ``tmp/`` (same filesystem), made read-only, then linked to
-its final name. Two ingests of overlapping wheels need no lock: both hold the same bytes
+temporary name in the store's ``tmp/`` (same filesystem), read-only from the start, then
+linked to its final name. Two ingests of overlapping wheels need no lock: both hold the same bytes
 for a name, and the link lets exactly one of them create it.
 """
 
@@ -12,7 +12,7 @@ import hashlib
 import os
 from pathlib import Path
 
-__all__ = ["OBJECT_MODE", "hash_file", "is_digest", "publish"]
+__all__ = ["OBJECT_MODE", "create_staged", "hash_file", "is_digest", "object_file", "publish"]
 
 # Objects are shared by every wheel and every environment: nobody may write to them.
 # The executable bit belongs to a wheel's file, not to its content, so it lives in the index.
@@ -26,16 +26,27 @@ def is_digest(text: str) -> bool:
     return len(text) == 64 and _HEX.issuperset(text)
 
 
-def publish(staged: Path, final: Path) -> bool:
+def object_file(objects_dir: str, digest: str) -> str:
+    """The object file for ``digest`` below ``objects_dir``; a plain string for hot paths."""
+    return f"{objects_dir}/{digest[:2]}/{digest[2:]}"
+
+
+def create_staged(path: str) -> int:
+    """Open a new staging file for writing; it is read-only from birth, so never chmod-ed."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, OBJECT_MODE)
+
+
+def publish(staged: str, final: str) -> bool:
     """Give a complete, verified staged file its object name; False if another got there first.
 
     ``link(2)`` creates the name atomically and never replaces an existing one, so of two
     ingests racing to publish the same content exactly one counts it as added.
     """
-    os.chmod(staged, OBJECT_MODE)
-    final.parent.mkdir(exist_ok=True)
     try:
         os.link(staged, final)
+    except FileNotFoundError:  # the first object in its bucket
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        return publish(staged, final)
     except FileExistsError:
         return False
     return True

@@ -42,13 +42,26 @@ def test_usage_errors_exit_2(pkgfs: RunPkgfs, args: tuple[str, ...]) -> None:
 def test_add_prints_one_line_per_wheel(pkgfs: RunPkgfs, make_wheel: MakeWheel) -> None:
     one = make_wheel(name="one", files={"one.py": "A = 1\n"})
     two = make_wheel(name="two", files={"two.py": "A = 1\n"})
-    result = pkgfs("store", "add", one, two)
+    result = pkgfs("store", "add", "-j1", one, two)
     assert result.code == 0
     lines = result.out.splitlines()
     assert len(lines) == 2
     assert lines[0].startswith("one 1.0: 3 objects, ")
     # two.py has the same bytes as one.py, and WHEEL is the same: only METADATA is new.
     assert lines[1].startswith("two 1.0: 1 objects, ")
+
+
+def test_parallel_add_counts_each_new_object_once(pkgfs: RunPkgfs, make_wheel: MakeWheel) -> None:
+    wheels = [make_wheel(name=f"w{i}", files={"shared.py": "A = 1\n"}) for i in range(4)]
+    result = pkgfs("store", "add", "-j4", *wheels)
+    assert result.code == 0
+    # Whichever worker links a shared object first adds it: in total, each is added once.
+    # 1 shared.py + 1 WHEEL + 4 METADATA.
+    counts = [int(line.split(": ")[1].split()[0]) for line in result.out.splitlines()]
+    assert [line.split(":")[0] for line in result.out.splitlines()] == [
+        f"w{i} 1.0" for i in range(4)
+    ]
+    assert sum(counts) == 6
 
 
 def test_ls_and_stats_json(pkgfs: RunPkgfs, make_wheel: MakeWheel, store_dir: Path) -> None:
