@@ -17,8 +17,10 @@ import pytest
 from installer import install
 from installer.destinations import SchemeDictionaryDestination
 from installer.sources import WheelFile
+from zlib_ng import zlib_ng
 
 from pkgfs.store import Store
+from pkgfs.store.ingest import _use_fast_inflate
 from tests.conftest import PKGFS, RunPkgfs
 from tests.wheelmaker import Member, WheelMaker, record_hash
 
@@ -287,10 +289,6 @@ def test_add_many_reports_in_order(store_dir: Path, make_wheel: MakeWheel, jobs:
 
 def test_members_inflate_with_zlib_ng(make_wheel: MakeWheel) -> None:
     """If zipfile's internals change, ingest still works with zlib, only slower: say so."""
-    from zlib_ng import zlib_ng
-
-    from pkgfs.store.ingest import _use_fast_inflate
-
     with zipfile.ZipFile(make_wheel()) as archive, archive.open("demo/core.py") as stream:
         _use_fast_inflate(stream)  # type: ignore[arg-type]
         assert type(stream._decompressor) is type(zlib_ng.decompressobj(-15))  # type: ignore[attr-defined]
