@@ -225,15 +225,22 @@ class Index:
     def wheels(self) -> list[WheelInfo]:
         return self._wheel_infos()
 
-    def _wheel_infos(self, sha256: str | None = None) -> list[WheelInfo]:
-        """Every wheel, or the one whose file has ``sha256``."""
+    def wheels_named(self, name: str, version: str) -> list[WheelInfo]:
+        """The stored wheels of a canonical name and a normalized version."""
+        return self._wheel_infos(name=name, version=version)
+
+    def _wheel_infos(
+        self, sha256: str | None = None, name: str | None = None, version: str | None = None
+    ) -> list[WheelInfo]:
+        """Every wheel, or those matching the given sha256, name and version."""
         rows = self._query(
             "SELECT w.sha256, w.filename, w.name, w.version, w.tags,"
             " COUNT(f.path), COALESCE(SUM(f.size), 0)"
             " FROM wheels w LEFT JOIN files f ON f.wheel_id = w.id"
-            " WHERE ?1 IS NULL OR w.sha256 = ?1"
+            " WHERE (?1 IS NULL OR w.sha256 = ?1) AND (?2 IS NULL OR w.name = ?2)"
+            " AND (?3 IS NULL OR w.version = ?3)"
             " GROUP BY w.id ORDER BY w.name, w.version, w.filename",
-            (sha256,),
+            (sha256, name, version),
         )
         return [
             WheelInfo(str(s), str(fn), str(n), str(v), str(t), int(c), int(b))  # type: ignore[call-overload]

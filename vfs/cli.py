@@ -17,6 +17,8 @@ from typing import TextIO
 
 from pkgfs.store import IngestResult, PkgfsError, Store
 
+from .locking import add_lock_arguments, cmd_lock_show, cmd_sync
+
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -166,6 +168,24 @@ def _build_parser() -> argparse.ArgumentParser:
         help="re-hash every object and check every manifest; exit 1 on any problem",
     )
     verify.set_defaults(run=cmd_store_verify)
+
+    sync = commands.add_parser(
+        "sync",
+        parents=[store_option],
+        help="get every wheel the lockfile selects for the target interpreter into the store",
+    )
+    add_lock_arguments(sync)
+    sync.set_defaults(run=cmd_sync)
+
+    lock = commands.add_parser("lock", help="inspect lockfiles")
+    lock_commands = lock.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    show = lock_commands.add_parser(
+        "show",
+        parents=[store_option, json_option],
+        help="the packages the lockfile selects for the target, and the wheel chosen for each",
+    )
+    add_lock_arguments(show)
+    show.set_defaults(run=cmd_lock_show)
     return parser
 
 

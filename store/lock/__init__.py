@@ -1,0 +1,26 @@
+"""pkgfs.store.lock: lockfiles (pylock.toml, uv.lock, hashed requirements.txt) read for a
+target interpreter, and the wheels they select."""
+
+from .discover import discover_lock, lock_kind
+from .finder import FetchError, Finder
+from .model import LockedPackage, LockedWheel, LockError, Lockfile, WheelLink
+from .resolve import choose_wheels, read_lock
+from .target import Target, TargetError, default_python, probe_target
+
+__all__ = [
+    "FetchError",
+    "Finder",
+    "LockError",
+    "LockedPackage",
+    "LockedWheel",
+    "Lockfile",
+    "Target",
+    "TargetError",
+    "WheelLink",
+    "choose_wheels",
+    "default_python",
+    "discover_lock",
+    "lock_kind",
+    "probe_target",
+    "read_lock",
+]

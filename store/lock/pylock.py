@@ -1,0 +1,70 @@
+"""pylock.toml (PEP 751), read and selected with ``packaging.pylock``.
+
+``Pylock.select()`` implements the PEP's installation steps (markers, requires-python,
+environments, one version per name, wheel choice by tag priority); this module only turns
+its answer into pkgfs's model and refuses what pkgfs cannot mount.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import cast
+from urllib.parse import urljoin
+
+from packaging.markers import Environment
+from packaging.pylock import (
+    PackageArchive,
+    PackageDirectory,
+    PackageSdist,
+    PackageVcs,
+    PackageWheel,
+    Pylock,
+    PylockSelectError,
+    PylockValidationError,
+)
+
+from .model import LockedPackage, LockError, Lockfile, WheelLink
+from .target import Target
+
+__all__ = ["read_pylock"]
+
+
+def _wheel_link(lock: Path, package: str, wheel: PackageWheel) -> WheelLink:
+    # PEP 751: "hashes: A table listing known hash values of the file where the key is the
+    # hash algorithm and the value is the hash value." We key the store by sha256.
+    sha256 = wheel.hashes.get("sha256")
+    if sha256 is None:
+        raise LockError(lock, f"package {package!r}: wheel {wheel.filename} has no sha256 hash")
+    url = wheel.url
+    if url is None and wheel.path is not None:
+        # PEP 751: a relative "path" is relative to the lock file's directory.
+        url = urljoin(lock.parent.absolute().as_uri() + "/", wheel.path)
+    return WheelLink(wheel.filename, url, sha256.lower(), wheel.size)
+
+
+def read_pylock(lock: Path, target: Target) -> Lockfile:
+    try:
+        data = tomllib.loads(lock.read_text(encoding="utf-8"))
+        pylock = Pylock.from_dict(data)
+        environment = cast(Environment, dict(target.environment))
+        selected = list(pylock.select(environment=environment, tags=target.tags))
+    except OSError as exc:
+        raise LockError(lock, exc.strerror or str(exc)) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise LockError(lock, f"not valid TOML: {exc}") from None
+    except (PylockValidationError, PylockSelectError) as exc:
+        raise LockError(lock, str(exc)) from None
+    packages = []
+    for package, source in selected:
+        version = str(package.version) if package.version else "?"
+        if isinstance(source, PackageWheel):
+            link = _wheel_link(lock, package.name, source)
+            packages.append(LockedPackage(package.name, version, wheels=(link,)))
+        elif isinstance(source, PackageSdist):
+            # select() falls back to the sdist when no wheel matches the target's tags.
+            packages.append(LockedPackage(package.name, version, has_sdist=True))
+        else:
+            kind = {PackageVcs: "vcs", PackageDirectory: "directory", PackageArchive: "archive"}
+            packages.append(LockedPackage(package.name, version, source=kind[type(source)]))
+    return Lockfile(path=lock, kind="pylock.toml", packages=packages)

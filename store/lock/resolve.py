@@ -1,0 +1,104 @@
+"""From a lockfile to the exact wheels a target interpreter needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from packaging.tags import create_compatible_tags_selector
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+from packaging.version import InvalidVersion
+
+from .discover import lock_kind
+from .finder import Finder
+from .model import LockedPackage, LockedWheel, LockError, Lockfile, WheelLink
+from .pylock import read_pylock
+from .requirements import read_requirements
+from .target import Target
+from .uvlock import read_uv_lock
+
+__all__ = ["choose_wheels", "read_lock"]
+
+
+def read_lock(lock: Path, target: Target) -> Lockfile:
+    """Read ``lock`` (any supported format) for ``target``: the packages it selects."""
+    if not lock.is_file():
+        raise LockError(lock, "no such lockfile" if not lock.exists() else "not a file")
+    readers = {
+        "pylock.toml": read_pylock,
+        "uv.lock": read_uv_lock,
+        "requirements.txt": read_requirements,
+    }
+    return readers[lock_kind(lock)](lock, target)
+
+
+def _tags(link: WheelLink) -> frozenset[object]:
+    try:
+        return frozenset(parse_wheel_filename(link.filename)[-1])
+    except (InvalidWheelFilename, InvalidVersion):
+        return frozenset()
+
+
+def _build_hint(package: LockedPackage) -> str:
+    return (
+        f"build a wheel with `pip wheel --no-deps {package.name}=={package.version}`"
+        " and `pkgfs store add` it"
+    )
+
+
+def _choose(
+    lockfile: Lockfile, package: LockedPackage, target: Target, finder: Finder | None
+) -> LockedWheel:
+    lock = lockfile.path
+    what = f"package {package.name} {package.version}"
+    candidates = list(package.wheels)
+    if not candidates and package.hashes:
+        if finder is None:
+            raise LockError(lock, f"{what}: its wheels come from an index, and none is configured")
+        candidates = [
+            link
+            for link in finder.links(package.name, package.version)
+            if link.sha256 is None or link.sha256 in package.hashes
+        ]
+        if not candidates:
+            where = (
+                "the store, find-links or an index"
+                if not finder.offline
+                else "the store or find-links (offline)"
+            )
+            raise LockError(lock, f"{what}: no wheel with a listed hash in {where}")
+    if not candidates:
+        if package.source in ("vcs", "git", "directory", "editable", "archive", "url", "path"):
+            raise LockError(
+                lock,
+                f"{what} comes from a {package.source} source, not a wheel: {_build_hint(package)}",
+            )
+        if package.has_sdist:
+            raise LockError(lock, f"{what} has only an sdist: {_build_hint(package)}")
+        raise LockError(lock, f"{what} lists no wheel")
+    selector = create_compatible_tags_selector(target.tags)
+    best = next(selector((link, _tags(link)) for link in candidates), None)  # type: ignore[misc]
+    if best is None:
+        offered = ", ".join(sorted({c.filename for c in candidates})[:4])
+        raise LockError(
+            lock,
+            f"{what}: no wheel for {target.best_tag} (Python {target.python_version});"
+            f" the lock has {offered}: {_build_hint(package)}",
+        )
+    hashes = frozenset({best.sha256}) if best.sha256 else package.hashes
+    return LockedWheel(package.name, package.version, best, hashes)
+
+
+def choose_wheels(lockfile: Lockfile, target: Target, finder: Finder | None) -> list[LockedWheel]:
+    """One wheel per package, the most specific one the target supports (tag priority)."""
+    seen: dict[str, str] = {}
+    chosen = []
+    for package in lockfile.packages:
+        if package.name in seen:
+            raise LockError(
+                lockfile.path,
+                f"package {package.name} selected twice"
+                f" ({seen[package.name]} and {package.version})",
+            )
+        seen[package.name] = package.version
+        chosen.append(_choose(lockfile, package, target, finder))
+    return sorted(chosen, key=lambda w: w.name)

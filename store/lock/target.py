@@ -1,0 +1,144 @@
+"""The interpreter an environment runs, as wheel tags and a marker environment.
+
+Wheels and markers are chosen for the target interpreter, not for the one running pkgfs.
+The target is asked once, by running ``packaging.tags.sys_tags()`` and
+``packaging.markers.default_environment()`` inside it (pkgfs's own copy of packaging,
+put on its path in isolated mode, so the target needs nothing installed). The answer is
+cached, keyed by the interpreter's path, size and mtime and packaging's version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import packaging
+from packaging.tags import Tag, parse_tag
+
+from pkgfs.store.errors import PkgfsError
+
+__all__ = ["Target", "TargetError", "default_python", "probe_target"]
+
+_PROBE = """
+import json, sys
+if sys.version_info < (3, 9):
+    sys.exit("Python %d.%d is older than 3.9, the oldest that pkgfs targets" % sys.version_info[:2])
+sys.path.insert(0, sys.argv[1])
+from packaging import markers, tags
+json.dump({
+    "tags": [str(t) for t in tags.sys_tags()],
+    "environment": markers.default_environment(),
+}, sys.stdout)
+"""
+
+
+class TargetError(PkgfsError, OSError):
+    """The target interpreter cannot be found or run."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A target interpreter: its supported tags, most preferred first, and its markers."""
+
+    python: Path
+    tags: tuple[Tag, ...]
+    environment: Mapping[str, str]
+
+    @property
+    def python_version(self) -> str:
+        return self.environment["python_full_version"]
+
+    @property
+    def best_tag(self) -> Tag:
+        return self.tags[0]
+
+
+def default_python(
+    project_dir: Path | None = None, environ: Mapping[str, str] = os.environ
+) -> Path:
+    """The interpreter to target when none is named.
+
+    The active virtual environment's, else the project's ``.venv`` (where uv puts it), else
+    the interpreter running pkgfs.
+    """
+    candidates = []
+    if environ.get("VIRTUAL_ENV"):
+        candidates.append(Path(environ["VIRTUAL_ENV"]) / "bin" / "python")
+    if project_dir is not None:
+        candidates.append(project_dir / ".venv" / "bin" / "python")
+    for candidate in candidates:
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return Path(sys.executable)
+
+
+def _resolve(python: str | os.PathLike[str]) -> Path:
+    text = os.fspath(python)
+    found = shutil.which(text) if os.sep not in text else text
+    if not found or not os.access(found, os.X_OK) or os.path.isdir(found):
+        raise TargetError(f"{text}: no such Python interpreter")
+    return Path(found).absolute()
+
+
+def _cache_dir(environ: Mapping[str, str]) -> Path:
+    base = environ.get("XDG_CACHE_HOME", "")
+    if not base or not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pkgfs" / "interpreters"
+
+
+def probe_target(python: str | os.PathLike[str], environ: Mapping[str, str] = os.environ) -> Target:
+    """Ask ``python`` for its tags and markers, or take the cached answer."""
+    path = _resolve(python)
+    info = path.stat()  # follows symlinks: a venv's python changes when its base does
+    key = f"{path}\0{info.st_size}\0{info.st_mtime_ns}\0{packaging.__version__}"
+    cache = _cache_dir(environ) / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
+    try:
+        answer = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        answer = _run_probe(path)
+        _write_cache(cache, answer)
+    return Target(
+        python=path,
+        tags=tuple(tag for text in answer["tags"] for tag in parse_tag(text)),
+        environment=answer["environment"],
+    )
+
+
+def _run_probe(path: Path) -> dict[str, object]:
+    here = os.path.dirname(os.path.dirname(os.path.abspath(packaging.__file__)))
+    try:
+        # -I: ignore the environment and user site; -S: no site-packages at all.
+        proc = subprocess.run(
+            [path, "-I", "-S", "-c", _PROBE, here],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise TargetError(f"{path}: cannot run it: {exc}") from None
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise TargetError(f"{path}: cannot ask it for its tags: {last}")
+    answer: dict[str, object] = json.loads(proc.stdout)
+    return answer
+
+
+def _write_cache(cache: Path, answer: Mapping[str, object]) -> None:
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".tmp")
+        with open(fd, "w") as f:
+            json.dump(answer, f)
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a cache we cannot write only costs a probe next time

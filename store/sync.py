@@ -1,0 +1,121 @@
+"""``pkgfs sync``: get every wheel a lock selects into the store, verified.
+
+Wheels already stored are recognised by their sha256 alone, without the network. Missing
+ones are downloaded several at once into the store's ``tmp/``, checked against the lock's
+hashes (and size), and only then ingested; a mismatch is refused and nothing of that wheel
+is stored. Each wheel is ingested as soon as it has arrived, so an interrupted sync keeps
+every wheel it finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from .core import Store
+from .errors import PkgfsError
+from .ingest import IngestResult
+from .lock.finder import FetchError, open_url
+from .lock.model import LockedWheel
+
+__all__ = ["SyncOutcome", "download", "partition_present", "sync_wheels"]
+
+DOWNLOADS = 8  # wheels fetched at once
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class SyncOutcome:
+    wheel: LockedWheel
+    result: IngestResult | None = None  # None: it was already in the store
+    error: PkgfsError | None = None
+
+
+def partition_present(
+    store: Store, wheels: Sequence[LockedWheel]
+) -> tuple[list[LockedWheel], list[LockedWheel]]:
+    """(already stored, missing): by sha256 only, without touching the network."""
+    present: list[LockedWheel] = []
+    missing: list[LockedWheel] = []
+    for wheel in wheels:
+        stored = any(store.index.find_wheel(h) for h in wheel.hashes)
+        (present if stored else missing).append(wheel)
+    return present, missing
+
+
+def _check(wheel: LockedWheel, digest: str, size: int, where: str) -> None:
+    expected_size = wheel.wheel.size
+    if expected_size is not None and size != expected_size:
+        raise FetchError(f"{where}: {size} bytes, the lock says {expected_size} (truncated?)")
+    if digest not in wheel.hashes:
+        listed = ", ".join(sorted(h[:16] + "..." for h in wheel.hashes))
+        raise FetchError(f"{where}: sha256 {digest[:16]}... is not the lock's ({listed})")
+
+
+def download(wheel: LockedWheel, directory: Path) -> Path:
+    """The verified wheel file: a local file in place, or a download into ``directory``."""
+    url = wheel.wheel.url
+    if url is None:
+        raise FetchError(f"{wheel.filename}: not in the store, and the lock gives no URL")
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        path = Path(unquote(parsed.path))
+        try:
+            with open(path, "rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+                size = f.tell()
+        except OSError as exc:
+            raise FetchError(f"{path}: {exc.strerror}") from None
+        _check(wheel, digest, size, str(path))
+        return path
+    target = directory / wheel.filename
+    hasher = hashlib.sha256()
+    size = 0
+    with open_url(url) as response, open(target, "wb") as out:
+        declared = response.headers.get("Content-Length")
+        try:
+            while chunk := response.read(_CHUNK):
+                hasher.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+        except (http.client.IncompleteRead, OSError) as exc:
+            raise FetchError(f"{url}: download cut off after {size} bytes ({exc})") from None
+    if declared is not None and int(declared) != size:
+        raise FetchError(f"{url}: download cut off: {size} of {declared} bytes")
+    _check(wheel, hasher.hexdigest(), size, url)
+    return target
+
+
+def _fetch_and_add(store: Store, wheel: LockedWheel) -> SyncOutcome:
+    directory = Path(tempfile.mkdtemp(prefix="download-", dir=store.layout.tmp))
+    try:
+        result = store.add(download(wheel, directory))
+        return SyncOutcome(wheel, result=result)
+    except PkgfsError as exc:
+        return SyncOutcome(wheel, error=exc)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def sync_wheels(
+    store: Store,
+    missing: Sequence[LockedWheel],
+    on_outcome: Callable[[SyncOutcome], None] = lambda _: None,
+    jobs: int = DOWNLOADS,
+) -> list[SyncOutcome]:
+    """Download, verify and ingest ``missing``; report each outcome as it happens."""
+    outcomes = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(missing)))) as pool:
+        futures = {pool.submit(_fetch_and_add, store, wheel): wheel for wheel in missing}
+        for future in as_completed(futures):
+            outcome = future.result()
+            on_outcome(outcome)
+            outcomes[futures[future]] = outcome
+    return [outcomes[wheel] for wheel in missing]

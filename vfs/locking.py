@@ -1,0 +1,164 @@
+"""``pkgfs sync`` and ``pkgfs lock show``: from a lockfile to wheels in the store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from pkgfs.store import Store
+from pkgfs.store.lock import (
+    Finder,
+    LockedWheel,
+    LockError,
+    Lockfile,
+    Target,
+    choose_wheels,
+    default_python,
+    discover_lock,
+    probe_target,
+    read_lock,
+)
+from pkgfs.store.sync import SyncOutcome, partition_present, sync_wheels
+
+__all__ = ["add_lock_arguments", "cmd_lock_show", "cmd_sync", "resolve_lock"]
+
+# Where an index comes from when neither the lock nor --index-url names one.
+INDEX_ENV = ("PKGFS_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_URL")
+
+
+def add_lock_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--lock", type=Path, metavar="FILE",
+        help="the lockfile (default: pylock.toml, uv.lock or requirements.txt, found in the"
+        " current directory in that order)")  # fmt: skip
+    add("--python", metavar="PY",
+        help="the target interpreter (default: the active venv's, the project's .venv, else"
+        " the one running pkgfs)")  # fmt: skip
+    add("--offline", action="store_true",
+        help="use only the store and local find-links; never the network")  # fmt: skip
+    add("--index-url", action="append", default=[], metavar="URL",
+        help="a PEP 503/691 simple index, tried before the lock's own (repeatable)")  # fmt: skip
+    add("--find-links", action="append", default=[], metavar="DIR",
+        help="a directory of wheel files (repeatable)")  # fmt: skip
+
+
+@dataclass
+class Resolved:
+    lockfile: Lockfile
+    target: Target
+    wheels: list[LockedWheel]
+
+
+def _index_urls(args: argparse.Namespace, lockfile: Lockfile) -> list[str]:
+    urls = list(args.index_url)
+    if not lockfile.no_index:
+        urls += lockfile.index_urls
+    if not urls and not lockfile.no_index:
+        urls += [os.environ[name] for name in INDEX_ENV if os.environ.get(name)][:1]
+    return urls
+
+
+def resolve_lock(args: argparse.Namespace, store: Store, err: TextIO) -> Resolved:
+    """Discover and read the lock for the target, and choose its wheels. Says which lock."""
+    lock = args.lock or discover_lock(Path.cwd())
+    if args.lock is None:
+        print(f"pkgfs: using {lock}", file=err)
+    python = args.python or default_python(lock.absolute().parent)
+    target = probe_target(python)
+    lockfile = read_lock(lock, target)
+    for note in lockfile.notes:
+        print(f"pkgfs: {lock.name}: {note}", file=err)
+    finder = Finder(
+        index_urls=_index_urls(args, lockfile),
+        find_links=[*args.find_links, *lockfile.find_links],
+        offline=args.offline,
+        index=store.index,
+    )
+    return Resolved(lockfile, target, choose_wheels(lockfile, target, finder))
+
+
+def cmd_lock_show(args: argparse.Namespace, out: TextIO) -> int:
+    with Store.open(getattr(args, "store", None)) as store:
+        resolved = resolve_lock(args, store, sys.stderr)
+        present, _ = partition_present(store, resolved.wheels)
+    stored = {w.name for w in present}
+    if args.json:
+        rows = [
+            {
+                "name": w.name,
+                "version": w.version,
+                "wheel": w.filename,
+                "sha256": w.wheel.sha256,
+                "url": w.wheel.url,
+                "in_store": w.name in stored,
+            }
+            for w in resolved.wheels
+        ]
+        json.dump(rows, out, indent=2)
+        out.write("\n")
+        return 0
+    for w in resolved.wheels:
+        mark = "stored " if w.name in stored else "missing"
+        print(f"{mark} {w.name:<28} {w.version:<14} {w.filename}", file=out)
+    print(
+        f"{len(resolved.wheels)} wheels for {resolved.target.python} ({resolved.target.best_tag}),"
+        f" {len(present)} in the store",
+        file=out,
+    )
+    return 0
+
+
+class _Progress:
+    """A one-line progress bar on a terminal; one plain line per wheel otherwise."""
+
+    def __init__(self, total: int, stream: TextIO) -> None:
+        self.total = total
+        self.done = 0
+        self.stream = stream
+        self.tty = stream.isatty()
+
+    def __call__(self, outcome: SyncOutcome) -> None:
+        self.done += 1
+        wheel = outcome.wheel
+        if outcome.result is not None:
+            what = (
+                f"added {wheel.name} {wheel.version} ({outcome.result.objects_added} new objects)"
+            )
+        else:
+            what = f"failed {wheel.name} {wheel.version}"
+        if not self.tty:
+            print(what, file=self.stream)
+            return
+        width = 30
+        filled = width * self.done // max(self.total, 1)
+        bar = f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {what}"
+        end = "\n" if self.done == self.total else ""
+        print(f"\r\x1b[K{bar}", end=end, file=self.stream, flush=True)
+
+
+def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
+    with Store.open(getattr(args, "store", None)) as store:
+        resolved = resolve_lock(args, store, sys.stderr)
+        present, missing = partition_present(store, resolved.wheels)
+        if missing and args.offline:
+            names = ", ".join(w.filename for w in missing)
+            raise LockError(
+                resolved.lockfile.path,
+                f"offline, and {len(missing)} wheels are not in the store: {names}",
+            )
+        progress = _Progress(len(missing), sys.stderr)
+        outcomes = sync_wheels(store, missing, progress) if missing else []
+    failed = [o for o in outcomes if o.error is not None]
+    summary = f"{len(resolved.wheels)} wheels: {len(present)} already in the store"
+    summary += f", {len(outcomes) - len(failed)} added"
+    if failed:
+        summary += f", {len(failed)} failed"
+    print(summary, file=out)
+    for outcome in failed:
+        print(f"pkgfs: error: {outcome.error}", file=sys.stderr)
+    return 1 if failed else 0
