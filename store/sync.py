@@ -13,6 +13,7 @@ import hashlib
 import http.client
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -59,8 +60,11 @@ def _check(wheel: LockedWheel, digest: str, size: int, where: str) -> None:
         raise FetchError(f"{where}: sha256 {digest[:16]}... is not the lock's ({listed})")
 
 
-def download(wheel: LockedWheel, directory: Path) -> Path:
-    """The verified wheel file: a local file in place, or a download into ``directory``."""
+def download(wheel: LockedWheel, directory: Path, cancel: threading.Event | None = None) -> Path:
+    """The verified wheel file: a local file in place, or a download into ``directory``.
+
+    Setting ``cancel`` stops a download at its next chunk.
+    """
     url = wheel.wheel.url
     if url is None:
         raise FetchError(f"{wheel.filename}: not in the store, and the lock gives no URL")
@@ -82,6 +86,8 @@ def download(wheel: LockedWheel, directory: Path) -> Path:
         declared = response.headers.get("Content-Length")
         try:
             while chunk := response.read(_CHUNK):
+                if cancel is not None and cancel.is_set():
+                    raise FetchError(f"{url}: interrupted")
                 hasher.update(chunk)
                 out.write(chunk)
                 size += len(chunk)
@@ -93,10 +99,10 @@ def download(wheel: LockedWheel, directory: Path) -> Path:
     return target
 
 
-def _fetch_and_add(store: Store, wheel: LockedWheel) -> SyncOutcome:
+def _fetch_and_add(store: Store, wheel: LockedWheel, cancel: threading.Event) -> SyncOutcome:
     directory = Path(tempfile.mkdtemp(prefix="download-", dir=store.layout.tmp))
     try:
-        result = store.add(download(wheel, directory))
+        result = store.add(download(wheel, directory, cancel))
         return SyncOutcome(wheel, result=result)
     except PkgfsError as exc:
         return SyncOutcome(wheel, error=exc)
@@ -112,10 +118,19 @@ def sync_wheels(
 ) -> list[SyncOutcome]:
     """Download, verify and ingest ``missing``; report each outcome as it happens."""
     outcomes = {}
-    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(missing)))) as pool:
-        futures = {pool.submit(_fetch_and_add, store, wheel): wheel for wheel in missing}
+    cancel = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=max(1, min(jobs, len(missing))))
+    try:
+        futures = {pool.submit(_fetch_and_add, store, w, cancel): w for w in missing}
         for future in as_completed(futures):
             outcome = future.result()
             on_outcome(outcome)
             outcomes[futures[future]] = outcome
+    except BaseException:
+        # Ctrl-C: stop downloads at their next chunk and start no more. Wheels already
+        # ingested stay; a half-downloaded file is only a leftover in the store's tmp/.
+        cancel.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
     return [outcomes[wheel] for wheel in missing]

@@ -60,12 +60,16 @@ def _choose(
             if link.sha256 is None or link.sha256 in package.hashes
         ]
         if not candidates:
-            where = (
-                "the store, find-links or an index"
-                if not finder.offline
-                else "the store or find-links (offline)"
-            )
-            raise LockError(lock, f"{what}: no wheel with a listed hash in {where}")
+            if finder.offline:
+                where = "in the store or find-links (offline)"
+            elif not finder.index_urls:
+                where = (
+                    "in the store or find-links, and no index is configured:"
+                    " pass --index-url URL or set PKGFS_INDEX_URL"
+                )
+            else:
+                where = "in the store, find-links or the index"
+            raise LockError(lock, f"{what}: no wheel with a listed hash {where}")
     if not candidates:
         if package.source in ("vcs", "git", "directory", "editable", "archive", "url", "path"):
             raise LockError(

@@ -1,0 +1,124 @@
+"""pylock.toml (PEP 751), selected by packaging.pylock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pkgfs.store.lock import LockError, choose_wheels, read_lock
+from tests.targets import cpython_linux
+
+HEAD = """lock-version = "1.0"
+created-by = "test"
+requires-python = ">=3.10"
+"""
+
+
+def _package(name: str, version: str, *wheels: str, extra: str = "") -> str:
+    rows = ",\n".join(
+        f'  {{ name = "{w}", url = "https://files.example/{w}", size = 10,'
+        f' hashes = {{ sha256 = "{str(i) * 64}" }} }}'
+        for i, w in enumerate(wheels, 1)
+    )
+    return f'[[packages]]\nname = "{name}"\nversion = "{version}"\n{extra}wheels = [\n{rows}\n]\n'
+
+
+def _select(tmp_path: Path, text: str, minor: int = 11) -> list[tuple[str, str]]:
+    (tmp_path / "pylock.toml").write_text(text)
+    target = cpython_linux(minor)
+    lock = read_lock(tmp_path / "pylock.toml", target)
+    return [(w.name, w.filename) for w in choose_wheels(lock, target, None)]
+
+
+def test_markers_and_tags_choose_the_wheels(tmp_path: Path) -> None:
+    text = (
+        HEAD
+        + _package(
+            "numpy",
+            "2.1.0",
+            "numpy-2.1.0-cp312-cp312-manylinux_2_17_x86_64.whl",
+            "numpy-2.1.0-cp311-cp311-manylinux_2_17_x86_64.whl",
+            "numpy-2.1.0-cp311-cp311-win_amd64.whl",
+        )
+        + _package(
+            "colorama",
+            "0.4.6",
+            "colorama-0.4.6-py3-none-any.whl",
+            extra="marker = \"sys_platform == 'win32'\"\n",
+        )
+    )
+    assert _select(tmp_path, text) == [
+        ("numpy", "numpy-2.1.0-cp311-cp311-manylinux_2_17_x86_64.whl")
+    ]
+    assert _select(tmp_path, text, minor=12) == [
+        ("numpy", "numpy-2.1.0-cp312-cp312-manylinux_2_17_x86_64.whl")
+    ]
+
+
+def test_relative_wheel_path(tmp_path: Path) -> None:
+    text = HEAD + (
+        '[[packages]]\nname = "six"\nversion = "1.17.0"\n'
+        f'wheels = [{{ path = "wheels/six-1.17.0-py3-none-any.whl", hashes = {{ sha256 = "{"a" * 64}" }} }}]\n'
+    )
+    (tmp_path / "pylock.toml").write_text(text)
+    target = cpython_linux()
+    (six,) = choose_wheels(read_lock(tmp_path / "pylock.toml", target), target, None)
+    assert six.wheel.url == (tmp_path / "wheels" / "six-1.17.0-py3-none-any.whl").as_uri()
+
+
+def test_sdist_only(tmp_path: Path) -> None:
+    text = HEAD + (
+        '[[packages]]\nname = "legacy"\nversion = "1.0"\n'
+        f'sdist = {{ url = "https://files.example/legacy-1.0.tar.gz", hashes = {{ sha256 = "{"b" * 64}" }} }}\n'
+    )
+    with pytest.raises(
+        LockError, match=r"pylock.toml: package legacy 1.0 has only an sdist: build a wheel"
+    ):
+        _select(tmp_path, text)
+
+
+def test_vcs_source(tmp_path: Path) -> None:
+    text = HEAD + (
+        '[[packages]]\nname = "tool"\nversion = "1.0"\n'
+        'vcs = { type = "git", url = "https://git.example/tool", commit-id = "abc" }\n'
+    )
+    with pytest.raises(LockError, match=r"package tool 1.0 comes from a vcs source, not a wheel"):
+        _select(tmp_path, text)
+
+
+def test_requires_python(tmp_path: Path) -> None:
+    text = HEAD.replace(">=3.10", ">=3.12") + _package(
+        "six", "1.17.0", "six-1.17.0-py3-none-any.whl"
+    )
+    with pytest.raises(
+        LockError, match=r"pylock.toml: python_full_version '3.11.7' .* requirement '>=3.12'"
+    ):
+        _select(tmp_path, text)
+
+
+def test_wheel_without_sha256(tmp_path: Path) -> None:
+    text = HEAD + (
+        '[[packages]]\nname = "six"\nversion = "1.17.0"\n'
+        'wheels = [{ url = "https://files.example/six-1.17.0-py3-none-any.whl", hashes = { sha512 = "00" } }]\n'
+    )
+    with pytest.raises(
+        LockError, match=r"package 'six': wheel six-1.17.0-py3-none-any.whl has no sha256 hash"
+    ):
+        _select(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("lock-version = [", "not valid TOML"),
+        (
+            'lock-version = "2.0"\ncreated-by = "x"\npackages = []\n',
+            "pylock version 2.0 is not supported",
+        ),
+        (HEAD + '[[packages]]\nversion = "1"\n', "name"),
+    ],
+)
+def test_malformed(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(LockError, match=message):
+        _select(tmp_path, text)

@@ -1,0 +1,232 @@
+"""uv.lock, selected the way ``uv sync --frozen`` installs it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pkgfs.store.lock import LockError, choose_wheels, read_lock
+from tests.targets import cpython_linux
+
+REG = 'source = { registry = "https://index.example/simple" }'
+
+
+def _wheel(name: str, version: str, tag: str = "py3-none-any", digest: str = "0") -> str:
+    filename = f"{name.replace('-', '_')}-{version}-{tag}.whl"
+    return (
+        f'{{ url = "https://files.example/{filename}", hash = "sha256:{digest * 64}", size = 100 }}'
+    )
+
+
+LOCK = f"""
+version = 1
+revision = 3
+requires-python = ">=3.10"
+resolution-markers = [
+    "python_full_version >= '3.12'",
+    "python_full_version < '3.12'",
+]
+
+[[package]]
+name = "app"
+version = "0.1.0"
+source = {{ virtual = "." }}
+dependencies = [
+    {{ name = "httpx", extra = ["socks"] }},
+    {{ name = "numpy", version = "1.26.4", source = {{ registry = "https://index.example/simple" }}, marker = "python_full_version < '3.12'" }},
+    {{ name = "numpy", version = "2.1.0", source = {{ registry = "https://index.example/simple" }}, marker = "python_full_version >= '3.12'" }},
+    {{ name = "pywin32", marker = "sys_platform == 'win32'" }},
+]
+
+[package.dev-dependencies]
+dev = [{{ name = "pytest" }}]
+docs = [{{ name = "sphinx" }}]
+
+[[package]]
+name = "httpx"
+version = "0.28.1"
+{REG}
+dependencies = [{{ name = "idna" }}]
+wheels = [{_wheel("httpx", "0.28.1")}]
+
+[package.optional-dependencies]
+socks = [{{ name = "socksio" }}]
+brotli = [{{ name = "brotli" }}]
+
+[[package]]
+name = "idna"
+version = "3.10"
+{REG}
+wheels = [{_wheel("idna", "3.10")}]
+
+[[package]]
+name = "socksio"
+version = "1.0.0"
+{REG}
+wheels = [{_wheel("socksio", "1.0.0")}]
+
+[[package]]
+name = "brotli"
+version = "1.1.0"
+{REG}
+wheels = [{_wheel("brotli", "1.1.0")}]
+
+[[package]]
+name = "numpy"
+version = "1.26.4"
+{REG}
+resolution-markers = ["python_full_version < '3.12'"]
+sdist = {{ url = "https://files.example/numpy-1.26.4.tar.gz", hash = "sha256:{"e" * 64}", size = 1 }}
+wheels = [
+    {_wheel("numpy", "1.26.4", "cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64", "1")},
+    {_wheel("numpy", "1.26.4", "cp311-cp311-macosx_11_0_arm64", "2")},
+    {_wheel("numpy", "1.26.4", "cp310-cp310-manylinux_2_17_x86_64.manylinux2014_x86_64", "3")},
+]
+
+[[package]]
+name = "numpy"
+version = "2.1.0"
+{REG}
+resolution-markers = ["python_full_version >= '3.12'"]
+wheels = [
+    {_wheel("numpy", "2.1.0", "cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64", "4")},
+]
+
+[[package]]
+name = "pywin32"
+version = "306"
+{REG}
+wheels = [{_wheel("pywin32", "306", "cp311-cp311-win_amd64")}]
+
+[[package]]
+name = "pytest"
+version = "8.3.0"
+{REG}
+wheels = [{_wheel("pytest", "8.3.0")}]
+
+[[package]]
+name = "sphinx"
+version = "8.0.0"
+{REG}
+wheels = [{_wheel("sphinx", "8.0.0")}]
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "uv.lock").write_text(LOCK)
+    return tmp_path
+
+
+def _selected(project: Path, minor: int = 11) -> list[tuple[str, str, str]]:
+    target = cpython_linux(minor)
+    lock = read_lock(project / "uv.lock", target)
+    return [(w.name, w.version, w.filename) for w in choose_wheels(lock, target, None)]
+
+
+def test_what_uv_sync_installs(project: Path) -> None:
+    assert _selected(project) == [
+        ("httpx", "0.28.1", "httpx-0.28.1-py3-none-any.whl"),
+        ("idna", "3.10", "idna-3.10-py3-none-any.whl"),
+        (
+            "numpy",
+            "1.26.4",
+            "numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+        ),
+        ("pytest", "8.3.0", "pytest-8.3.0-py3-none-any.whl"),  # the dev group, by default
+        ("socksio", "1.0.0", "socksio-1.0.0-py3-none-any.whl"),  # httpx[socks]
+    ]
+
+
+def test_forked_versions_follow_the_target(project: Path) -> None:
+    numpy = [s for s in _selected(project, minor=12) if s[0] == "numpy"]
+    assert numpy == [
+        ("numpy", "2.1.0", "numpy-2.1.0-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl")
+    ]
+
+
+def test_root_is_skipped_and_said_once(project: Path) -> None:
+    lock = read_lock(project / "uv.lock", cpython_linux())
+    assert lock.notes == ["skipped app 0.1.0, the project itself: it is not a wheel"]
+
+
+def test_default_groups_from_the_project(project: Path) -> None:
+    (project / "pyproject.toml").write_text('[tool.uv]\ndefault-groups = ["docs"]\n')
+    names = [s[0] for s in _selected(project)]
+    assert "sphinx" in names
+    assert "pytest" not in names
+    (project / "pyproject.toml").write_text('[tool.uv]\ndefault-groups = "all"\n')
+    assert {"sphinx", "pytest"} <= {s[0] for s in _selected(project)}
+
+
+def test_requires_python_is_checked(project: Path) -> None:
+    (project / "uv.lock").write_text(
+        LOCK.replace('requires-python = ">=3.10"', 'requires-python = ">=3.13"')
+    )
+    with pytest.raises(
+        LockError, match=r"requires Python >=3.13; the target .* is 3.11.7: pass --python"
+    ):
+        read_lock(project / "uv.lock", cpython_linux())
+
+
+def test_no_wheel_for_the_target_names_package_and_remedy(project: Path) -> None:
+    target = cpython_linux(13)
+    lock = read_lock(project / "uv.lock", target)
+    with pytest.raises(LockError) as info:
+        choose_wheels(lock, target, None)
+    message = str(info.value)
+    assert (
+        "package numpy 2.1.0: no wheel for cp313-cp313-manylinux_2_28_x86_64 (Python 3.13.7)"
+        in message
+    )
+    assert "pip wheel --no-deps numpy==2.1.0" in message
+    assert "pkgfs store add" in message
+
+
+def test_sdist_only_package(project: Path) -> None:
+    text = LOCK.replace(
+        f"wheels = [{_wheel('idna', '3.10')}]",
+        f'sdist = {{ url = "https://files.example/idna-3.10.tar.gz", hash = "sha256:{"f" * 64}", size = 1 }}',
+    )
+    (project / "uv.lock").write_text(text)
+    target = cpython_linux()
+    with pytest.raises(LockError, match=r"package idna 3.10 has only an sdist: build a wheel with"):
+        choose_wheels(read_lock(project / "uv.lock", target), target, None)
+
+
+def test_git_source_is_refused_with_a_remedy(project: Path) -> None:
+    text = LOCK.replace(
+        f'name = "idna"\nversion = "3.10"\n{REG}\nwheels = [{_wheel("idna", "3.10")}]',
+        'name = "idna"\nversion = "3.10"\nsource = { git = "https://git.example/idna?rev=main#abc" }',
+    )
+    (project / "uv.lock").write_text(text)
+    target = cpython_linux()
+    with pytest.raises(LockError, match=r"package idna 3.10 comes from a git source, not a wheel"):
+        choose_wheels(read_lock(project / "uv.lock", target), target, None)
+
+
+def test_local_wheel_path_is_relative_to_the_lock(project: Path) -> None:
+    text = LOCK.replace(
+        f'name = "idna"\nversion = "3.10"\n{REG}\nwheels = [{_wheel("idna", "3.10")}]',
+        'name = "idna"\nversion = "3.10"\nsource = { path = "dist/idna-3.10-py3-none-any.whl" }\n'
+        f'wheels = [{{ filename = "idna-3.10-py3-none-any.whl", hash = "sha256:{"9" * 64}" }}]',
+    )
+    (project / "uv.lock").write_text(text)
+    target = cpython_linux()
+    (idna,) = [
+        w
+        for w in choose_wheels(read_lock(project / "uv.lock", target), target, None)
+        if w.name == "idna"
+    ]
+    assert idna.wheel.url == (project / "dist" / "idna-3.10-py3-none-any.whl").as_uri()
+    assert idna.hashes == {"9" * 64}
+
+
+def test_malformed_lock(project: Path) -> None:
+    (project / "uv.lock").write_text("version = [")
+    with pytest.raises(LockError, match=r"uv.lock: not valid TOML"):
+        read_lock(project / "uv.lock", cpython_linux())
+    (project / "uv.lock").write_text("version = 2\n")
+    with pytest.raises(LockError, match=r"uv.lock version 2; pkgfs reads version 1"):
+        read_lock(project / "uv.lock", cpython_linux())
