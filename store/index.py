@@ -247,6 +247,11 @@ class Index:
             for s, fn, n, v, t, c, b in rows
         ]
 
+    def dist_info(self, sha256: str) -> str:
+        """The ``.dist-info`` directory name inside the wheel with this sha256."""
+        ((name,),) = self._query("SELECT dist_info FROM wheels WHERE sha256 = ?", (sha256,))
+        return str(name)
+
     def files(self, sha256: str) -> list[FileEntry]:
         rows = self._query(
             "SELECT f.scheme, f.path, f.digest, f.size, f.executable FROM files f"

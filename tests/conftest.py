@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.indexserver import IndexServer
 from tests.wheelmaker import WheelMaker
 
 PKGFS = [sys.executable, "-m", "pkgfs.vfs"]
@@ -75,3 +77,30 @@ def snapshot(root: Path) -> dict[str, tuple[int, str]]:
             digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
             state[str(path.relative_to(root))] = (info.st_mode, digest)
     return state
+
+
+LOCKPROJECT = Path(__file__).parent / "fixtures" / "lockproject"
+PLACEHOLDER = "http://index.invalid"
+
+
+@pytest.fixture
+def index_server() -> Iterator[IndexServer]:
+    """A real PEP 503/691 index on loopback, serving the lock fixtures' wheels."""
+    with IndexServer(sorted((LOCKPROJECT / "wheels").glob("*.whl"))) as server:
+        yield server
+
+
+@pytest.fixture
+def lockproject(tmp_path: Path, index_server: IndexServer) -> Path:
+    """The uv-made project of tests/fixtures/lockproject, pointing at ``index_server``."""
+    project = tmp_path / "lockproject"
+    project.mkdir()
+    for name in ("pyproject.toml", "uv.lock", "pylock.toml", "requirements.txt"):
+        text = (LOCKPROJECT / name).read_text()
+        (project / name).write_text(text.replace(PLACEHOLDER, index_server.url))
+    return project
+
+
+def expected_wheels(tag: str = "cp311") -> list[dict[str, str]]:
+    selection: list[dict[str, str]] = json.loads((LOCKPROJECT / "EXPECTED.json").read_text())[tag]
+    return selection

@@ -60,10 +60,23 @@ class WheelMaker:
     extra: list[Member] = field(default_factory=list)  # added after RECORD is computed
     edit_record: Callable[[RecordRows], RecordRows] | None = None
     filename: str | None = None  # replaces the generated file name
+    # Core metadata headers added to the generated METADATA (ignored when ``metadata`` is set);
+    # empty means the header is left out, so the default METADATA is unchanged.
+    requires_python: str | None = None  # "Requires-Python: ..."
+    requires_dist: list[str] = field(default_factory=list)  # one "Requires-Dist: ..." each
+    provides_extra: list[str] = field(default_factory=list)  # one "Provides-Extra: ..." each
 
     @property
     def dist_info(self) -> str:
         return f"{self.name}-{self.version}.dist-info"
+
+    def _metadata(self) -> str:
+        lines = ["Metadata-Version: 2.1", f"Name: {self.name}", f"Version: {self.version}"]
+        if self.requires_python is not None:
+            lines.append(f"Requires-Python: {self.requires_python}")
+        lines += [f"Requires-Dist: {requirement}" for requirement in self.requires_dist]
+        lines += [f"Provides-Extra: {extra}" for extra in self.provides_extra]
+        return "\n".join(lines) + "\n"
 
     def _members(self) -> list[Member]:
         members = []
@@ -72,9 +85,7 @@ class WheelMaker:
             mode = stat.S_IFREG | (0o755 if path in self.executable else 0o644)
             members.append(Member(path, data, mode))
         generated: dict[str, str | bytes] = {
-            "METADATA": self.metadata
-            if self.metadata is not None
-            else f"Metadata-Version: 2.1\nName: {self.name}\nVersion: {self.version}\n",
+            "METADATA": self.metadata if self.metadata is not None else self._metadata(),
             "WHEEL": self.wheel_file
             if self.wheel_file is not None
             else (

@@ -1,0 +1,191 @@
+"""pkgfs sync and lock show against a real index on loopback, with uv-made lockfiles."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pkgfs.store.lock import Finder, choose_wheels, read_lock
+from tests.conftest import PKGFS, RunPkgfs, expected_wheels, snapshot
+from tests.indexserver import IndexServer
+from tests.targets import cpython_linux
+
+FORMATS = ("pylock.toml", "uv.lock", "requirements.txt")
+CP311 = sys.version_info[:2] == (3, 11)
+
+
+def _selection(rows: list[dict[str, str]]) -> list[tuple[str, str, str, str]]:
+    return sorted((r["name"], r["version"], r["wheel"], r["sha256"]) for r in rows)
+
+
+@pytest.mark.parametrize("minor", [11, 12])
+@pytest.mark.parametrize("lock", FORMATS)
+def test_three_formats_choose_the_same_wheels(
+    lockproject: Path, index_server: IndexServer, lock: str, minor: int
+) -> None:
+    target = cpython_linux(minor)
+    lockfile = read_lock(lockproject / lock, target)
+    finder = Finder(index_urls=[index_server.simple_url])
+    chosen = choose_wheels(lockfile, target, finder)
+    rows = [
+        {"name": w.name, "version": w.version, "wheel": w.filename, "sha256": w.wheel.sha256 or ""}
+        for w in chosen
+    ]
+    assert _selection(rows) == _selection(expected_wheels(f"cp3{minor}"))
+
+
+@pytest.mark.skipif(not CP311, reason="EXPECTED.json's cp311 selection is for CPython 3.11")
+@pytest.mark.parametrize("lock", FORMATS)
+def test_lock_show_json(
+    pkgfs: RunPkgfs, lockproject: Path, index_server: IndexServer, lock: str
+) -> None:
+    result = pkgfs(
+        "lock",
+        "show",
+        "--json",
+        "--lock",
+        lockproject / lock,
+        "--index-url",
+        index_server.simple_url,
+    )
+    assert result.code == 0, result.err
+    rows = json.loads(result.out)
+    assert _selection(rows) == _selection(expected_wheels())
+    assert all(row["in_store"] is False for row in rows)
+
+
+@pytest.mark.skipif(not CP311, reason="EXPECTED.json's cp311 selection is for CPython 3.11")
+def test_sync_then_warm_sync_without_network(
+    pkgfs: RunPkgfs, lockproject: Path, index_server: IndexServer
+) -> None:
+    first = pkgfs("sync", "--lock", lockproject / "uv.lock")
+    assert first.code == 0, first.err
+    assert first.out == "4 wheels: 0 already in the store, 4 added\n"
+    stored = json.loads(pkgfs("store", "ls", "--json").out)
+    assert sorted(w["sha256"] for w in stored) == sorted(w["sha256"] for w in expected_wheels())
+    assert pkgfs("store", "verify").code == 0
+
+    before = list(index_server.requests)
+    for lock in FORMATS:
+        args = ["sync", "--lock", lockproject / lock]
+        again = (
+            pkgfs(*args, "--index-url", index_server.simple_url)
+            if lock == "requirements.txt"
+            else pkgfs(*args)
+        )
+        assert again.code == 0, again.err
+        assert again.out == "4 wheels: 4 already in the store, 0 added\n"
+    # pylock.toml and uv.lock name their wheels: present ones need no index at all. Only
+    # requirements.txt asks the index which files exist, and downloads nothing.
+    assert all("/files/" not in r for r in index_server.requests[len(before) :])
+    offline = pkgfs("sync", "--lock", lockproject / "uv.lock", "--offline")
+    assert offline.out == "4 wheels: 4 already in the store, 0 added\n"
+
+
+def test_discovery_says_which_lock(lockproject: Path, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*PKGFS, "--store", str(tmp_path / "s"), "lock", "show"],
+        cwd=lockproject, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[0] == f"pkgfs: using {lockproject / 'pylock.toml'}"
+
+
+def _refused(pkgfs: RunPkgfs, store_dir: Path, *args: str | Path) -> str:
+    """Run a sync that must fail: one error line, exit 1, the store as it was."""
+    assert pkgfs("store", "stats").code == 0  # the store exists before
+    before = snapshot(store_dir)
+    result = pkgfs("sync", *args)
+    assert result.code == 1, result
+    errors = [line for line in result.err.splitlines() if line.startswith("pkgfs: error: ")]
+    assert len(errors) == 1, result.err
+    assert "Traceback" not in result.err
+    assert snapshot(store_dir) == before
+    assert pkgfs("store", "verify").code == 0
+    return errors[0]
+
+
+def test_offline_lists_what_is_missing(pkgfs: RunPkgfs, lockproject: Path, store_dir: Path) -> None:
+    error = _refused(pkgfs, store_dir, "--lock", lockproject / "uv.lock", "--offline")
+    assert "offline, and 4 wheels are not in the store: alpha-1.0-py3-none-any.whl," in error
+    assert error.startswith(f"pkgfs: error: {lockproject / 'uv.lock'}: ")
+
+
+def test_tampered_lock_hash_is_refused(pkgfs: RunPkgfs, lockproject: Path) -> None:
+    lock = lockproject / "uv.lock"
+    real = expected_wheels()[0]["sha256"]  # alpha
+    lock.write_text(lock.read_text().replace(real, "0" * 64))
+    result = pkgfs("sync", "--lock", lock)
+    assert result.code == 1
+    (line,) = [x for x in result.err.splitlines() if x.startswith("pkgfs: error:")]
+    assert (
+        "alpha-1.0-py3-none-any.whl: sha256 00e4f21124237e81... is not the lock's (0000000000000000...)"
+        in line
+    )
+    names = {w["name"] for w in json.loads(pkgfs("store", "ls", "--json").out)}
+    assert "alpha" not in names
+    assert pkgfs("store", "verify").code == 0
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [("corrupt", "is not the lock's"), ("truncate", "cut off"), ("missing", "HTTP 404")],
+)
+def test_bad_downloads_store_nothing_of_that_wheel(
+    pkgfs: RunPkgfs, lockproject: Path, index_server: IndexServer, fault: str, message: str
+) -> None:
+    index_server.faults["zeta-1.0-py3-none-any.whl"] = fault  # type: ignore[assignment]
+    result = pkgfs("sync", "--lock", lockproject / "pylock.toml")
+    assert result.code == 1
+    (line,) = [x for x in result.err.splitlines() if x.startswith("pkgfs: error:")]
+    assert "zeta-1.0-py3-none-any.whl" in line
+    assert message in line
+    assert result.out == "4 wheels: 0 already in the store, 3 added, 1 failed\n"
+    names = {w["name"] for w in json.loads(pkgfs("store", "ls", "--json").out)}
+    assert names == {"alpha", "beta", "epsilon"}
+    assert pkgfs("store", "verify").code == 0
+
+
+def test_unreachable_index(pkgfs: RunPkgfs, lockproject: Path, store_dir: Path) -> None:
+    error = _refused(
+        pkgfs,
+        store_dir,
+        "--lock",
+        lockproject / "requirements.txt",
+        "--index-url",
+        "http://127.0.0.1:9/simple/",
+    )
+    assert "http://127.0.0.1:9/simple/alpha/: cannot connect" in error
+
+
+def test_requirements_without_an_index(pkgfs: RunPkgfs, lockproject: Path, store_dir: Path) -> None:
+    error = _refused(pkgfs, store_dir, "--lock", lockproject / "requirements.txt")
+    assert "no index is configured: pass --index-url URL or set PKGFS_INDEX_URL" in error
+
+
+def test_sdist_only_package(pkgfs: RunPkgfs, lockproject: Path, store_dir: Path) -> None:
+    lock = lockproject / "uv.lock"
+    text = lock.read_text()
+    start = text.index('[[package]]\nname = "zeta"')
+    zeta = text[start:]
+    wheels = zeta[zeta.index("wheels = [") :]
+    sdist = (
+        'sdist = { url = "http://127.0.0.1:9/files/zeta-1.0.tar.gz", hash = "sha256:'
+        + "1" * 64
+        + '", size = 10 }\n'
+    )
+    lock.write_text(text[:start] + zeta.replace(wheels, sdist))
+    error = _refused(pkgfs, store_dir, "--lock", lock)
+    assert error == (
+        f"pkgfs: error: {lock}: package zeta 1.0 has only an sdist: build a wheel with"
+        " `pip wheel --no-deps zeta==1.0` and `pkgfs store add` it"
+    )
+
+
+def test_missing_lock(pkgfs: RunPkgfs, tmp_path: Path, store_dir: Path) -> None:
+    error = _refused(pkgfs, store_dir, "--lock", tmp_path / "uv.lock")
+    assert error == f"pkgfs: error: {tmp_path / 'uv.lock'}: no such lockfile"
