@@ -18,6 +18,7 @@ from typing import TextIO
 from pkgfs.store import IngestResult, PkgfsError, Store
 
 from .locking import add_lock_arguments, cmd_lock_show, cmd_sync
+from .mounting import cmd_diff, cmd_mount, cmd_reset, cmd_status, cmd_unmount
 
 __all__ = ["main"]
 
@@ -186,6 +187,41 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     add_lock_arguments(show)
     show.set_defaults(run=cmd_lock_show)
+
+    mount = commands.add_parser(
+        "mount",
+        parents=[store_option],
+        help="mount the lockfile's environment at MOUNTPOINT (a venv's site-packages)",
+    )
+    mount.add_argument("mountpoint", metavar="MOUNTPOINT")
+    add_lock_arguments(mount)
+    mount.add_argument(
+        "--foreground", action="store_true", help="stay attached; unmount on SIGTERM/SIGINT"
+    )
+    mount.add_argument("--allow-other", action="store_true", help="let other users see the mount")
+    mount.add_argument("--overlay", metavar="DIR", help="keep the copy-on-write layer in DIR")
+    mount.set_defaults(run=cmd_mount)
+
+    unmount = commands.add_parser("unmount", help="unmount MOUNTPOINT (a stale mount too)")
+    unmount.add_argument("mountpoint", metavar="MOUNTPOINT")
+    unmount.add_argument("--lazy", action="store_true", help="detach now, even if busy")
+    unmount.set_defaults(run=cmd_unmount)
+
+    status = commands.add_parser(
+        "status", parents=[json_option], help="every pkgfs mount and its state"
+    )
+    status.set_defaults(run=cmd_status)
+
+    diff = commands.add_parser(
+        "diff", parents=[json_option], help="the paths the overlay added, modified or deleted"
+    )
+    diff.add_argument("mountpoint", metavar="MOUNTPOINT")
+    diff.set_defaults(run=cmd_diff)
+
+    reset = commands.add_parser("reset", help="discard overlay changes, all or under PATHs")
+    reset.add_argument("mountpoint", metavar="MOUNTPOINT")
+    reset.add_argument("paths", nargs="*", metavar="PATH")
+    reset.set_defaults(run=cmd_reset)
     return parser
 
 

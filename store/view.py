@@ -1,0 +1,246 @@
+"""A view: the merged site-packages of a set of wheels, composed once and reused.
+
+Composing reads every wheel's manifest from the index, merges purelib and platlib into one
+tree (directories shipped by several wheels, namespace packages, merge), and generates
+what an installer writes per environment: each ``.dist-info/RECORD`` listing the files as
+this environment has them, ``INSTALLER`` saying ``pkgfs``, and the console/GUI scripts
+and ``.data/scripts`` of every wheel, with a shebang for the environment's interpreter
+(through installer's own ``Script`` and ``fix_shebang``).
+
+The result is saved as one compact file (``views-v1/<key>``, marshal) keyed by the wheels
+and the environment's interpreter, so a mount loads it instead of composing again; the
+mount's start-up cost does not grow with the number of files beyond loading that file.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import json
+import marshal
+import os
+import posixpath
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, cast
+
+from installer.scripts import InvalidScript, Script
+from installer.utils import fix_shebang
+
+from .core import Store
+from .errors import PkgfsError
+from .index import FileEntry
+
+__all__ = ["VIEW_MTIME", "View", "ViewError", "ViewFile", "compose_view", "load_or_compose"]
+
+VIEW_FORMAT = 1
+# Every file and directory of the lower layer has this mtime, on every mount: bytecode
+# caches keyed by source mtime stay valid. 1980-01-01, the zip epoch, as reproducible
+# builds use.
+VIEW_MTIME = 315532800
+INSTALLER_NAME = b"pkgfs\n"
+
+
+class ViewError(PkgfsError, ValueError):
+    """The wheels cannot be composed into one environment."""
+
+
+@dataclass(frozen=True)
+class ViewFile:
+    """A file of the view: a store object, or small generated content held inline."""
+
+    size: int
+    executable: bool
+    digest: str | None = None  # the store object holding the bytes
+    data: bytes | None = None  # generated: RECORD, INSTALLER, scripts
+
+
+@dataclass
+class View:
+    """What an environment shows: site-packages, its scripts, and where they came from."""
+
+    files: dict[str, ViewFile] = field(default_factory=dict)  # relative to site-packages
+    dirs: set[str] = field(default_factory=lambda: {""})
+    scripts: dict[str, ViewFile] = field(default_factory=dict)  # bin/NAME
+    data: dict[str, ViewFile] = field(default_factory=dict)  # data and headers, venv-relative
+    wheels: list[tuple[str, str, str]] = field(default_factory=list)  # name, version, filename
+
+    def children(self) -> dict[str, list[str]]:
+        """Each directory's entries, sorted."""
+        listing: dict[str, list[str]] = {d: [] for d in self.dirs}
+        for path in (*self.files, *(d for d in self.dirs if d)):
+            parent, name = posixpath.split(path)
+            listing[parent].append(name)
+        for names in listing.values():
+            names.sort()
+        return listing
+
+    def dump(self) -> bytes:
+        files = {p: (f.size, f.executable, f.digest, f.data) for p, f in self.files.items()}
+        scripts = {p: (f.size, f.executable, f.digest, f.data) for p, f in self.scripts.items()}
+        data = {p: (f.size, f.executable, f.digest, f.data) for p, f in self.data.items()}
+        return marshal.dumps((VIEW_FORMAT, files, sorted(self.dirs), scripts, data, self.wheels))
+
+    @classmethod
+    def load(cls, blob: bytes) -> View:
+        version, files, dirs, scripts, data, wheels = marshal.loads(blob)  # noqa: S302 (our own cache)
+        if version != VIEW_FORMAT:
+            raise ValueError(f"view format {version}")
+        return cls(
+            files={p: ViewFile(*t) for p, t in files.items()},
+            dirs=set(dirs),
+            scripts={p: ViewFile(*t) for p, t in scripts.items()},
+            data={p: ViewFile(*t) for p, t in data.items()},
+            wheels=[tuple(w) for w in wheels],
+        )
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode().rstrip("=")
+
+
+def _b64_of_hex(digest: str) -> str:
+    return base64.urlsafe_b64encode(bytes.fromhex(digest)).decode().rstrip("=")
+
+
+class _Composer:
+    def __init__(self, store: Store, python: str, site_packages: str) -> None:
+        self.store = store
+        self.python = python
+        self.site_packages = site_packages  # venv-relative, e.g. lib/python3.11/site-packages
+        self.view = View()
+        self.owner: dict[str, str] = {}  # path -> the wheel that put it there
+
+    def _add_dirs(self, path: str) -> None:
+        parent = posixpath.dirname(path)
+        while parent and parent not in self.view.dirs:
+            self.view.dirs.add(parent)
+            parent = posixpath.dirname(parent)
+
+    def _place(self, table: dict[str, ViewFile], path: str, file: ViewFile, wheel: str) -> None:
+        existing = table.get(path)
+        if existing is not None and (existing.digest, existing.data) != (file.digest, file.data):
+            raise ViewError(f"path conflict: {path} differs between {self.owner[path]} and {wheel}")
+        if table is self.view.files:
+            if path in self.view.dirs:
+                raise ViewError(
+                    f"path conflict: {path} is a directory in another wheel than {wheel}"
+                )
+            self._add_dirs(path)
+        table[path] = file
+        self.owner.setdefault(path, wheel)
+
+    def _script(self, path: str, file: FileEntry) -> ViewFile:
+        """A ``.data/scripts`` file with its ``#!python`` shebang fixed for this environment."""
+        with (
+            open(self.store.object_path(file.digest), "rb") as stream,
+            fix_shebang(stream, self.python) as fixed,
+        ):
+            content = fixed.read()
+        return ViewFile(len(content), True, data=content)
+
+    def add_wheel(
+        self, sha256: str, filename: str, name: str, version: str, dist_info: str
+    ) -> None:
+        rows: list[tuple[str, str, str]] = []
+        relative_bin = posixpath.relpath("bin", self.site_packages)
+        for f in self.store.files(sha256):
+            if f.scheme in ("purelib", "platlib"):
+                self._place(
+                    self.view.files, f.path, ViewFile(f.size, f.executable, f.digest), filename
+                )
+                rows.append((f.path, f"sha256={_b64_of_hex(f.digest)}", str(f.size)))
+            elif f.scheme == "scripts":
+                script = self._script(f.path, f)
+                self._place(self.view.scripts, f.path, script, filename)
+                rows.append(
+                    (
+                        f"{relative_bin}/{f.path}",
+                        f"sha256={_b64(script.data or b'')}",
+                        str(script.size),
+                    )
+                )
+            else:
+                # data -> the venv root; headers -> include/site/pythonX.Y/NAME (as pip does).
+                python_dir = posixpath.basename(posixpath.dirname(self.site_packages))
+                base = "" if f.scheme == "data" else f"include/site/{python_dir}/{name}"
+                path = posixpath.join(base, f.path)
+                self._place(
+                    self.view.data, path, ViewFile(f.size, f.executable, f.digest), filename
+                )
+                rows.append(
+                    (
+                        posixpath.relpath(path, self.site_packages),
+                        f"sha256={_b64_of_hex(f.digest)}",
+                        str(f.size),
+                    )
+                )
+        for entry in self.store.entry_points(sha256):
+            try:
+                section = cast(Literal["console", "gui"], entry.section)
+                launcher = Script(entry.name, entry.module, entry.attr, section)
+                script_name, content = launcher.generate(self.python, "posix")
+            except InvalidScript as exc:
+                raise ViewError(f"{filename}: entry point {entry.name}: {exc}") from None
+            self._place(
+                self.view.scripts, script_name, ViewFile(len(content), True, data=content), filename
+            )
+            rows.append(
+                (f"{relative_bin}/{script_name}", f"sha256={_b64(content)}", str(len(content)))
+            )
+        installer_path = f"{dist_info}/INSTALLER"
+        self._place(
+            self.view.files,
+            installer_path,
+            ViewFile(len(INSTALLER_NAME), False, data=INSTALLER_NAME),
+            filename,
+        )
+        rows.append((installer_path, f"sha256={_b64(INSTALLER_NAME)}", str(len(INSTALLER_NAME))))
+        # PEP 376 / the RECORD spec: RECORD lists every installed file, itself without a hash.
+        record_path = f"{dist_info}/RECORD"
+        rows.append((record_path, "", ""))
+        text = io.StringIO()
+        csv.writer(text, lineterminator="\n").writerows(sorted(rows))
+        record = text.getvalue().encode()
+        self._place(
+            self.view.files, record_path, ViewFile(len(record), False, data=record), filename
+        )
+        self.view.wheels.append((name, version, filename))
+
+
+def compose_view(store: Store, wheels: Sequence[str], python: str, site_packages: str) -> View:
+    """The view of the stored wheels with these sha256s, for an environment whose
+    interpreter is ``python`` and whose site-packages is ``site_packages`` (venv-relative)."""
+    composer = _Composer(store, python, site_packages)
+    by_sha = {w.sha256: w for w in store.wheels()}
+    for sha256 in wheels:
+        info = by_sha.get(sha256)
+        if info is None:
+            raise ViewError(f"wheel {sha256[:16]}... is not in the store: run pkgfs sync")
+        dist_info = store.index.dist_info(sha256)
+        composer.add_wheel(sha256, info.filename, info.name, info.version, dist_info)
+    return composer.view
+
+
+def view_key(wheels: Sequence[str], python: str, site_packages: str) -> str:
+    text = json.dumps([VIEW_FORMAT, sorted(wheels), python, site_packages])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def load_or_compose(store: Store, wheels: Sequence[str], python: str, site_packages: str) -> View:
+    """The saved view for these wheels and this environment, composed and saved if new."""
+    path = store.root / "views-v1" / view_key(wheels, python, site_packages)
+    try:
+        return View.load(path.read_bytes())
+    except (OSError, ValueError, EOFError, TypeError):
+        pass
+    view = compose_view(store, wheels, python, site_packages)
+    path.parent.mkdir(exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent)
+    with open(fd, "wb") as f:
+        f.write(view.dump())
+    os.replace(tmp, path)
+    return view

@@ -1,0 +1,199 @@
+"""The mount daemon: one process per mounted environment.
+
+``pkgfs mount`` starts ``python -m pkgfs.vfs.daemon CONFIG`` detached (or runs
+:func:`serve` in the foreground). The daemon loads the precomposed view, mounts with
+pyfuse3, writes its ``mount.json``, and only then tells the waiting parent it is ready,
+through a pipe: readiness is signalled, never guessed. It serves until unmounted, or until
+SIGTERM/SIGINT, on which it unmounts cleanly. ``pyfuse3.init`` and ``pyfuse3.close`` are
+always paired.
+
+Beside the filesystem it answers a control socket (one JSON line per request): ``reset``
+must run inside the daemon, which owns the overlay's in-memory state and can tell the
+kernel what to forget.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from pkgfs.store import Store
+from pkgfs.store.view import View, load_or_compose
+
+from .envs import MountRecord
+from .fs import PkgfsOperations
+from .tree import MergedTree
+
+__all__ = ["MountConfig", "serve"]
+
+log = logging.getLogger("pkgfs.vfs")
+
+
+@dataclass(frozen=True)
+class MountConfig:
+    """Everything the daemon needs, written by ``pkgfs mount`` as JSON."""
+
+    mountpoint: str
+    store: str
+    lock: str
+    python: str
+    site_packages: str  # venv-relative, for RECORD and script paths
+    wheels: list[str]  # sha256 of each wheel in the view
+    state: str  # this mount's state directory
+    upper: str
+    work: str
+    allow_other: bool = False
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> MountConfig:
+        return cls(**json.loads(path.read_text()))
+
+    def view(self, store: Store) -> View:
+        return load_or_compose(store, self.wheels, self.python, self.site_packages)
+
+
+def _setup_logging(state: Path) -> None:
+    handler = logging.FileHandler(state / "log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+async def _control(ops: PkgfsOperations, listener: socket.socket) -> None:
+    """Answer ``pkgfs reset`` (and pings) on the control socket."""
+    sock = trio.socket.from_stdlib_socket(listener)
+    while True:
+        conn, _ = await sock.accept()
+        with conn:
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = await conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            reply: dict[str, object]
+            try:
+                request = json.loads(data or b"{}")
+                if request.get("op") == "reset":
+                    invalidations = ops.reset(request.get("paths"))
+                    for inode, name in invalidations:
+                        await trio.to_thread.run_sync(_invalidate, inode, name)
+                    reply = {"ok": True, "reset": len(invalidations)}
+                else:
+                    reply = {"ok": True, "pid": os.getpid()}
+            except Exception as exc:
+                log.exception("control request failed")
+                reply = {"ok": False, "error": str(exc)}
+            payload = json.dumps(reply).encode() + b"\n"
+            while payload:
+                sent = await conn.send(payload)
+                payload = payload[sent:]
+
+
+def _invalidate(inode: int, name: bytes | None) -> None:
+    try:
+        if name is None:
+            pyfuse3.invalidate_inode(inode, attr_only=False)
+        else:
+            pyfuse3.invalidate_entry(inode, name)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:  # ENOENT: the kernel had nothing cached
+            raise
+
+
+async def _main(ops: PkgfsOperations, listener: socket.socket, ready: Callable[[], None]) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_control, ops, listener)
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+
+            async def stop_on_signal() -> None:
+                async for signum in signals:
+                    log.info("signal %d: unmounting", signum)
+                    pyfuse3.terminate()
+                    return
+
+            nursery.start_soon(stop_on_signal)
+            ready()
+            await pyfuse3.main()
+            nursery.cancel_scope.cancel()
+
+
+def serve(config: MountConfig, ready: Callable[[str | None], None]) -> int:
+    """Mount and serve until unmounted. ``ready(None)`` once serving, ``ready(error)`` if not."""
+    state = Path(config.state)
+    _setup_logging(state)
+    try:
+        store = Store.open(config.store)
+        tree = MergedTree(
+            config.view(store), store.layout.objects, Path(config.upper), Path(config.work)
+        )
+        ops = PkgfsOperations(tree, os.getuid(), os.getgid())
+        control = state / "control.sock"
+        control.unlink(missing_ok=True)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(control))
+        listener.listen()
+        options = set(pyfuse3.default_options) | {"fsname=pkgfs", "subtype=pkgfs"}
+        if config.allow_other:
+            options.add("allow_other")
+        pyfuse3.init(ops, config.mountpoint, options)
+    except Exception as exc:
+        log.exception("cannot mount %s", config.mountpoint)
+        ready(f"{config.mountpoint}: {exc}")
+        return 1
+    unmount = True
+    try:
+        record = MountRecord(
+            mountpoint=config.mountpoint,
+            lock=config.lock,
+            python=config.python,
+            packages=len(config.wheels),
+            pid=os.getpid(),
+            upper=config.upper,
+            work=config.work,
+            log=str(state / "log"),
+            socket=str(control),
+        )
+        record.save(state)
+        log.info("mounted %s (%d packages)", config.mountpoint, len(config.wheels))
+        trio.run(_main, ops, listener, lambda: ready(None))
+    except BaseException:
+        log.exception("daemon failed")
+        raise
+    finally:
+        pyfuse3.close(unmount=unmount)
+        listener.close()
+        control.unlink(missing_ok=True)
+        (state / "mount.json").unlink(missing_ok=True)
+        log.info("unmounted %s", config.mountpoint)
+    return 0
+
+
+def main() -> int:
+    config = MountConfig.load(Path(sys.argv[1]))
+    ready_fd = int(sys.argv[2])
+
+    def ready(error: str | None) -> None:
+        os.write(ready_fd, (f"error: {error}\n" if error else "ok\n").encode())
+        os.close(ready_fd)
+
+    return serve(config, ready)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Environments: venv detection, and each mount's state directory.
+
+``$XDG_STATE_HOME/pkgfs/mounts/<id>/`` (``~/.local/state/pkgfs``) holds one mount's
+``mount.json`` (what is mounted where, by which daemon), its overlay (``upper/`` and
+``work/``, unless ``--overlay DIR`` puts them elsewhere), its ``log`` and its control
+socket. The id is derived from the mountpoint's real path, so remounting the same
+mountpoint finds the same overlay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+__all__ = ["MountRecord", "Venv", "mount_dir", "read_records", "state_home", "venv_of"]
+
+
+@dataclass(frozen=True)
+class Venv:
+    """A virtual environment whose site-packages pkgfs mounts."""
+
+    root: Path
+    site_packages: Path
+
+    @property
+    def python(self) -> Path:
+        return self.root / "bin" / "python"
+
+    @property
+    def bin(self) -> Path:
+        return self.root / "bin"
+
+    @property
+    def project(self) -> Path:
+        """Where the lock is looked for: the directory holding the venv (as uv lays it out)."""
+        return self.root.parent
+
+    @property
+    def site_packages_rel(self) -> str:
+        return str(self.site_packages.relative_to(self.root))
+
+
+def venv_of(mountpoint: Path) -> Venv | None:
+    """The venv whose ``lib/pythonX.Y/site-packages`` is ``mountpoint``, if it is one."""
+    path = mountpoint.absolute()
+    if path.name != "site-packages" or not path.parent.name.startswith("python"):
+        return None
+    root = path.parent.parent.parent
+    if path.parent.parent.name not in ("lib", "lib64") or not (root / "pyvenv.cfg").is_file():
+        return None
+    return Venv(root=root, site_packages=path)
+
+
+def state_home(environ: Mapping[str, str] = os.environ) -> Path:
+    base = environ.get("XDG_STATE_HOME", "")
+    if not base or not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "pkgfs"
+
+
+def mount_dir(mountpoint: Path, environ: Mapping[str, str] = os.environ) -> Path:
+    key = hashlib.sha256(os.fsencode(os.path.realpath(mountpoint))).hexdigest()[:16]
+    return state_home(environ) / "mounts" / key
+
+
+@dataclass(frozen=True)
+class MountRecord:
+    """What ``pkgfs status`` knows of a mount; written by the daemon once it serves."""
+
+    mountpoint: str
+    lock: str
+    python: str
+    packages: int
+    pid: int
+    upper: str
+    work: str
+    log: str
+    socket: str
+
+    def save(self, directory: Path) -> None:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".mount-")
+        with open(fd, "w") as f:
+            json.dump(asdict(self), f, indent=2)
+        os.replace(tmp, directory / "mount.json")
+
+    @classmethod
+    def load(cls, directory: Path) -> MountRecord:
+        return cls(**json.loads((directory / "mount.json").read_text()))
+
+
+def read_records(environ: Mapping[str, str] = os.environ) -> Iterator[tuple[Path, MountRecord]]:
+    mounts = state_home(environ) / "mounts"
+    if not mounts.is_dir():
+        return
+    for directory in sorted(mounts.iterdir()):
+        try:
+            yield directory, MountRecord.load(directory)
+        except (OSError, ValueError, TypeError):
+            continue
