@@ -19,20 +19,14 @@ Usage: ``python bench/ingest.py [--rounds N] [--quick] [--out DIR]``. Results go
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     from packaging.tags import Tag, sys_tags
@@ -41,6 +35,44 @@ try:
 except ModuleNotFoundError:
     # A bare system python3 (via the shebang) lacks pkgfs's dependencies; say what to do.
     sys.exit("bench: error: 'packaging' is missing; run .venv/bin/python bench/ingest.py")
+
+# See common.py's docstring for why the import differs for mypy.
+if TYPE_CHECKING:
+    from bench.common import (
+        MB,
+        REPO,
+        BenchError,
+        Measurement,
+        Tools,
+        capture,
+        find_tool,
+        machine_info,
+        measure,
+        observe_link_mode,
+        progress,
+        spread,
+        store_stats,
+        uv_env,
+        write_report,
+    )
+else:
+    from common import (
+        MB,
+        REPO,
+        BenchError,
+        Measurement,
+        Tools,
+        capture,
+        find_tool,
+        machine_info,
+        measure,
+        observe_link_mode,
+        progress,
+        spread,
+        store_stats,
+        uv_env,
+        write_report,
+    )
 
 # Pinned so that runs months apart measure the same bytes. Every pin has a cp311
 # manylinux_x86_64 wheel (or a pure-Python one); the scientific stack plus its runtime deps.
@@ -70,9 +102,7 @@ QUICK_PINS: tuple[str, ...] = ("fonttools==4.58.4", "kiwisolver==1.4.8", "pypars
 QUICK_ROUNDS = 2
 DEFAULT_ROUNDS = 5
 GOAL_RATIO = 1.0
-MB = 1_000_000  # MB/s means 10**6 bytes per second throughout
 
-REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = REPO / ".cache" / "bench-wheels"
 DEFAULT_OUT = REPO / "bench" / "results"
 PAGE_CACHE_NOTE = (
@@ -80,28 +110,6 @@ PAGE_CACHE_NOTE = (
     " earlier rounds' writes; the page cache is never dropped"
 )
 _READ_CHUNK = 1 << 20
-
-
-class BenchError(Exception):
-    """A step of the benchmark failed; the message says which and why."""
-
-
-@dataclass(frozen=True)
-class Tools:
-    """Executables the benchmark runs; all absolute paths."""
-
-    python: Path  # the interpreter whose version the fresh venvs get
-    pkgfs: Path
-    uv: Path
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """One timed child process: wall seconds from spawn to reap, and its own peak RSS."""
-
-    seconds: float
-    max_rss_kib: int  # ru_maxrss of the reaped child (Linux reports KiB)
-    sync_after_seconds: float  # os.sync() right after it, not part of ``seconds``
 
 
 @dataclass(frozen=True)
@@ -116,86 +124,6 @@ class Round:
     def ratio(self) -> float:
         """pkgfs seconds over uv seconds; below 1.0 means pkgfs was faster."""
         return self.pkgfs.seconds / self.uv.seconds
-
-
-# --- tools and machine ---------------------------------------------------------------------
-
-
-def find_tool(name: str) -> Path:
-    """Locate ``name``: next to sys.executable, then on PATH, then in the repo's .venv/bin.
-
-    Raises BenchError when none of them has it.
-    """
-    beside = Path(sys.executable).parent / name
-    if beside.is_file():
-        return beside
-    found = shutil.which(name)
-    if found:
-        return Path(found)
-    # Running under a system python3 (the shebang) still finds the project's venv tools.
-    venv_tool = REPO / ".venv" / "bin" / name
-    if venv_tool.is_file():
-        return venv_tool
-    raise BenchError(f"cannot find {name!r} next to {sys.executable}, on PATH or in .venv/bin")
-
-
-def capture(argv: Sequence[str | Path], env: Mapping[str, str] | None = None) -> str:
-    """Run ``argv`` to completion and return its stdout; raise BenchError on a nonzero exit."""
-    proc = subprocess.run(
-        [str(a) for a in argv], capture_output=True, text=True, env=env, check=False
-    )
-    if proc.returncode != 0:
-        raise BenchError(
-            f"{Path(argv[0]).name} exited {proc.returncode}: {proc.stderr.strip() or proc.stdout}"
-        )
-    return proc.stdout
-
-
-def _proc_field(path: str, key: str) -> str | None:
-    # /proc files are "key: value" lines; a missing file (not Linux) is not an error.
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        name, _, value = line.partition(":")
-        if name.strip() == key:
-            return value.strip()
-    return None
-
-
-def filesystem_of(path: Path) -> str | None:
-    """The filesystem type of the mount holding ``path`` (e.g. "ext4"), or None if unknown."""
-    try:
-        mounts = Path("/proc/self/mounts").read_text().splitlines()
-    except OSError:
-        return None
-    resolved, best, fstype = path.resolve(), -1, None
-    for line in mounts:
-        fields = line.split()
-        if len(fields) < 3:
-            continue
-        mount_point = Path(fields[1])
-        if resolved.is_relative_to(mount_point) and len(mount_point.parts) > best:
-            best, fstype = len(mount_point.parts), fields[2]
-    return fstype
-
-
-def machine_info(tools: Tools, workdir: Path) -> dict[str, Any]:
-    """Facts about the machine and tool versions that a reader needs to compare runs."""
-    return {
-        "nproc": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)),
-        "cpu_model": _proc_field("/proc/cpuinfo", "model name"),
-        "mem_total": _proc_field("/proc/meminfo", "MemTotal"),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "python_executable": str(tools.python),
-        "pkgfs_version": capture([tools.pkgfs, "--version"]).strip().removeprefix("pkgfs "),
-        "uv_version": capture([tools.uv, "--version"]).strip(),
-        "workdir": str(workdir),
-        "workdir_filesystem": filesystem_of(workdir),
-    }
 
 
 # --- inputs --------------------------------------------------------------------------------
@@ -262,35 +190,6 @@ def settle(paths: Iterable[Path]) -> None:
 # --- timed runs ----------------------------------------------------------------------------
 
 
-def measure(argv: Sequence[str | Path], env: Mapping[str, str] | None = None) -> Measurement:
-    """Run ``argv``, timing it and reading its peak RSS from wait4(2).
-
-    Raises BenchError with the child's stderr when it exits nonzero.
-    """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        # Reaping with os.wait4 (not Popen.wait) is what yields this child's own rusage.
-        with subprocess.Popen([str(a) for a in argv], stdout=out, stderr=err, env=env) as proc:
-            _, status, usage = os.wait4(proc.pid, 0)
-            seconds = time.perf_counter() - start
-            proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
-            err.seek(0)
-            message = err.read().decode(errors="replace").strip()
-            raise BenchError(f"{Path(argv[0]).name} exited {proc.returncode}:\n{message}")
-    sync_start = time.perf_counter()
-    os.sync()
-    return Measurement(seconds, usage.ru_maxrss, time.perf_counter() - sync_start)
-
-
-def uv_env(cache_dir: Path) -> dict[str, str]:
-    """The environment for uv: ours minus every UV_* setting, plus a private, empty cache."""
-    # Dropping UV_* (link mode, bytecode compilation, ...) keeps uv at its defaults.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UV_")}
-    env["UV_CACHE_DIR"] = str(cache_dir)
-    return env
-
-
 def run_pkgfs(tools: Tools, wheels: Sequence[Path], store: Path) -> Measurement:
     """Time ``pkgfs store add`` of all ``wheels`` into the (new) store directory ``store``."""
     return measure([tools.pkgfs, "--store", store, "store", "add", *wheels])
@@ -300,33 +199,6 @@ def run_uv(tools: Tools, wheels: Sequence[Path], venv: Path, cache_dir: Path) ->
     """Time ``uv pip install --no-deps`` of all ``wheels`` into the (fresh) ``venv``."""
     argv: list[str | Path] = [tools.uv, "pip", "install", "--no-deps", "--no-config", "--python"]
     return measure([*argv, venv / "bin" / "python", *wheels], env=uv_env(cache_dir))
-
-
-def store_stats(tools: Tools, store: Path) -> dict[str, int]:
-    """``pkgfs store stats --json`` as a dict of its integer fields."""
-    raw = json.loads(capture([tools.pkgfs, "--store", store, "store", "stats", "--json"]))
-    return {k: v for k, v in raw.items() if isinstance(v, int)}
-
-
-def site_packages(venv: Path) -> Path:
-    """The purelib directory of a POSIX venv made by the running interpreter's version."""
-    return venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
-
-
-def observe_link_mode(venv: Path) -> dict[str, Any]:
-    """How uv placed files: hard links share inodes with its cache, so their st_nlink is > 1.
-
-    Also sums what the venv's site-packages holds, as a cross-check on the byte count.
-    """
-    files = [p for p in site_packages(venv).rglob("*") if p.is_file() and not p.is_symlink()]
-    stats = [p.stat() for p in files]
-    linked = sum(1 for s in stats if s.st_nlink > 1)
-    return {
-        "observed": "hardlink" if linked * 2 > len(files) else "copy or clone",
-        "files_with_nlink_gt_1": linked,
-        "site_packages_files": len(files),
-        "site_packages_bytes": sum(s.st_size for s in stats),
-    }
 
 
 # --- rounds --------------------------------------------------------------------------------
@@ -389,11 +261,6 @@ def run_rounds(
 
 
 # --- report --------------------------------------------------------------------------------
-
-
-def spread(values: Sequence[float]) -> dict[str, float]:
-    """Median, min and max of a non-empty sequence."""
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def summarize(rounds: Sequence[Round], logical_bytes: int) -> dict[str, Any]:
@@ -508,21 +375,7 @@ def build_report(
     }
 
 
-def write_report(report: dict[str, Any], out_dir: Path) -> Path:
-    """Write ``report`` as ``ingest-<UTC timestamp>.json`` under ``out_dir``; return the path."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = out_dir / f"ingest-{stamp}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    return path
-
-
 # --- command line --------------------------------------------------------------------------
-
-
-def progress(message: str) -> None:
-    """A progress line on stderr, so stdout holds only the result table."""
-    print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -556,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress(f"{len(wheels)} wheels, {args.rounds} rounds, work in {args.workdir}")
         rounds, checks = run_rounds(tools, wheels, args.rounds, args.workdir)
         report = build_report(args, tools, wheels, rounds, checks)
-        path = write_report(report, args.out)
+        path = write_report(report, args.out, "ingest")
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1

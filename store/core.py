@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
@@ -15,7 +15,7 @@ from .ingest import IngestResult, ingest_wheel
 from .layout import StoreLayout, resolve_store_path
 from .verify import VerifyReport, verify_store
 
-__all__ = ["Store"]
+__all__ = ["IngestPool", "Store"]
 
 
 class Store:
@@ -56,29 +56,14 @@ class Store:
     def add_many(
         self, wheels: Iterable[str | os.PathLike[str]], jobs: int | None = None
     ) -> Iterator[IngestResult | PkgfsError]:
-        """Ingest wheels in parallel; yield each one's result or error, in the given order.
-
-        Workers are processes, not threads: inflating and hashing release the GIL, but the
-        per-file Python work around them (installer, zipfile) does not, and two threads
-        ingest about 1.4x slower than two processes. Each worker opens its own index
-        connection, as an SQLite connection must not cross a fork.
-        """
+        """Ingest wheels in parallel; yield each one's result or error, in the given order."""
         paths = [Path(w).absolute() for w in wheels]
         unique = list(dict.fromkeys(paths))
         workers = min(jobs or os.cpu_count() or 1, len(unique))
-        if workers <= 1:
-            results = {w: _attempt(self, w) for w in unique}
-            yield from (results[w] for w in paths)
-            return
-        unique.sort(key=_size, reverse=True)  # largest first, so the workers finish together
-        # forkserver, not fork: the caller may have threads (the mount daemon does) and an
-        # open index; the server imports the store once and forks each worker from that.
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
-        with ProcessPoolExecutor(
-            workers, context, initializer=_open_worker_store, initargs=(self.root,)
-        ) as pool:
-            futures = {w: pool.submit(_attempt_in_worker, w) for w in unique}
+        if workers > 1:
+            unique.sort(key=_size, reverse=True)  # largest first, so the workers finish together
+        with IngestPool(self, workers) as pool:
+            futures = {w: pool.submit(w) for w in unique}
             for path in paths:
                 yield futures[path].result()
 
@@ -100,6 +85,44 @@ class Store:
 
     def verify(self, jobs: int | None = None) -> VerifyReport:
         return verify_store(self.layout, self.index, jobs)
+
+
+class IngestPool:
+    """Worker processes that ingest wheels into one store; inline when ``jobs`` is 1.
+
+    Workers are processes, not threads: inflating and hashing release the GIL, but the
+    per-file Python work around them (installer, zipfile) does not, and two threads
+    ingest about 1.4x slower than two processes. Each worker opens its own index
+    connection, as an SQLite connection must not cross a fork. ``submit`` may be called
+    from several threads at once (sync's downloaders do).
+    """
+
+    def __init__(self, store: Store, jobs: int) -> None:
+        self.store = store
+        self.jobs = max(1, jobs)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> IngestPool:
+        if self.jobs > 1:
+            # forkserver, not fork: the caller may have threads (the mount daemon does) and
+            # an open index; the server imports the store once and forks each worker.
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])
+            self._pool = ProcessPoolExecutor(
+                self.jobs, context, initializer=_open_worker_store, initargs=(self.store.root,)
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, wheel: Path) -> Future[IngestResult | PkgfsError]:
+        if self._pool is not None:
+            return self._pool.submit(_attempt_in_worker, wheel)
+        done: Future[IngestResult | PkgfsError] = Future()
+        done.set_result(_attempt(self.store, wheel))
+        return done
 
 
 def _size(wheel: Path) -> int:

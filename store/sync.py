@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import os
 import shutil
 import tempfile
 import threading
@@ -20,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from .core import Store
+from .core import IngestPool, Store
 from .errors import PkgfsError
 from .ingest import IngestResult
 from .lock.finder import FetchError, open_url
 from .lock.model import LockedWheel
 
-__all__ = ["SyncOutcome", "download", "partition_present", "sync_wheels"]
+__all__ = ["SyncOutcome", "download", "partition_present", "sync_wheels", "unreachable_offline"]
 
 DOWNLOADS = 8  # wheels fetched at once
 _CHUNK = 1 << 20
@@ -37,6 +38,11 @@ class SyncOutcome:
     wheel: LockedWheel
     result: IngestResult | None = None  # None: it was already in the store
     error: PkgfsError | None = None
+
+
+def unreachable_offline(wheels: Sequence[LockedWheel]) -> list[LockedWheel]:
+    """The wheels that only the network could bring: not local files."""
+    return [w for w in wheels if not (w.wheel.url or "").startswith("file:")]
 
 
 def partition_present(
@@ -99,10 +105,16 @@ def download(wheel: LockedWheel, directory: Path, cancel: threading.Event | None
     return target
 
 
-def _fetch_and_add(store: Store, wheel: LockedWheel, cancel: threading.Event) -> SyncOutcome:
+def _fetch_and_add(
+    store: Store, ingest: IngestPool, wheel: LockedWheel, cancel: threading.Event
+) -> SyncOutcome:
     directory = Path(tempfile.mkdtemp(prefix="download-", dir=store.layout.tmp))
     try:
-        result = store.add(download(wheel, directory, cancel))
+        # The download thread waits while a worker process ingests: the CPU work runs
+        # outside this process's GIL, beside the other downloads.
+        result = ingest.submit(download(wheel, directory, cancel)).result()
+        if isinstance(result, PkgfsError):
+            return SyncOutcome(wheel, error=result)
         return SyncOutcome(wheel, result=result)
     except PkgfsError as exc:
         return SyncOutcome(wheel, error=exc)
@@ -119,18 +131,20 @@ def sync_wheels(
     """Download, verify and ingest ``missing``; report each outcome as it happens."""
     outcomes = {}
     cancel = threading.Event()
-    pool = ThreadPoolExecutor(max_workers=max(1, min(jobs, len(missing))))
-    try:
-        futures = {pool.submit(_fetch_and_add, store, w, cancel): w for w in missing}
-        for future in as_completed(futures):
-            outcome = future.result()
-            on_outcome(outcome)
-            outcomes[futures[future]] = outcome
-    except BaseException:
-        # Ctrl-C: stop downloads at their next chunk and start no more. Wheels already
-        # ingested stay; a half-downloaded file is only a leftover in the store's tmp/.
-        cancel.set()
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown()
+    with (
+        IngestPool(store, min(os.cpu_count() or 1, len(missing))) as ingest,
+        ThreadPoolExecutor(max_workers=max(1, min(jobs, len(missing)))) as pool,
+    ):
+        futures = {pool.submit(_fetch_and_add, store, ingest, w, cancel): w for w in missing}
+        try:
+            for future in as_completed(futures):
+                outcome = future.result()
+                on_outcome(outcome)
+                outcomes[futures[future]] = outcome
+        except BaseException:
+            # Ctrl-C: stop downloads at their next chunk and start no more. Wheels already
+            # ingested stay; a half-downloaded file is only a leftover in the store's tmp/.
+            cancel.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     return [outcomes[wheel] for wheel in missing]

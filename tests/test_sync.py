@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pkgfs.store.lock import Finder, choose_wheels, read_lock
-from tests.conftest import PKGFS, RunPkgfs, expected_wheels, snapshot
+from tests.conftest import LOCKPROJECT, PKGFS, RunPkgfs, expected_wheels, snapshot
 from tests.indexserver import IndexServer
 from tests.targets import cpython_linux
 
@@ -189,3 +189,29 @@ def test_sdist_only_package(pkgfs: RunPkgfs, lockproject: Path, store_dir: Path)
 def test_missing_lock(pkgfs: RunPkgfs, tmp_path: Path, store_dir: Path) -> None:
     error = _refused(pkgfs, store_dir, "--lock", tmp_path / "uv.lock")
     assert error == f"pkgfs: error: {tmp_path / 'uv.lock'}: no such lockfile"
+
+
+@pytest.mark.skipif(not CP311, reason="EXPECTED.json's cp311 selection is for CPython 3.11")
+def test_offline_from_find_links(
+    pkgfs: RunPkgfs, lockproject: Path, index_server: IndexServer
+) -> None:
+    wheels = LOCKPROJECT / "wheels"
+    for lock in ("requirements.txt", "uv.lock"):
+        result = pkgfs("sync", "--lock", lockproject / lock, "--offline", "--find-links", wheels)
+        assert result.code == 0, result.err
+    assert index_server.requests == []  # offline: not one request
+    stored = json.loads(pkgfs("store", "ls", "--json").out)
+    assert sorted(w["sha256"] for w in stored) == sorted(w["sha256"] for w in expected_wheels())
+
+
+@pytest.mark.skipif(not CP311, reason="EXPECTED.json's cp311 selection is for CPython 3.11")
+def test_requirements_resolve_from_the_store_without_an_index(
+    pkgfs: RunPkgfs, lockproject: Path, index_server: IndexServer
+) -> None:
+    assert pkgfs("sync", "--lock", lockproject / "uv.lock").code == 0
+    seen = len(index_server.requests)
+    # No --index-url: every package has a stored wheel with a listed hash.
+    result = pkgfs("lock", "show", "--json", "--lock", lockproject / "requirements.txt")
+    assert result.code == 0, result.err
+    assert _selection(json.loads(result.out)) == _selection(expected_wheels())
+    assert len(index_server.requests) == seen

@@ -23,7 +23,7 @@ from pkgfs.store.lock import (
     probe_target,
     read_lock,
 )
-from pkgfs.store.sync import SyncOutcome, partition_present, sync_wheels
+from pkgfs.store.sync import SyncOutcome, partition_present, sync_wheels, unreachable_offline
 
 __all__ = ["add_lock_arguments", "cmd_lock_show", "cmd_sync", "resolve_lock"]
 
@@ -145,11 +145,12 @@ def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
     with Store.open(getattr(args, "store", None)) as store:
         resolved = resolve_lock(args, store, sys.stderr)
         present, missing = partition_present(store, resolved.wheels)
-        if missing and args.offline:
-            names = ", ".join(w.filename for w in missing)
+        remote = unreachable_offline(missing) if args.offline else []
+        if remote:
+            names = ", ".join(w.filename for w in remote)
             raise LockError(
                 resolved.lockfile.path,
-                f"offline, and {len(missing)} wheels are not in the store: {names}",
+                f"offline, and {len(remote)} wheels are not in the store: {names}",
             )
         progress = _Progress(len(missing), sys.stderr)
         outcomes = sync_wheels(store, missing, progress) if missing else []

@@ -17,7 +17,7 @@ from typing import TextIO
 
 from pkgfs.store import PkgfsError, Store
 from pkgfs.store.lock import discover_lock
-from pkgfs.store.sync import partition_present, sync_wheels
+from pkgfs.store.sync import partition_present, sync_wheels, unreachable_offline
 
 from .daemon import MountConfig, serve
 from .envs import MountRecord, Venv, mount_dir, read_records, venv_of
@@ -150,8 +150,9 @@ def cmd_mount(args: argparse.Namespace, out: TextIO) -> int:
     with Store.open(getattr(args, "store", None)) as store:
         resolved = resolve_lock(args, store, sys.stderr)
         _, missing = partition_present(store, resolved.wheels)
-        if missing and args.offline:
-            names = ", ".join(w.filename for w in missing)
+        remote = unreachable_offline(missing) if args.offline else []
+        if remote:
+            names = ", ".join(w.filename for w in remote)
             raise MountError(
                 f"{mountpoint}: offline, and {len(missing)} wheels are not in the store: {names}"
             )

@@ -132,14 +132,19 @@ class Finder:
         self.index = index
         self._pages: dict[str, list[WheelLink]] = {}
 
+    def stored_links(self, name: NormalizedName, version: str) -> list[WheelLink]:
+        """The wheels of ``name==version`` the store already holds."""
+        if self.index is None:
+            return []
+        wanted = str(Version(version))
+        return [
+            WheelLink(w.filename, None, w.sha256) for w in self.index.wheels_named(name, wanted)
+        ]
+
     def links(self, name: NormalizedName, version: str) -> list[WheelLink]:
+        """Every wheel of ``name==version``: stored, in find-links, and on the indexes."""
         wanted = Version(version)
-        found: list[WheelLink] = []
-        if self.index is not None:
-            found += [
-                WheelLink(w.filename, None, w.sha256)
-                for w in self.index.wheels_named(name, str(wanted))
-            ]
+        found = self.stored_links(name, version)
         for source in self.find_links:
             if "://" not in source or source.startswith("file:"):
                 found += self._directory(

@@ -51,14 +51,25 @@ def _choose(
     lock = lockfile.path
     what = f"package {package.name} {package.version}"
     candidates = list(package.wheels)
+    selector = create_compatible_tags_selector(target.tags)
     if not candidates and package.hashes:
         if finder is None:
             raise LockError(lock, f"{what}: its wheels come from an index, and none is configured")
-        candidates = [
-            link
-            for link in finder.links(package.name, package.version)
-            if link.sha256 is None or link.sha256 in package.hashes
+        # A stored wheel with a listed hash that the target can use was chosen by an earlier
+        # sync: take it without asking the network.
+        stored = [
+            w
+            for w in finder.stored_links(package.name, package.version)
+            if w.sha256 in package.hashes
         ]
+        if next(selector((link, _tags(link)) for link in stored), None) is not None:  # type: ignore[misc]
+            candidates = stored
+        else:
+            candidates = [
+                link
+                for link in finder.links(package.name, package.version)
+                if link.sha256 is None or link.sha256 in package.hashes
+            ]
         if not candidates:
             if finder.offline:
                 where = "in the store or find-links (offline)"
@@ -79,7 +90,6 @@ def _choose(
         if package.has_sdist:
             raise LockError(lock, f"{what} has only an sdist: {_build_hint(package)}")
         raise LockError(lock, f"{what} lists no wheel")
-    selector = create_compatible_tags_selector(target.tags)
     best = next(selector((link, _tags(link)) for link in candidates), None)  # type: ignore[misc]
     if best is None:
         offered = ", ".join(sorted({c.filename for c in candidates})[:4])
