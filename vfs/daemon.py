@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import socket
+import struct
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -35,7 +36,7 @@ from .envs import MountRecord
 from .fs import PkgfsOperations
 from .tree import MergedTree
 
-__all__ = ["MountConfig", "serve"]
+__all__ = ["MountConfig", "control_address", "serve"]
 
 log = logging.getLogger("pkgfs.vfs")
 
@@ -74,12 +75,27 @@ def _setup_logging(state: Path) -> None:
     root.setLevel(logging.INFO)
 
 
+def control_address(state: Path) -> str:
+    """The control socket: an abstract Unix socket (no path, so no length limit from deep
+    state directories and nothing stale after a kill), named after the mount's id."""
+    return f"\0pkgfs-control-{state.name}"
+
+
+def _peer_allowed(conn: trio.socket.SocketType) -> bool:
+    # An abstract socket has no file permissions: admit only our own user, and root.
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid in (0, os.getuid())
+
+
 async def _control(ops: PkgfsOperations, listener: socket.socket) -> None:
     """Answer ``pkgfs reset`` (and pings) on the control socket."""
     sock = trio.socket.from_stdlib_socket(listener)
     while True:
         conn, _ = await sock.accept()
         with conn:
+            if not _peer_allowed(conn):
+                continue
             data = b""
             while not data.endswith(b"\n"):
                 chunk = await conn.recv(65536)
@@ -143,10 +159,9 @@ def serve(config: MountConfig, ready: Callable[[str | None], None]) -> int:
             config.view(store), store.layout.objects, Path(config.upper), Path(config.work)
         )
         ops = PkgfsOperations(tree, os.getuid(), os.getgid())
-        control = state / "control.sock"
-        control.unlink(missing_ok=True)
+        control = control_address(state)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(str(control))
+        listener.bind(control)
         listener.listen()
         options = set(pyfuse3.default_options) | {"fsname=pkgfs", "subtype=pkgfs"}
         if config.allow_other:
@@ -167,7 +182,7 @@ def serve(config: MountConfig, ready: Callable[[str | None], None]) -> int:
             upper=config.upper,
             work=config.work,
             log=str(state / "log"),
-            socket=str(control),
+            socket=control.replace("\0", "@"),
         )
         record.save(state)
         log.info("mounted %s (%d packages)", config.mountpoint, len(config.wheels))
@@ -178,7 +193,6 @@ def serve(config: MountConfig, ready: Callable[[str | None], None]) -> int:
     finally:
         pyfuse3.close(unmount=unmount)
         listener.close()
-        control.unlink(missing_ok=True)
         (state / "mount.json").unlink(missing_ok=True)
         log.info("unmounted %s", config.mountpoint)
     return 0

@@ -165,7 +165,8 @@ def cmd_mount(args: argparse.Namespace, out: TextIO) -> int:
         site_packages = venv.site_packages_rel if venv else "site-packages"
         config_python = str(venv.python) if venv else str(resolved.target.python)
         state = mount_dir(mountpoint)
-        fresh_state = not state.exists()
+        # On failure, remove every directory this mount created, down from the first new one.
+        created = next((p for p in reversed([state, *state.parents]) if not p.exists()), None)
         state.mkdir(parents=True, exist_ok=True)
         try:
             upper, work = _overlay_dirs(args, state, store, mountpoint)
@@ -195,8 +196,8 @@ def cmd_mount(args: argparse.Namespace, out: TextIO) -> int:
             if venv is not None:
                 _write_scripts(venv, config, store, state)
         except BaseException:
-            if fresh_state:
-                shutil.rmtree(state, ignore_errors=True)
+            if created is not None:
+                shutil.rmtree(created, ignore_errors=True)
             raise
     print(
         f"mounted {len(shas)} packages at {mountpoint} (lock {args.lock}, python {config_python})",
@@ -354,7 +355,7 @@ def cmd_reset(args: argparse.Namespace, out: TextIO) -> int:
     paths = [_relative(mountpoint, p) for p in args.paths] or None
     if mount_state(mountpoint) == "ok":
         record = MountRecord.load(directory)
-        reply = _ask(Path(record.socket), {"op": "reset", "paths": paths})
+        reply = _ask(record.socket.replace("@", "\0", 1), {"op": "reset", "paths": paths})
         if not reply.get("ok"):
             raise MountError(f"{mountpoint}: reset failed: {reply.get('error')}")
     else:
@@ -373,10 +374,10 @@ def _relative(mountpoint: Path, path: str) -> str:
         raise MountError(f"{path}: not below {mountpoint}") from None
 
 
-def _ask(control: Path, request: dict[str, object]) -> dict[str, object]:
+def _ask(control: str, request: dict[str, object]) -> dict[str, object]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(30)
-        sock.connect(str(control))
+        sock.connect(control)
         sock.sendall(json.dumps(request).encode() + b"\n")
         data = b""
         while not data.endswith(b"\n"):

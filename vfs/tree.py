@@ -260,7 +260,13 @@ class MergedTree:
             except OSError:
                 remaining = file.size
                 while remaining > 0:
-                    copied = os.copy_file_range(source, out, remaining)
+                    try:
+                        copied = os.copy_file_range(source, out, remaining)
+                    except OSError as exc:
+                        # Store and upper on different filesystems: Linux >= 5.19 refuses.
+                        if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS):
+                            raise
+                        copied = os.sendfile(out, source, None, remaining)
                     if copied == 0:
                         break
                     remaining -= copied
@@ -272,7 +278,7 @@ class MergedTree:
     def _prepare_new(self, path: str) -> None:
         parent = posixpath.dirname(path)
         if not self.is_dir(parent):
-            raise _error(errno.ENOENT, parent)
+            raise _error(errno.ENOTDIR if self.exists(parent) else errno.ENOENT, parent)
         if self.exists(path):
             raise _error(errno.EEXIST, path)
         self._ensure_upper_dir(parent)
@@ -376,7 +382,10 @@ class MergedTree:
         self._ensure_upper_dir(posixpath.dirname(new))
         if self.lower(old) is not None:
             self._add_whiteout(old)
-        new_hides_lower_dir = self.lower(new) == "dir"
+        # The lower directory at ``new``, shown or whited out, must stay hidden below it.
+        new_hides_lower_dir = self.lower(new) == "dir" or (
+            new in self.whiteouts and new in self.view.dirs
+        )
         if self.exists(new) and self.is_dir(new):
             self._remove(new)
         os.rename(self.upper_path(old), self.upper_path(new))
@@ -433,11 +442,12 @@ class MergedTree:
         for path in self.upper_paths:
             lower = path in self.view.files or path in self.view.dirs
             full = self.upper_path(path)
-            if path in self.opaque and lower:
+            is_dir = os.path.isdir(full) and not os.path.islink(full)
+            if (path in self.opaque and lower) or (is_dir and path in self.view.files):
                 found.append(Change(path, "replaced"))
             elif not lower:
                 found.append(Change(path, "added"))
-            elif not os.path.isdir(full) or os.path.islink(full):
+            elif not is_dir:
                 found.append(Change(path, "modified"))
         return sorted(found, key=lambda c: c.path)
 

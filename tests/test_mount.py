@@ -1,0 +1,439 @@
+"""Real mounts: a venv whose site-packages pkgfs mounts from a lock of test wheels."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import venv
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pkgfs.store.view import VIEW_MTIME
+from tests.conftest import PKGFS
+from tests.wheelmaker import WheelMaker
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
+    reason="needs /dev/fuse and fusermount3",
+)
+
+PY = f"python{sys.version_info.major}.{sys.version_info.minor}"
+
+APP_FILES = {
+    "app/__init__.py": "VALUE = 1\n",
+    "app/cli.py": "def main() -> None:\n    print('app-cli ran')\n",
+    "app/data.txt": "lower data\n",
+    "app/sub/__init__.py": "",
+    "app/sub/mod.py": "X = 'sub'\n",
+    "app-1.0.data/scripts/app-tool": "#!python\nprint('tool ran')\n",
+}
+
+
+@dataclass
+class Env:
+    project: Path
+    venv: Path
+    env: dict[str, str]
+
+    @property
+    def site(self) -> Path:
+        return self.venv / "lib" / PY / "site-packages"
+
+    @property
+    def python(self) -> Path:
+        return self.venv / "bin" / "python"
+
+    def pkgfs(self, *args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [*PKGFS, *map(str, args)],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            check=False,
+            cwd=self.project,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"pkgfs {args} failed: {proc.stderr}")
+        return proc
+
+    def run(self, *args: str | Path) -> str:
+        # From the project directory, so nothing of the checkout is on the path.
+        proc = subprocess.run(
+            list(map(str, args)),
+            capture_output=True,
+            text=True,
+            env=self.env,
+            check=False,
+            cwd=self.project,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    def pip(self, *args: str) -> str:
+        return self.run(
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            self.python,
+            "--disable-pip-version-check",
+            *args,
+        )
+
+    def status(self) -> list[dict[str, object]]:
+        rows: list[dict[str, object]] = json.loads(self.pkgfs("status", "--json").stdout)
+        return [r for r in rows if r["mountpoint"] == str(self.site)]
+
+
+def _pylock(project: Path, wheels: list[Path]) -> None:
+    lines = ['lock-version = "1.0"', 'created-by = "pkgfs-tests"', 'requires-python = ">=3.9"', ""]
+    for wheel in wheels:
+        name, version = wheel.name.split("-")[:2]
+        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        lines += [
+            "[[packages]]",
+            f'name = "{name}"',
+            f'version = "{version}"',
+            f'wheels = [{{ path = "wheels/{wheel.name}", hashes = {{ sha256 = "{digest}" }} }}]',
+            "",
+        ]
+    (project / "pylock.toml").write_text("\n".join(lines))
+
+
+def make_project(
+    root: Path, env: dict[str, str], extra: dict[str, dict[str, bytes | str]] | None = None
+) -> Env:
+    project = root
+    wheels = project / "wheels"
+    wheels.mkdir(parents=True)
+    built = [
+        WheelMaker(
+            name="app",
+            files=APP_FILES,
+            executable=frozenset({"app-1.0.data/scripts/app-tool"}),
+            entry_points="[console_scripts]\napp-cli = app.cli:main\n",
+            requires_dist=["nsa"],
+        ).build(wheels),
+        WheelMaker(name="nsa", files={"ns/a/__init__.py": "A = 'a'\n"}).build(wheels),
+        WheelMaker(name="nsb", files={"ns/b/__init__.py": "B = 'b'\n"}).build(wheels),
+    ]
+    for name, files in (extra or {}).items():
+        built.append(WheelMaker(name=name, files=files).build(wheels))
+    _pylock(project, built)
+    venv.create(project / ".venv", with_pip=False)
+    return Env(project, project / ".venv", env)
+
+
+@pytest.fixture
+def base_env(tmp_path: Path) -> dict[str, str]:
+    env = {**os.environ, "HOME": str(tmp_path / "home")}
+    env["PKGFS_STORE"] = str(tmp_path / "store")
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    env.pop("VIRTUAL_ENV", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def _force_unmount(path: Path) -> None:
+    subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True, check=False)
+
+
+@pytest.fixture
+def project(tmp_path: Path, base_env: dict[str, str]) -> Iterator[Env]:
+    env = make_project(tmp_path / "project", base_env)
+    try:
+        yield env
+    finally:
+        _force_unmount(env.site)
+
+
+@pytest.fixture
+def mounted(project: Env) -> Env:
+    result = project.pkgfs("mount", project.site)
+    assert result.stdout.startswith(f"mounted 3 packages at {project.site}")
+    assert result.stderr == f"pkgfs: using {project.project / 'pylock.toml'}\n"
+    return project
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    found = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(dirpath, name)
+            found[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+# -- the view -------------------------------------------------------------------------------
+
+
+def test_imports_scripts_and_metadata(mounted: Env) -> None:
+    out = mounted.run(
+        mounted.python,
+        "-c",
+        "import app, app.sub.mod, ns.a, ns.b; print(app.VALUE, app.sub.mod.X, ns.a.A, ns.b.B)",
+    )
+    assert out == "1 sub a b\n"
+    assert mounted.run(mounted.venv / "bin" / "app-cli") == "app-cli ran\n"
+    assert mounted.run(mounted.venv / "bin" / "app-tool") == "tool ran\n"
+    assert (mounted.venv / "bin" / "app-tool").read_text().startswith(f"#!{mounted.python}\n")
+    names = mounted.run(
+        mounted.python, "-c",
+        "import importlib.metadata as m; print(sorted((d.name, d.version) for d in m.distributions()))",
+    )  # fmt: skip
+    assert names == "[('app', '1.0'), ('nsa', '1.0'), ('nsb', '1.0')]\n"
+    installer = (mounted.site / "app-1.0.dist-info" / "INSTALLER").read_text()
+    assert installer == "pkgfs\n"
+
+
+def test_pip_sees_exactly_the_locked_distributions(mounted: Env) -> None:
+    listed = json.loads(mounted.pip("list", "--format=json"))
+    assert sorted((p["name"], p["version"]) for p in listed) == [
+        ("app", "1.0"),
+        ("nsa", "1.0"),
+        ("nsb", "1.0"),
+    ]
+    assert "No broken requirements found." in mounted.pip("check")
+    shown = mounted.pip("show", "-f", "app")
+    assert "Location: " + str(mounted.site) in shown
+    assert "  app/sub/mod.py" in shown
+    assert "  ../../../bin/app-cli" in shown
+
+
+def test_attributes_are_honest_and_stable(mounted: Env) -> None:
+    path = mounted.site / "app" / "data.txt"
+    info = path.stat()
+    assert info.st_size == len("lower data\n")
+    assert info.st_mtime == VIEW_MTIME
+    assert (info.st_uid, info.st_gid) == (os.getuid(), os.getgid())
+    assert oct(info.st_mode & 0o777) == "0o644"
+    assert os.statvfs(mounted.site).f_bsize > 0
+    inode = info.st_ino
+    mounted.pkgfs("unmount", mounted.site)
+    mounted.pkgfs("mount", mounted.site)
+    assert path.stat().st_ino == inode
+
+
+# -- the overlay ----------------------------------------------------------------------------
+
+
+def test_edits_land_in_the_overlay_and_never_in_the_store(mounted: Env, tmp_path: Path) -> None:
+    store = Path(mounted.env["PKGFS_STORE"])
+    objects_before = _tree_digest(store / "objects-v1")
+    site = mounted.site
+    with open(site / "app" / "data.txt", "a") as f:
+        f.write("edited\n")
+    (site / "app" / "sub" / "mod.py").unlink()
+    (site / "app" / "new.py").write_text("NEW = 1\n")
+    (site / "app" / "made").mkdir()
+    os.replace(site / "app" / "new.py", site / "app" / "__init__.py")  # rename over a lower file
+    shutil.rmtree(site / "ns" / "b")
+    (site / "ns" / "b").mkdir()  # a lower directory replaced: opaque
+    (site / "ns" / "b" / "fresh.py").write_text("")
+
+    assert (site / "app" / "data.txt").read_text() == "lower data\nedited\n"
+    assert sorted(os.listdir(site / "ns" / "b")) == ["fresh.py"]
+    assert mounted.run(mounted.python, "-c", "import app; print(app.NEW)") == "1\n"
+    diff = json.loads(mounted.pkgfs("diff", site, "--json").stdout)
+    assert {(d["path"], d["change"]) for d in diff} >= {
+        ("app/data.txt", "modified"),
+        ("app/sub/mod.py", "deleted"),
+        ("app/made", "added"),
+        ("app/__init__.py", "modified"),
+        ("ns/b", "replaced"),
+        ("ns/b/fresh.py", "added"),
+    }
+    assert mounted.status()[0]["changes"] == len(diff)
+    assert mounted.pkgfs("store", "verify").returncode == 0
+    assert _tree_digest(store / "objects-v1") == objects_before
+
+    # Another environment of the same lock sees pristine files.
+    other = make_project(tmp_path / "other", mounted.env)
+    try:
+        other.pkgfs("mount", other.site)
+        assert (other.site / "app" / "data.txt").read_text() == "lower data\n"
+        assert (other.site / "app" / "sub" / "mod.py").exists()
+    finally:
+        _force_unmount(other.site)
+
+
+def test_reset_some_then_all(mounted: Env) -> None:
+    site = mounted.site
+    original = _tree_digest(site)
+    (site / "app" / "data.txt").write_text("changed\n")
+    (site / "ns" / "a" / "__init__.py").unlink()
+    (site / "extra.txt").write_text("x")
+
+    mounted.pkgfs("reset", site, "app")
+    assert (site / "app" / "data.txt").read_text() == "lower data\n"
+    assert not (site / "ns" / "a" / "__init__.py").exists()
+    mounted.pkgfs("reset", site)
+    assert _tree_digest(site) == original
+    assert mounted.pkgfs("diff", site).stdout == ""
+
+
+def test_bytecode_writes_go_to_the_overlay(mounted: Env) -> None:
+    mounted.run(mounted.python, "-c", "import app.sub.mod")
+    cached = (
+        mounted.site / "app" / "sub" / "__pycache__" / f"mod.{sys.implementation.cache_tag}.pyc"
+    )
+    assert cached.is_file()
+    diff = mounted.pkgfs("diff", mounted.site).stdout.splitlines()
+    assert f"A app/sub/__pycache__/mod.{sys.implementation.cache_tag}.pyc" in diff
+
+
+def test_edits_survive_unmount_and_remount(mounted: Env) -> None:
+    (mounted.site / "app" / "data.txt").write_text("kept\n")
+    mounted.pkgfs("unmount", mounted.site)
+    assert not (mounted.site / "app").exists()
+    assert not (mounted.venv / "bin" / "app-cli").exists()  # scripts go with the mount
+    mounted.pkgfs("mount", mounted.site)
+    assert (mounted.site / "app" / "data.txt").read_text() == "kept\n"
+
+
+def test_kill_9_then_recover(mounted: Env) -> None:
+    with open(mounted.site / "app" / "data.txt", "w") as f:
+        f.write("written before the kill\n")
+    (row,) = mounted.status()
+    os.kill(int(str(row["pid"])), signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while mounted.status()[0]["state"] != "stale" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert mounted.status()[0]["state"] == "stale"
+    with pytest.raises(OSError, match="Transport endpoint is not connected"):
+        os.listdir(mounted.site)
+
+    recovered = mounted.pkgfs("mount", mounted.site)
+    assert "cleared a stale mount" in recovered.stderr
+    assert (mounted.site / "app" / "data.txt").read_text() == "written before the kill\n"
+    assert mounted.status()[0]["state"] == "ok"
+
+    os.kill(int(str(mounted.status()[0]["pid"])), signal.SIGKILL)
+    time.sleep(0.1)
+    assert "(it was stale)" in mounted.pkgfs("unmount", mounted.site).stdout
+    assert mounted.status() == []
+
+
+def test_several_processes_import_at_once(mounted: Env) -> None:
+    code = (
+        "import app, app.sub.mod, ns.a, ns.b, json; print(json.dumps([app.VALUE, app.sub.mod.X]))"
+    )
+    procs = [
+        subprocess.Popen(
+            [mounted.python, "-c", code], stdout=subprocess.PIPE, text=True, env=mounted.env
+        )
+        for _ in range(8)
+    ]
+    outputs = [p.communicate(timeout=60)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8
+    assert set(outputs) == {'[1, "sub"]\n'}
+
+
+def test_pip_install_and_uninstall_stay_in_this_env(mounted: Env, tmp_path: Path) -> None:
+    extra = WheelMaker(name="extra", files={"extra/__init__.py": "E = 1\n"}).build(tmp_path)
+    mounted.pip("install", "--no-index", "--no-deps", str(extra))
+    assert mounted.run(mounted.python, "-c", "import extra; print(extra.E)") == "1\n"
+    mounted.pip("uninstall", "-y", "nsb")
+    listed = {p["name"] for p in json.loads(mounted.pip("list", "--format=json"))}
+    assert listed == {"app", "nsa", "extra"}
+    diff = mounted.pkgfs("diff", mounted.site).stdout.splitlines()
+    assert "A extra/__init__.py" in diff
+    assert "D nsb-1.0.dist-info" in diff
+    assert mounted.pkgfs("store", "verify").returncode == 0
+
+
+def test_foreground_unmounts_on_sigterm(project: Env) -> None:
+    with subprocess.Popen(
+        [*PKGFS, "mount", "--foreground", str(project.site)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=project.env, cwd=project.project,
+    ) as proc:  # fmt: skip
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("mounted 3 packages")
+        deadline = time.monotonic() + 10
+        while not os.path.ismount(project.site) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert (project.site / "app" / "__init__.py").read_text() == "VALUE = 1\n"
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert not os.path.ismount(project.site)
+
+
+# -- faults -----------------------------------------------------------------------------------
+
+
+def _fails(project: Env, *args: str | Path) -> str:
+    state = Path(project.env["XDG_STATE_HOME"])
+    before = sorted(state.rglob("*")) if state.exists() else []
+    result = project.pkgfs(*args, check=False)
+    assert result.returncode == 1, result
+    errors = [line for line in result.stderr.splitlines() if line.startswith("pkgfs: error:")]
+    assert len(errors) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    after = sorted(state.rglob("*")) if state.exists() else []
+    assert after == before  # nothing left behind
+    return errors[0]
+
+
+def test_missing_mountpoint(project: Env, tmp_path: Path) -> None:
+    error = _fails(project, "mount", tmp_path / "nowhere")
+    assert error == f"pkgfs: error: {tmp_path / 'nowhere'}: no such directory"
+
+
+def test_mountpoint_not_a_directory(project: Env, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    error = _fails(project, "mount", tmp_path / "file", "--lock", project.project / "pylock.toml")
+    assert error == f"pkgfs: error: {tmp_path / 'file'}: not a directory"
+
+
+def test_already_mounted(mounted: Env) -> None:
+    error = _fails(mounted, "mount", mounted.site)
+    assert error == f"pkgfs: error: {mounted.site}: already mounted: pkgfs unmount it first"
+
+
+def test_no_lock(project: Env) -> None:
+    (project.project / "pylock.toml").unlink()
+    error = _fails(project, "mount", project.site)
+    assert (
+        error
+        == f"pkgfs: error: {project.project}: no pylock.toml, uv.lock or requirements.txt here: pass --lock FILE"
+    )
+    assert not os.path.ismount(project.site)
+
+
+def test_offline_with_wheels_missing(project: Env) -> None:
+    lock = project.project / "pylock.toml"
+    lock.write_text(lock.read_text().replace('path = "wheels/', 'url = "http://127.0.0.1:9/'))
+    error = _fails(project, "mount", project.site, "--offline")
+    assert "offline, and 3 wheels are not in the store" in error
+    assert not os.path.ismount(project.site)
+
+
+def test_path_conflict_between_wheels(tmp_path: Path, base_env: dict[str, str]) -> None:
+    env = make_project(
+        tmp_path / "conflict", base_env, extra={"rival": {"app/data.txt": "rival data\n"}}
+    )
+    try:
+        error = _fails(env, "mount", env.site)
+        assert (
+            error
+            == "pkgfs: error: path conflict: app/data.txt differs between app-1.0-py3-none-any.whl and rival-1.0-py3-none-any.whl"
+        )
+        assert not os.path.ismount(env.site)
+    finally:
+        _force_unmount(env.site)
+
+
+def test_unmount_when_not_mounted(project: Env) -> None:
+    error = _fails(project, "unmount", project.site)
+    assert error == f"pkgfs: error: {project.site}: not mounted"
