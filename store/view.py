@@ -114,9 +114,14 @@ class _Composer:
         self.view = View()
         self.owner: dict[str, str] = {}  # path -> the wheel that put it there
 
-    def _add_dirs(self, path: str) -> None:
+    def _add_dirs(self, path: str, wheel: str) -> None:
         parent = posixpath.dirname(path)
         while parent and parent not in self.view.dirs:
+            if parent in self.view.files:
+                raise ViewError(
+                    f"path conflict: {parent} is a file in {self.owner[parent]}"
+                    f" and a directory in {wheel}"
+                )
             self.view.dirs.add(parent)
             parent = posixpath.dirname(parent)
 
@@ -129,7 +134,7 @@ class _Composer:
                 raise ViewError(
                     f"path conflict: {path} is a directory in another wheel than {wheel}"
                 )
-            self._add_dirs(path)
+            self._add_dirs(path, wheel)
         table[path] = file
         self.owner.setdefault(path, wheel)
 
@@ -147,8 +152,11 @@ class _Composer:
     ) -> None:
         rows: list[tuple[str, str, str]] = []
         relative_bin = posixpath.relpath("bin", self.site_packages)
+        installer_path = f"{dist_info}/INSTALLER"
         for f in self.store.files(sha256):
             if f.scheme in ("purelib", "platlib"):
+                if f.path == installer_path:
+                    continue  # a wheel's own INSTALLER: the one generated below replaces it
                 self._place(
                     self.view.files, f.path, ViewFile(f.size, f.executable, f.digest), filename
                 )
@@ -191,7 +199,6 @@ class _Composer:
             rows.append(
                 (f"{relative_bin}/{script_name}", f"sha256={_b64(content)}", str(len(content)))
             )
-        installer_path = f"{dist_info}/INSTALLER"
         self._place(
             self.view.files,
             installer_path,
@@ -235,7 +242,7 @@ def load_or_compose(store: Store, wheels: Sequence[str], python: str, site_packa
     path = store.root / "views-v1" / view_key(wheels, python, site_packages)
     try:
         return View.load(path.read_bytes())
-    except (OSError, ValueError, EOFError, TypeError):
+    except (OSError, ValueError, EOFError, TypeError, AttributeError):
         pass
     view = compose_view(store, wheels, python, site_packages)
     path.parent.mkdir(exist_ok=True)

@@ -208,6 +208,15 @@ def test_pip_sees_exactly_the_locked_distributions(mounted: Env) -> None:
     assert "Location: " + str(mounted.site) in shown
     assert "  app/sub/mod.py" in shown
     assert "  ../../../bin/app-cli" in shown
+    uv = Path(sys.executable).parent / "uv"
+    listed_by_uv = json.loads(
+        mounted.run(uv, "pip", "list", "--python", mounted.python, "--format", "json")
+    )
+    assert sorted((p["name"], p["version"]) for p in listed_by_uv) == [
+        ("app", "1.0"),
+        ("nsa", "1.0"),
+        ("nsb", "1.0"),
+    ]
 
 
 def test_attributes_are_honest_and_stable(mounted: Env) -> None:

@@ -362,8 +362,9 @@ class MergedTree:
         (EXDEV, as overlayfs without redirects): callers such as pip fall back to copying."""
         if not self.exists(old):
             raise _error(errno.ENOENT, old)
-        if not self.is_dir(posixpath.dirname(new)):
-            raise _error(errno.ENOENT, new)
+        parent = posixpath.dirname(new)
+        if not self.is_dir(parent):
+            raise _error(errno.ENOTDIR if self.exists(parent) else errno.ENOENT, new)
         if self.exists(new):
             if noreplace:
                 raise _error(errno.EEXIST, new)
@@ -388,13 +389,16 @@ class MergedTree:
         )
         if self.exists(new) and self.is_dir(new):
             self._remove(new)
+        moving_dir = self.is_dir(old)
+        if new_hides_lower_dir and moving_dir:
+            # Marked opaque before it moves, so the rename carries the marker atomically:
+            # a crash can never show the lower directory's old entries inside it.
+            marker = os.path.join(self.upper_path(old), OPAQUE)
+            os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
         os.rename(self.upper_path(old), self.upper_path(new))
         self._drop_whiteout(new)
         self._move_state(old, new)
-        if new_hides_lower_dir and self.is_dir(new):
-            os.close(
-                os.open(os.path.join(self.upper_path(new), OPAQUE), os.O_WRONLY | os.O_CREAT, 0o600)
-            )
+        if new_hides_lower_dir and moving_dir:
             self.opaque.add(new)
 
     def _move_state(self, old: str, new: str) -> None:

@@ -1,0 +1,316 @@
+"""Composing views: merged trees, conflicts, generated RECORD/INSTALLER/scripts, saved views."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import marshal
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pkgfs.store import Store
+from pkgfs.store.view import (
+    VIEW_FORMAT,
+    View,
+    ViewError,
+    ViewFile,
+    compose_view,
+    load_or_compose,
+)
+
+MakeWheel = Callable[..., Path]
+
+PYTHON = "/venv/bin/python"
+SITE = "lib/python3.11/site-packages"
+
+
+@pytest.fixture
+def store(store_dir: Path) -> Iterator[Store]:
+    with Store.open(store_dir) as opened:
+        yield opened
+
+
+def compose(store: Store, *wheels: str, python: str = PYTHON) -> View:
+    return compose_view(store, list(wheels), python=python, site_packages=SITE)
+
+
+def served(store: Store, file: ViewFile) -> bytes:
+    """The bytes a mount serves for ``file``: its inline data, else its store object."""
+    if file.data is not None:
+        return file.data
+    assert file.digest is not None
+    return store.object_path(file.digest).read_bytes()
+
+
+def b64_sha256(data: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode().rstrip("=")
+
+
+def record_rows(store: Store, view: View, dist_info: str) -> list[list[str]]:
+    text = served(store, view.files[f"{dist_info}/RECORD"]).decode()
+    return list(csv.reader(io.StringIO(text)))
+
+
+def test_purelib_and_platlib_merge_into_one_tree(store: Store, make_wheel: MakeWheel) -> None:
+    native = os.urandom(3000)
+    wheel = make_wheel(
+        name="fast",
+        tag="cp311-cp311-linux_x86_64",
+        root_is_purelib=False,
+        files={
+            "fast/__init__.py": "from fast._speed import go\n",
+            "fast/_speed.so": native,
+            "fast-1.0.data/purelib/fast_pure.py": "PURE = True\n",
+        },
+    )
+    view = compose(store, store.add(wheel).sha256)
+
+    assert served(store, view.files["fast/_speed.so"]) == native
+    assert served(store, view.files["fast/__init__.py"]) == b"from fast._speed import go\n"
+    assert served(store, view.files["fast_pure.py"]) == b"PURE = True\n"
+    assert view.dirs == {"", "fast", "fast-1.0.dist-info"}
+    assert view.children()[""] == ["fast", "fast-1.0.dist-info", "fast_pure.py"]
+    assert view.wheels == [("fast", "1.0", wheel.name)]
+
+
+def test_namespace_package_directories_merge(store: Store, make_wheel: MakeWheel) -> None:
+    a = make_wheel(name="ns_a", files={"ns/a/__init__.py": "A = 1\n"})
+    b = make_wheel(name="ns_b", files={"ns/b/__init__.py": "B = 2\n", "ns/b/deep/x.py": ""})
+    view = compose(store, store.add(a).sha256, store.add(b).sha256)
+
+    assert {"ns", "ns/a", "ns/b", "ns/b/deep"} <= view.dirs
+    children = view.children()
+    assert children[""].count("ns") == 1
+    assert children["ns"] == ["a", "b"]
+    assert children["ns/b"] == ["__init__.py", "deep"]
+    assert served(store, view.files["ns/a/__init__.py"]) == b"A = 1\n"
+    assert served(store, view.files["ns/b/__init__.py"]) == b"B = 2\n"
+
+
+def test_same_path_with_same_content_in_two_wheels_is_fine(
+    store: Store, make_wheel: MakeWheel
+) -> None:
+    shared = {"shared/__init__.py": "SHARED = 1\n"}
+    a = make_wheel(name="one", files={**shared, "one.py": ""})
+    b = make_wheel(name="two", files={**shared, "two.py": ""})
+    view = compose(store, store.add(a).sha256, store.add(b).sha256)
+
+    assert served(store, view.files["shared/__init__.py"]) == b"SHARED = 1\n"
+    assert {"one.py", "two.py", "one-1.0.dist-info/RECORD", "two-1.0.dist-info/RECORD"} <= set(
+        view.files
+    )
+
+
+def test_same_path_with_different_content_names_path_and_both_wheels(
+    store: Store, make_wheel: MakeWheel
+) -> None:
+    a = make_wheel(name="one", files={"shared/util.py": "A\n"})
+    b = make_wheel(name="two", files={"shared/util.py": "B\n"})
+    with pytest.raises(ViewError) as caught:
+        compose(store, store.add(a).sha256, store.add(b).sha256)
+    message = str(caught.value)
+    assert "shared/util.py" in message
+    assert a.name in message
+    assert b.name in message
+
+
+@pytest.mark.parametrize("file_first", [True, False])
+def test_file_where_another_wheel_has_a_directory(
+    store: Store, make_wheel: MakeWheel, file_first: bool
+) -> None:
+    as_file = store.add(make_wheel(name="flat", files={"thing": "a file\n"})).sha256
+    as_dir = store.add(make_wheel(name="nested", files={"thing/mod.py": "X = 1\n"})).sha256
+    order = [as_file, as_dir] if file_first else [as_dir, as_file]
+    with pytest.raises(ViewError, match="thing"):
+        compose(store, *order)
+
+
+RICH_FILES: dict[str, str | bytes] = {
+    "demo/__init__.py": "VALUE = 1\n",
+    "demo/core.py": "def main() -> int:\n    return 0\n",
+    "demo/bin.dat": bytes(range(256)) * 40,
+    "demo/run.sh": "#!/bin/sh\necho run\n",
+    "demo-1.0.data/scripts/tool": "#!python\nprint('tool')\n",
+    "demo-1.0.data/scripts/plain.sh": "#!/bin/sh\necho plain\n",
+    "demo-1.0.data/data/share/x": "shared data\n",
+    "demo-1.0.data/headers/h.h": "int h;\n",
+}
+RICH_ENTRY_POINTS = (
+    "[console_scripts]\ndemo-cli = demo.core:main\n[gui_scripts]\ndemo-gui = demo.core:main\n"
+)
+
+
+@pytest.fixture
+def rich(store: Store, make_wheel: MakeWheel) -> tuple[str, View]:
+    wheel = make_wheel(
+        files=RICH_FILES, entry_points=RICH_ENTRY_POINTS, executable=frozenset({"demo/run.sh"})
+    )
+    sha256 = store.add(wheel).sha256
+    other = store.add(make_wheel(name="other", files={"other.py": "O = 1\n"})).sha256
+    return sha256, compose(store, sha256, other)
+
+
+def test_record_lists_every_file_as_served(store: Store, rich: tuple[str, View]) -> None:
+    _, view = rich
+    rows = record_rows(store, view, "demo-1.0.dist-info")
+    site_files = [p for p in RICH_FILES if not p.startswith("demo-1.0.data/")]
+    dist_info = ["METADATA", "WHEEL", "entry_points.txt", "INSTALLER", "RECORD"]
+    scripts = ["demo-cli", "demo-gui", "tool", "plain.sh"]
+    expected = {
+        *site_files,
+        *(f"demo-1.0.dist-info/{name}" for name in dist_info),
+        *(f"../../../bin/{name}" for name in scripts),
+        "../../../share/x",
+        "../../../include/site/python3.11/demo/h.h",
+    }
+    assert {row[0] for row in rows} == expected
+    assert len(rows) == len(expected)
+    assert ["demo-1.0.dist-info/RECORD", "", ""] in rows
+
+    for path, hash_field, size in rows:
+        if path == "demo-1.0.dist-info/RECORD":
+            continue
+        if path.startswith("../../../bin/"):
+            file = view.scripts[path.removeprefix("../../../bin/")]
+        elif path.startswith("../../../"):
+            file = view.data[path.removeprefix("../../../")]
+        else:
+            file = view.files[path]
+        content = served(store, file)
+        assert hash_field == f"sha256={b64_sha256(content)}", path
+        assert int(size) == len(content) == file.size, path
+    # The hashes of store objects match the bytes a wheel author wrote.
+    by_path = {row[0]: row for row in rows}
+    assert by_path["demo/bin.dat"][1] == f"sha256={b64_sha256(bytes(range(256)) * 40)}"
+
+
+def test_installer_and_record_per_wheel(store: Store, rich: tuple[str, View]) -> None:
+    _, view = rich
+    assert served(store, view.files["demo-1.0.dist-info/INSTALLER"]) == b"pkgfs\n"
+    assert served(store, view.files["other-1.0.dist-info/INSTALLER"]) == b"pkgfs\n"
+    other = {row[0] for row in record_rows(store, view, "other-1.0.dist-info")}
+    assert other == {
+        "other.py",
+        "other-1.0.dist-info/METADATA",
+        "other-1.0.dist-info/WHEEL",
+        "other-1.0.dist-info/INSTALLER",
+        "other-1.0.dist-info/RECORD",
+    }
+    record = view.files["demo-1.0.dist-info/RECORD"]
+    assert record.size == len(served(store, record))
+    assert not record.executable
+
+
+def test_a_wheel_shipping_its_own_installer_file_gets_ours(
+    store: Store, make_wheel: MakeWheel
+) -> None:
+    files = {"c/__init__.py": "", "c-1.0.dist-info/INSTALLER": "pip\n"}
+    view = compose(store, store.add(make_wheel(name="c", files=files)).sha256)
+    assert served(store, view.files["c-1.0.dist-info/INSTALLER"]) == b"pkgfs\n"
+    rows = [r for r in record_rows(store, view, "c-1.0.dist-info") if r[0].endswith("INSTALLER")]
+    installer_hash = f"sha256={b64_sha256(b'pkgfs' + bytes([10]))}"
+    assert rows == [["c-1.0.dist-info/INSTALLER", installer_hash, "6"]]
+
+
+def test_entry_points_and_data_scripts_get_the_environment_shebang(
+    store: Store, rich: tuple[str, View]
+) -> None:
+    _, view = rich
+    assert set(view.scripts) == {"demo-cli", "demo-gui", "tool", "plain.sh"}
+    for name in ("demo-cli", "demo-gui"):
+        content = served(store, view.scripts[name])
+        assert content.startswith(b"#!/venv/bin/python\n")
+        assert b"from demo.core import main" in content
+        assert b"sys.exit(main())" in content
+    assert served(store, view.scripts["tool"]) == b"#!/venv/bin/python\nprint('tool')\n"
+    assert served(store, view.scripts["plain.sh"]) == b"#!/bin/sh\necho plain\n"
+    assert all(script.executable for script in view.scripts.values())
+    for script in view.scripts.values():
+        assert script.size == len(served(store, script))
+    assert view.files["demo/run.sh"].executable
+    assert not view.files["demo/core.py"].executable
+
+
+def test_shebang_follows_the_python_of_the_environment(
+    store: Store, rich: tuple[str, View]
+) -> None:
+    sha256, _ = rich
+    view = compose(store, sha256, python="/opt/env/bin/python3.11")
+    assert served(store, view.scripts["tool"]).startswith(b"#!/opt/env/bin/python3.11\n")
+    assert served(store, view.scripts["demo-cli"]).startswith(b"#!/opt/env/bin/python3.11\n")
+
+
+def test_data_and_headers_land_beside_site_packages(store: Store, rich: tuple[str, View]) -> None:
+    _, view = rich
+    assert set(view.data) == {"share/x", "include/site/python3.11/demo/h.h"}
+    assert served(store, view.data["share/x"]) == b"shared data\n"
+    assert served(store, view.data["include/site/python3.11/demo/h.h"]) == b"int h;\n"
+    assert not any(p.startswith("demo-1.0.data") for p in view.files)
+
+
+def test_dump_and_load_round_trip(store: Store, rich: tuple[str, View]) -> None:
+    _, view = rich
+    loaded = View.load(view.dump())
+    assert loaded == view
+    assert loaded.children() == view.children()
+    assert View.load(View().dump()) == View()
+
+
+def test_load_refuses_another_format() -> None:
+    blob = marshal.dumps((VIEW_FORMAT + 1, {}, [""], {}, {}, []))
+    with pytest.raises(ValueError, match="view format"):
+        View.load(blob)
+
+
+def test_load_or_compose_saves_and_reuses_the_view(store: Store, rich: tuple[str, View]) -> None:
+    sha256, _ = rich
+    composed = load_or_compose(store, [sha256], PYTHON, SITE)
+    saved = list((store.root / "views-v1").iterdir())
+    assert len(saved) == 1
+    assert View.load(saved[0].read_bytes()) == composed == compose(store, sha256)
+
+    # A second call reads the saved file: plant a different (valid) view there to prove it.
+    planted = View(files={"planted.py": ViewFile(3, False, data=b"P=1")}, dirs={""})
+    saved[0].write_bytes(planted.dump())
+    assert load_or_compose(store, [sha256], PYTHON, SITE) == planted
+
+    # Another interpreter is another environment: another saved view.
+    load_or_compose(store, [sha256], "/other/bin/python", SITE)
+    assert len(list((store.root / "views-v1").iterdir())) == 2
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"", b"garbage", b"not a view", b"\xff" * 64, "truncated", "old format"],
+)
+def test_load_or_compose_recomposes_over_a_bad_saved_view(
+    store: Store, rich: tuple[str, View], garbage: bytes | str
+) -> None:
+    sha256, _ = rich
+    view = load_or_compose(store, [sha256], PYTHON, SITE)
+    (saved,) = (store.root / "views-v1").iterdir()
+    if garbage == "truncated":
+        saved.write_bytes(view.dump()[:200])
+    elif garbage == "old format":
+        saved.write_bytes(marshal.dumps((VIEW_FORMAT - 1, {}, [""], {}, {}, [])))
+    else:
+        assert isinstance(garbage, bytes)
+        saved.write_bytes(garbage)
+
+    assert load_or_compose(store, [sha256], PYTHON, SITE) == view
+    assert View.load(saved.read_bytes()) == view  # and saved again, whole
+    assert [p.name for p in (store.root / "views-v1").iterdir()] == [saved.name]
+
+
+def test_missing_wheel_is_not_in_the_store(store: Store, make_wheel: MakeWheel) -> None:
+    present = store.add(make_wheel()).sha256
+    with pytest.raises(ViewError, match="not in the store"):
+        compose(store, present, "0" * 64)
+    with pytest.raises(ViewError, match="not in the store"):
+        load_or_compose(store, ["f" * 64], PYTHON, SITE)
+    assert not (store.root / "views-v1").exists()  # nothing saved for a failed compose
