@@ -25,7 +25,7 @@ from pkgfs.store.lock import (
 )
 from pkgfs.store.sync import SyncOutcome, partition_present, sync_wheels, unreachable_offline
 
-__all__ = ["add_lock_arguments", "cmd_lock_show", "cmd_sync", "resolve_lock"]
+__all__ = ["add_lock_arguments", "cmd_lock_show", "cmd_sync", "resolve_lock", "sync_locked"]
 
 # Where an index comes from when neither the lock nor --index-url names one.
 INDEX_ENV = ("PKGFS_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_URL")
@@ -141,19 +141,26 @@ class _Progress:
         print(f"\r\x1b[K{bar}", end=end, file=self.stream, flush=True)
 
 
+def sync_locked(
+    store: Store, resolved: Resolved, offline: bool, where: str | Path
+) -> tuple[list[LockedWheel], list[SyncOutcome]]:
+    """Get the resolved wheels into the store: (those already there, outcomes of the rest).
+
+    Offline, wheels that only the network could bring are refused in one line naming ``where``.
+    """
+    present, missing = partition_present(store, resolved.wheels)
+    remote = unreachable_offline(missing) if offline else []
+    if remote:
+        names = ", ".join(w.filename for w in remote)
+        raise LockError(where, f"offline, and {len(remote)} wheels are not in the store: {names}")
+    outcomes = sync_wheels(store, missing, _Progress(len(missing), sys.stderr)) if missing else []
+    return present, outcomes
+
+
 def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
     with Store.open(getattr(args, "store", None)) as store:
         resolved = resolve_lock(args, store, sys.stderr)
-        present, missing = partition_present(store, resolved.wheels)
-        remote = unreachable_offline(missing) if args.offline else []
-        if remote:
-            names = ", ".join(w.filename for w in remote)
-            raise LockError(
-                resolved.lockfile.path,
-                f"offline, and {len(remote)} wheels are not in the store: {names}",
-            )
-        progress = _Progress(len(missing), sys.stderr)
-        outcomes = sync_wheels(store, missing, progress) if missing else []
+        present, outcomes = sync_locked(store, resolved, args.offline, resolved.lockfile.path)
     failed = [o for o in outcomes if o.error is not None]
     summary = f"{len(resolved.wheels)} wheels: {len(present)} already in the store"
     summary += f", {len(outcomes) - len(failed)} added"

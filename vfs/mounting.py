@@ -17,11 +17,10 @@ from typing import TextIO
 
 from pkgfs.store import PkgfsError, Store
 from pkgfs.store.lock import discover_lock
-from pkgfs.store.sync import partition_present, sync_wheels, unreachable_offline
 
 from .daemon import MountConfig, serve
 from .envs import MountRecord, Venv, mount_dir, read_records, venv_of
-from .locking import resolve_lock
+from .locking import resolve_lock, sync_locked
 from .tree import MergedTree
 
 __all__ = ["cmd_diff", "cmd_mount", "cmd_reset", "cmd_status", "cmd_unmount", "mount_state"]
@@ -149,16 +148,8 @@ def cmd_mount(args: argparse.Namespace, out: TextIO) -> int:
         print(f"pkgfs: using {args.lock}", file=sys.stderr)
     with Store.open(getattr(args, "store", None)) as store:
         resolved = resolve_lock(args, store, sys.stderr)
-        _, missing = partition_present(store, resolved.wheels)
-        remote = unreachable_offline(missing) if args.offline else []
-        if remote:
-            names = ", ".join(w.filename for w in remote)
-            raise MountError(
-                f"{mountpoint}: offline, and {len(missing)} wheels are not in the store: {names}"
-            )
-        failed = (
-            [o.error for o in sync_wheels(store, missing) if o.error is not None] if missing else []
-        )
+        _, outcomes = sync_locked(store, resolved, args.offline, mountpoint)
+        failed = [o.error for o in outcomes if o.error is not None]
         if failed:
             raise failed[0]
         shas = [next(h for h in w.hashes if store.index.find_wheel(h)) for w in resolved.wheels]
