@@ -19,7 +19,7 @@ from .errors import StoreError
 
 __all__ = ["EntryPoint", "FileEntry", "Index", "StoreStats", "WheelInfo", "WheelRecord"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -51,6 +51,23 @@ CREATE TABLE IF NOT EXISTS files (
     PRIMARY KEY (wheel_id, scheme, path)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS files_by_digest ON files (digest);
+
+CREATE TABLE IF NOT EXISTS bytecode (   -- schema 2: compiled once per interpreter magic
+    wheel_id INTEGER NOT NULL REFERENCES wheels (id),
+    magic TEXT NOT NULL,               -- importlib.util.MAGIC_NUMBER, hex
+    path TEXT NOT NULL,                -- the .py source, relative to site-packages
+    digest TEXT NOT NULL REFERENCES objects (digest),
+    size INTEGER NOT NULL,
+    PRIMARY KEY (wheel_id, magic, path)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS bytecode_done (
+    wheel_id INTEGER NOT NULL REFERENCES wheels (id),
+    magic TEXT NOT NULL,
+    compiled INTEGER NOT NULL,
+    failed INTEGER NOT NULL,           -- sources that do not compile (Python 2, newer syntax)
+    PRIMARY KEY (wheel_id, magic)
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS entry_points (
     wheel_id INTEGER NOT NULL REFERENCES wheels (id),
@@ -145,7 +162,8 @@ class Index:
             if version < SCHEMA_VERSION:
                 # executescript() runs its own statements outside Python's transaction
                 # handling, so the script carries its own; IF NOT EXISTS lets two processes
-                # creating one store at once both succeed.
+                # creating one store at once both succeed. Schema 2 only adds tables, so the
+                # same script upgrades a schema-1 index.
                 try:
                     self._db.executescript(
                         f"BEGIN IMMEDIATE; {_SCHEMA};"
@@ -271,6 +289,47 @@ class Index:
     def objects(self) -> dict[str, int]:
         return {str(d): int(s) for d, s in self._query("SELECT digest, size FROM objects")}  # type: ignore[call-overload]
 
+    def bytecode_done(self, sha256: str, magic: str) -> bool:
+        rows = self._query(
+            "SELECT 1 FROM bytecode_done b JOIN wheels w ON w.id = b.wheel_id"
+            " WHERE w.sha256 = ? AND b.magic = ?",
+            (sha256, magic),
+        )
+        return bool(rows)
+
+    def add_bytecode(
+        self, sha256: str, magic: str, compiled: Iterable[tuple[str, str, int]], failed: int
+    ) -> None:
+        """Record one wheel's bytecode for one interpreter magic, in one transaction:
+        (source path, object digest, size) for each compiled module."""
+        rows = list(compiled)
+        with self.transaction() as db:
+            ((wheel_id,),) = db.execute("SELECT id FROM wheels WHERE sha256 = ?", (sha256,))
+            if db.execute(
+                "SELECT 1 FROM bytecode_done WHERE wheel_id = ? AND magic = ?", (wheel_id, magic)
+            ).fetchone():
+                return  # a concurrent compile recorded it first
+            db.executemany(
+                "INSERT OR IGNORE INTO objects VALUES (?, ?)", ((d, n) for _, d, n in rows)
+            )
+            db.executemany(
+                "INSERT INTO bytecode VALUES (?, ?, ?, ?, ?)",
+                ((wheel_id, magic, path, d, n) for path, d, n in rows),
+            )
+            db.execute(
+                "INSERT INTO bytecode_done VALUES (?, ?, ?, ?)",
+                (wheel_id, magic, len(rows), failed),
+            )
+
+    def bytecode(self, sha256: str, magic: str) -> list[tuple[str, str, int]]:
+        """(source path, digest, size) of a wheel's modules compiled for ``magic``."""
+        rows = self._query(
+            "SELECT b.path, b.digest, b.size FROM bytecode b JOIN wheels w ON w.id = b.wheel_id"
+            " WHERE w.sha256 = ? AND b.magic = ? ORDER BY b.path",
+            (sha256, magic),
+        )
+        return [(str(p), str(d), int(n)) for p, d, n in rows]  # type: ignore[call-overload]
+
     def dangling_files(self) -> list[tuple[str, str, str, str]]:
         """Files whose object row is missing or has another size: (wheel, scheme, path, digest)."""
         rows = self._query(
@@ -278,6 +337,9 @@ class Index:
             " JOIN wheels w ON w.id = f.wheel_id"
             " LEFT JOIN objects o ON o.digest = f.digest"
             " WHERE o.digest IS NULL OR o.size != f.size"
+            " UNION ALL SELECT w.filename, 'bytecode ' || b.magic, b.path, b.digest FROM bytecode b"
+            " JOIN wheels w ON w.id = b.wheel_id LEFT JOIN objects o ON o.digest = b.digest"
+            " WHERE o.digest IS NULL OR o.size != b.size"
         )
         return [(str(a), str(b), str(c), str(d)) for a, b, c, d in rows]
 

@@ -34,7 +34,16 @@ from .core import Store
 from .errors import PkgfsError
 from .index import FileEntry
 
-__all__ = ["VIEW_MTIME", "View", "ViewError", "ViewFile", "compose_view", "load_or_compose"]
+__all__ = [
+    "VIEW_MTIME",
+    "Bytecode",
+    "View",
+    "ViewError",
+    "ViewFile",
+    "compose_view",
+    "load_or_compose",
+    "pyc_path",
+]
 
 VIEW_FORMAT = 1
 # Every file and directory of the lower layer has this mtime, on every mount: bytecode
@@ -98,6 +107,20 @@ class View:
         )
 
 
+def pyc_path(source: str, cache_tag: str) -> str:
+    """PEP 3147: ``pkg/mod.py`` -> ``pkg/__pycache__/mod.{cache_tag}.pyc``."""
+    directory, name = posixpath.split(source)
+    return posixpath.join(directory, "__pycache__", f"{name[:-3]}.{cache_tag}.pyc")
+
+
+@dataclass(frozen=True)
+class Bytecode:
+    """Which compiled modules a view serves: those of one interpreter magic."""
+
+    magic: str
+    cache_tag: str
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode().rstrip("=")
 
@@ -107,8 +130,11 @@ def _b64_of_hex(digest: str) -> str:
 
 
 class _Composer:
-    def __init__(self, store: Store, python: str, site_packages: str) -> None:
+    def __init__(
+        self, store: Store, python: str, site_packages: str, bytecode: Bytecode | None
+    ) -> None:
         self.store = store
+        self.bytecode = bytecode
         self.python = python
         self.site_packages = site_packages  # venv-relative, e.g. lib/python3.11/site-packages
         self.view = View()
@@ -152,6 +178,13 @@ class _Composer:
     ) -> None:
         rows: list[tuple[str, str, str]] = []
         relative_bin = posixpath.relpath("bin", self.site_packages)
+        if self.bytecode is not None:
+            # Compiled once into the store (pkgfs.store.bytecode); a module two wheels share
+            # was already checked equal above, so the first wheel's pyc serves both.
+            for source, digest, size in self.store.index.bytecode(sha256, self.bytecode.magic):
+                path = pyc_path(source, self.bytecode.cache_tag)
+                if path not in self.view.files:
+                    self._place(self.view.files, path, ViewFile(size, False, digest), filename)
         installer_path = f"{dist_info}/INSTALLER"
         for f in self.store.files(sha256):
             if f.scheme in ("purelib", "platlib"):
@@ -218,10 +251,17 @@ class _Composer:
         self.view.wheels.append((name, version, filename))
 
 
-def compose_view(store: Store, wheels: Sequence[str], python: str, site_packages: str) -> View:
+def compose_view(
+    store: Store,
+    wheels: Sequence[str],
+    python: str,
+    site_packages: str,
+    bytecode: Bytecode | None = None,
+) -> View:
     """The view of the stored wheels with these sha256s, for an environment whose
-    interpreter is ``python`` and whose site-packages is ``site_packages`` (venv-relative)."""
-    composer = _Composer(store, python, site_packages)
+    interpreter is ``python`` and whose site-packages is ``site_packages`` (venv-relative),
+    serving the bytecode compiled for ``bytecode.magic`` where the store has it."""
+    composer = _Composer(store, python, site_packages, bytecode)
     by_sha = {w.sha256: w for w in store.wheels()}
     for sha256 in wheels:
         info = by_sha.get(sha256)
@@ -232,19 +272,37 @@ def compose_view(store: Store, wheels: Sequence[str], python: str, site_packages
     return composer.view
 
 
-def view_key(wheels: Sequence[str], python: str, site_packages: str) -> str:
-    text = json.dumps([VIEW_FORMAT, sorted(wheels), python, site_packages])
+def view_key(
+    store: Store, wheels: Sequence[str], python: str, site_packages: str, bytecode: Bytecode | None
+) -> str:
+    compiled = (
+        [w for w in sorted(wheels) if store.index.bytecode_done(w, bytecode.magic)]
+        if bytecode is not None
+        else []
+    )
+    magic = [bytecode.magic, bytecode.cache_tag] if bytecode is not None else []
+    text = json.dumps([VIEW_FORMAT, sorted(wheels), python, site_packages, magic, compiled])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def load_or_compose(store: Store, wheels: Sequence[str], python: str, site_packages: str) -> View:
-    """The saved view for these wheels and this environment, composed and saved if new."""
-    path = store.root / "views-v1" / view_key(wheels, python, site_packages)
+def load_or_compose(
+    store: Store,
+    wheels: Sequence[str],
+    python: str,
+    site_packages: str,
+    bytecode: Bytecode | None = None,
+) -> View:
+    """The saved view for these wheels and this environment, composed and saved if new.
+
+    The key covers which wheels have bytecode for the interpreter, so compiling later
+    gives a new view rather than a stale one."""
+    key = view_key(store, wheels, python, site_packages, bytecode)
+    path = store.root / "views-v1" / key
     try:
         return View.load(path.read_bytes())
     except (OSError, ValueError, EOFError, TypeError, AttributeError):
         pass
-    view = compose_view(store, wheels, python, site_packages)
+    view = compose_view(store, wheels, python, site_packages, bytecode)
     path.parent.mkdir(exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent)
     with open(fd, "wb") as f:

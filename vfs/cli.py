@@ -176,6 +176,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="get every wheel the lockfile selects for the target interpreter into the store",
     )
     add_lock_arguments(sync)
+    sync.add_argument("--no-compile", action="store_true", help="do not compile bytecode")
     sync.set_defaults(run=cmd_sync)
 
     lock = commands.add_parser("lock", help="inspect lockfiles")
@@ -200,6 +201,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     mount.add_argument("--allow-other", action="store_true", help="let other users see the mount")
     mount.add_argument("--overlay", metavar="DIR", help="keep the copy-on-write layer in DIR")
+    mount.add_argument("--no-compile", action="store_true", help="serve no shared bytecode")
     mount.set_defaults(run=cmd_mount)
 
     unmount = commands.add_parser("unmount", help="unmount MOUNTPOINT (a stale mount too)")

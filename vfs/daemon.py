@@ -30,7 +30,7 @@ import pyfuse3
 import trio
 
 from pkgfs.store import Store
-from pkgfs.store.view import View, load_or_compose
+from pkgfs.store.view import Bytecode, View, load_or_compose
 
 from .envs import MountRecord
 from .fs import PkgfsOperations
@@ -55,6 +55,8 @@ class MountConfig:
     upper: str
     work: str
     allow_other: bool = False
+    magic: str = ""  # serve the bytecode compiled for this interpreter magic ("": none)
+    cache_tag: str = ""
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -64,7 +66,8 @@ class MountConfig:
         return cls(**json.loads(path.read_text()))
 
     def view(self, store: Store) -> View:
-        return load_or_compose(store, self.wheels, self.python, self.site_packages)
+        bytecode = Bytecode(self.magic, self.cache_tag) if self.magic else None
+        return load_or_compose(store, self.wheels, self.python, self.site_packages, bytecode)
 
 
 def _setup_logging(state: Path) -> None:

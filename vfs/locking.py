@@ -6,11 +6,13 @@ import argparse
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from pkgfs.store import Store
+from pkgfs.store.bytecode import compile_wheels
 from pkgfs.store.lock import (
     Finder,
     LockedWheel,
@@ -25,7 +27,14 @@ from pkgfs.store.lock import (
 )
 from pkgfs.store.sync import SyncOutcome, partition_present, sync_wheels, unreachable_offline
 
-__all__ = ["add_lock_arguments", "cmd_lock_show", "cmd_sync", "resolve_lock", "sync_locked"]
+__all__ = [
+    "add_lock_arguments",
+    "cmd_lock_show",
+    "cmd_sync",
+    "resolve_lock",
+    "stored_wheels",
+    "sync_locked",
+]
 
 # Where an index comes from when neither the lock nor --index-url names one.
 INDEX_ENV = ("PKGFS_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_URL")
@@ -141,10 +150,16 @@ class _Progress:
         print(f"\r\x1b[K{bar}", end=end, file=self.stream, flush=True)
 
 
+def stored_wheels(store: Store, wheels: list[LockedWheel]) -> list[str]:
+    """The sha256 under which the store holds each of ``wheels`` (all must be stored)."""
+    return [next(h for h in w.hashes if store.index.find_wheel(h)) for w in wheels]
+
+
 def sync_locked(
-    store: Store, resolved: Resolved, offline: bool, where: str | Path
+    store: Store, resolved: Resolved, offline: bool, where: str | Path, compile_bytecode: bool
 ) -> tuple[list[LockedWheel], list[SyncOutcome]]:
-    """Get the resolved wheels into the store: (those already there, outcomes of the rest).
+    """Get the resolved wheels into the store: (those already there, outcomes of the rest),
+    then their bytecode for the target interpreter unless told not to.
 
     Offline, wheels that only the network could bring are refused in one line naming ``where``.
     """
@@ -154,13 +169,31 @@ def sync_locked(
         names = ", ".join(w.filename for w in remote)
         raise LockError(where, f"offline, and {len(remote)} wheels are not in the store: {names}")
     outcomes = sync_wheels(store, missing, _Progress(len(missing), sys.stderr)) if missing else []
+    if compile_bytecode and not any(o.error for o in outcomes):
+        target = resolved.target
+        started = time.monotonic()
+        report = compile_wheels(
+            store,
+            stored_wheels(store, resolved.wheels),
+            target.python,
+            target.magic,
+            progress=lambda line: print(f"pkgfs: {line}", file=sys.stderr),
+        )
+        if report.wheels:
+            print(
+                f"pkgfs: compiled {report.modules} modules for {target.cache_tag} in"
+                f" {time.monotonic() - started:.1f} s ({report.failed} did not compile, skipped)",
+                file=sys.stderr,
+            )
     return present, outcomes
 
 
 def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
     with Store.open(getattr(args, "store", None)) as store:
         resolved = resolve_lock(args, store, sys.stderr)
-        present, outcomes = sync_locked(store, resolved, args.offline, resolved.lockfile.path)
+        present, outcomes = sync_locked(
+            store, resolved, args.offline, resolved.lockfile.path, not args.no_compile
+        )
     failed = [o for o in outcomes if o.error is not None]
     summary = f"{len(resolved.wheels)} wheels: {len(present)} already in the store"
     summary += f", {len(outcomes) - len(failed)} added"

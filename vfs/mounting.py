@@ -20,7 +20,7 @@ from pkgfs.store.lock import discover_lock
 
 from .daemon import MountConfig, serve
 from .envs import MountRecord, Venv, mount_dir, read_records, venv_of
-from .locking import resolve_lock, sync_locked
+from .locking import resolve_lock, stored_wheels, sync_locked
 from .tree import MergedTree
 
 __all__ = ["cmd_diff", "cmd_mount", "cmd_reset", "cmd_status", "cmd_unmount", "mount_state"]
@@ -148,11 +148,11 @@ def cmd_mount(args: argparse.Namespace, out: TextIO) -> int:
         print(f"pkgfs: using {args.lock}", file=sys.stderr)
     with Store.open(getattr(args, "store", None)) as store:
         resolved = resolve_lock(args, store, sys.stderr)
-        _, outcomes = sync_locked(store, resolved, args.offline, mountpoint)
+        _, outcomes = sync_locked(store, resolved, args.offline, mountpoint, not args.no_compile)
         failed = [o.error for o in outcomes if o.error is not None]
         if failed:
             raise failed[0]
-        shas = [next(h for h in w.hashes if store.index.find_wheel(h)) for w in resolved.wheels]
+        shas = stored_wheels(store, resolved.wheels)
         site_packages = venv.site_packages_rel if venv else "site-packages"
         config_python = str(venv.python) if venv else str(resolved.target.python)
         state = mount_dir(mountpoint)
@@ -172,6 +172,8 @@ def cmd_mount(args: argparse.Namespace, out: TextIO) -> int:
                 upper=str(upper),
                 work=str(work),
                 allow_other=args.allow_other,
+                magic="" if args.no_compile else resolved.target.magic,
+                cache_tag=resolved.target.cache_tag,
             )
             config.view(store)  # compose (and save) now: a path conflict fails here, unmounted
             config.save(state / "config.json")

@@ -27,15 +27,19 @@ from pkgfs.store.errors import PkgfsError
 
 __all__ = ["Target", "TargetError", "default_python", "probe_target"]
 
+_PROBE_VERSION = 2  # part of the cache key: bump when the probe answers more
 _PROBE = """
 import json, sys
 if sys.version_info < (3, 9):
     sys.exit("Python %d.%d is older than 3.9, the oldest that pkgfs targets" % sys.version_info[:2])
 sys.path.insert(0, sys.argv[1])
+import importlib.util
 from packaging import markers, tags
 json.dump({
     "tags": [str(t) for t in tags.sys_tags()],
     "environment": markers.default_environment(),
+    "magic": importlib.util.MAGIC_NUMBER.hex(),
+    "cache_tag": sys.implementation.cache_tag,
 }, sys.stdout)
 """
 
@@ -51,6 +55,8 @@ class Target:
     python: Path
     tags: tuple[Tag, ...]
     environment: Mapping[str, str]
+    magic: str = ""  # importlib.util.MAGIC_NUMBER, hex: which bytecode it runs
+    cache_tag: str = ""  # sys.implementation.cache_tag, e.g. cpython-311
 
     @property
     def python_version(self) -> str:
@@ -99,7 +105,7 @@ def probe_target(python: str | os.PathLike[str], environ: Mapping[str, str] = os
     """Ask ``python`` for its tags and markers, or take the cached answer."""
     path = _resolve(python)
     info = path.stat()  # follows symlinks: a venv's python changes when its base does
-    key = f"{path}\0{info.st_size}\0{info.st_mtime_ns}\0{packaging.__version__}"
+    key = f"{path}\0{info.st_size}\0{info.st_mtime_ns}\0{packaging.__version__}\0{_PROBE_VERSION}"
     cache = _cache_dir(environ) / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
     try:
         answer = json.loads(cache.read_text())
@@ -110,6 +116,8 @@ def probe_target(python: str | os.PathLike[str], environ: Mapping[str, str] = os
         python=path,
         tags=tuple(tag for text in answer["tags"] for tag in parse_tag(text)),
         environment=answer["environment"],
+        magic=answer["magic"],
+        cache_tag=answer["cache_tag"],
     )
 
 
