@@ -144,10 +144,9 @@ class PkgfsOperations(pyfuse3.Operations):
                 self.paths[ino] = renamed
 
     def _dropped(self, path: str) -> None:
-        ino = self.inodes.pop(path, None)
-        if ino is not None and self.paths.get(ino) == path:
-            # Keep the inode answerable for open handles; it no longer has a name.
-            self.paths[ino] = path
+        """``path`` no longer names its inode. The inode keeps its last path (for handles
+        still open on it) until the kernel forgets it."""
+        self.inodes.pop(path, None)
 
     # -- lookups and attributes -----------------------------------------------------------
 
