@@ -85,10 +85,6 @@ class _VerifiedStream:
         self.digest = ""  # hex sha256, set once the stream has been read to its end
 
     @property
-    def path(self) -> str:
-        return self._entry.path if self._entry else "?"
-
-    @property
     def expected_digest(self) -> str | None:
         """The sha256 that RECORD promises, when it uses sha256: the object's future name."""
         hash_ = self._entry.hash_ if self._entry else None

@@ -22,7 +22,7 @@ from .mounting import cmd_diff, cmd_mount, cmd_reset, cmd_status, cmd_unmount
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILURE = 0, 1  # argparse exits 2 on a usage error
 
 Command = Callable[[argparse.Namespace, TextIO], int]
 
