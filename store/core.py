@@ -10,8 +10,7 @@ from pathlib import Path
 from types import TracebackType
 
 from .errors import PkgfsError
-from .index import EntryPoint, FileEntry, Index, StoreStats, WheelInfo
-from .ingest import IngestResult, ingest_wheel
+from .index import EntryPoint, FileEntry, Index, IngestResult, StoreStats, WheelInfo
 from .layout import StoreLayout, resolve_store_path
 from .verify import VerifyReport, verify_store
 
@@ -51,6 +50,9 @@ class Store:
 
     def add(self, wheel: str | os.PathLike[str]) -> IngestResult:
         """Ingest one wheel; raises :class:`WheelError` if refused, leaving the store as it was."""
+        # Imported on first use: installer and zlib-ng cost mounts and queries nothing.
+        from .ingest import ingest_wheel  # noqa: PLC0415
+
         return ingest_wheel(self.layout, self.index, Path(wheel).absolute())
 
     def add_many(

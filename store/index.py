@@ -17,7 +17,15 @@ from pathlib import Path
 
 from .errors import StoreError
 
-__all__ = ["EntryPoint", "FileEntry", "Index", "StoreStats", "WheelInfo", "WheelRecord"]
+__all__ = [
+    "EntryPoint",
+    "FileEntry",
+    "Index",
+    "IngestResult",
+    "StoreStats",
+    "WheelInfo",
+    "WheelRecord",
+]
 
 SCHEMA_VERSION = 2
 
@@ -115,6 +123,22 @@ class WheelRecord:
     wheel_size: int
     files: tuple[FileEntry, ...]
     entry_points: tuple[EntryPoint, ...]
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What one ``pkgfs store add`` of one wheel did."""
+
+    wheel: Path
+    name: str
+    version: str
+    sha256: str
+    already_present: bool
+    files: int = 0
+    unpacked_bytes: int = 0
+    objects_added: int = 0
+    bytes_added: int = 0
+    skipped: tuple[str, ...] = ()  # members installer would skip (__pycache__)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -35,7 +34,7 @@ from installer.utils import Scheme
 from zlib_ng import zlib_ng
 
 from .errors import StoreError, WheelError
-from .index import EntryPoint, FileEntry, Index, WheelRecord
+from .index import EntryPoint, FileEntry, Index, IngestResult, WheelRecord
 from .layout import StoreLayout, syncfs
 from .objects import create_staged, object_file, publish
 from .wheel import CheckedWheel, check_wheel, check_wheel_name
@@ -45,22 +44,6 @@ __all__ = ["IngestResult", "StoreDestination", "ingest_wheel"]
 _CHUNK = 1 << 20
 # zlib-ng's stub declares its error as an instance; at run time it is an Exception class.
 _INFLATE_ERRORS = (zlib.error, cast(type[Exception], zlib_ng.error))
-
-
-@dataclass(frozen=True)
-class IngestResult:
-    """What one ``pkgfs store add`` of one wheel did."""
-
-    wheel: Path
-    name: str
-    version: str
-    sha256: str
-    already_present: bool
-    files: int = 0
-    unpacked_bytes: int = 0
-    objects_added: int = 0
-    bytes_added: int = 0
-    skipped: tuple[str, ...] = ()  # members installer would skip (__pycache__)
 
 
 def _b64(digest: bytes) -> str:

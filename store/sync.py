@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlparse
 
 from .core import IngestPool, Store
 from .errors import PkgfsError
-from .ingest import IngestResult
+from .index import IngestResult
 from .lock.finder import FetchError, open_url
 from .lock.model import LockedWheel
 

@@ -11,7 +11,6 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from importlib.metadata import version
 from pathlib import Path
 from typing import TextIO
 
@@ -119,6 +118,18 @@ def cmd_store_verify(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK if report.ok else EXIT_FAILURE
 
 
+class _Version(argparse.Action):
+    """--version, reading the version only when asked (importlib.metadata is slow to load)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from importlib.metadata import version  # noqa: PLC0415
+
+        parser.exit(message=f"pkgfs {version('pkgfs')}\n")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     # --store is accepted before or after the subcommand; SUPPRESS keeps a subcommand's
     # parser from overwriting a value given earlier with its own default.
@@ -141,7 +152,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Python environments that cost nothing to create and nothing to store.",
         parents=[store_option],
     )
-    parser.add_argument("--version", action="version", version=f"pkgfs {version('pkgfs')}")
+    parser.add_argument("--version", action=_Version, help="show pkgfs's version and exit")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
     store = commands.add_parser("store", help="the content-addressed store of unpacked wheels")

@@ -1,9 +1,9 @@
 """The mount daemon: one process per mounted environment.
 
-``pkgfs mount`` starts ``python -m pkgfs.vfs.daemon CONFIG`` detached (or runs
-:func:`serve` in the foreground). The daemon loads the precomposed view, mounts with
-pyfuse3, writes its ``mount.json``, and only then tells the waiting parent it is ready,
-through a pipe: readiness is signalled, never guessed. It serves until unmounted, or until
+``pkgfs mount`` forks the daemon once the view is composed (or runs :func:`serve` in the
+foreground). The daemon mounts the view with pyfuse3, writes its ``mount.json``, and only
+then tells the waiting parent it is ready, through a pipe: readiness is signalled, never
+guessed. It serves until unmounted, or until
 SIGTERM/SIGINT, on which it unmounts cleanly. ``pyfuse3.init`` and ``pyfuse3.close`` are
 always paired.
 
@@ -21,53 +21,22 @@ import os
 import signal
 import socket
 import struct
-import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyfuse3
 import trio
 
-from pkgfs.store import Store
-from pkgfs.store.view import Bytecode, View, load_or_compose
+from pkgfs.store.layout import StoreLayout
+from pkgfs.store.view import View
 
-from .envs import MountRecord
+from .envs import MountConfig, MountRecord
 from .fs import PkgfsOperations
 from .tree import MergedTree
 
-__all__ = ["MountConfig", "control_address", "serve"]
+__all__ = ["control_address", "serve"]
 
 log = logging.getLogger("pkgfs.vfs")
-
-
-@dataclass(frozen=True)
-class MountConfig:
-    """Everything the daemon needs, written by ``pkgfs mount`` as JSON."""
-
-    mountpoint: str
-    store: str
-    lock: str
-    python: str
-    site_packages: str  # venv-relative, for RECORD and script paths
-    wheels: list[str]  # sha256 of each wheel in the view
-    state: str  # this mount's state directory
-    upper: str
-    work: str
-    allow_other: bool = False
-    magic: str = ""  # serve the bytecode compiled for this interpreter magic ("": none)
-    cache_tag: str = ""
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2))
-
-    @classmethod
-    def load(cls, path: Path) -> MountConfig:
-        return cls(**json.loads(path.read_text()))
-
-    def view(self, store: Store) -> View:
-        bytecode = Bytecode(self.magic, self.cache_tag) if self.magic else None
-        return load_or_compose(store, self.wheels, self.python, self.site_packages, bytecode)
 
 
 def _setup_logging(state: Path) -> None:
@@ -152,15 +121,14 @@ async def _main(ops: PkgfsOperations, listener: socket.socket, ready: Callable[[
             nursery.cancel_scope.cancel()
 
 
-def serve(config: MountConfig, ready: Callable[[str | None], None]) -> int:
-    """Mount and serve until unmounted. ``ready(None)`` once serving, ``ready(error)`` if not."""
+def serve(config: MountConfig, view: View, ready: Callable[[str | None], None]) -> int:
+    """Mount ``view`` and serve until unmounted. ``ready(None)`` once serving,
+    ``ready(error)`` if not. Needs no store index: the view names the objects."""
     state = Path(config.state)
     _setup_logging(state)
     try:
-        store = Store.open(config.store)
-        tree = MergedTree(
-            config.view(store), store.layout.objects, Path(config.upper), Path(config.work)
-        )
+        objects = StoreLayout(Path(config.store)).objects
+        tree = MergedTree(view, objects, Path(config.upper), Path(config.work))
         ops = PkgfsOperations(tree, os.getuid(), os.getgid())
         control = control_address(state)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -199,18 +167,3 @@ def serve(config: MountConfig, ready: Callable[[str | None], None]) -> int:
         (state / "mount.json").unlink(missing_ok=True)
         log.info("unmounted %s", config.mountpoint)
     return 0
-
-
-def main() -> int:
-    config = MountConfig.load(Path(sys.argv[1]))
-    ready_fd = int(sys.argv[2])
-
-    def ready(error: str | None) -> None:
-        os.write(ready_fd, (f"error: {error}\n" if error else "ok\n").encode())
-        os.close(ready_fd)
-
-    return serve(config, ready)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,7 +17,18 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["MountRecord", "Venv", "mount_dir", "read_records", "state_home", "venv_of"]
+from pkgfs.store import Store
+from pkgfs.store.view import Bytecode, View, load_or_compose
+
+__all__ = [
+    "MountConfig",
+    "MountRecord",
+    "Venv",
+    "mount_dir",
+    "read_records",
+    "state_home",
+    "venv_of",
+]
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,35 @@ def state_home(environ: Mapping[str, str] = os.environ) -> Path:
 def mount_dir(mountpoint: Path, environ: Mapping[str, str] = os.environ) -> Path:
     key = hashlib.sha256(os.fsencode(os.path.realpath(mountpoint))).hexdigest()[:16]
     return state_home(environ) / "mounts" / key
+
+
+@dataclass(frozen=True)
+class MountConfig:
+    """Everything the daemon needs, written by ``pkgfs mount`` as JSON."""
+
+    mountpoint: str
+    store: str
+    lock: str
+    python: str
+    site_packages: str  # venv-relative, for RECORD and script paths
+    wheels: list[str]  # sha256 of each wheel in the view
+    state: str  # this mount's state directory
+    upper: str
+    work: str
+    allow_other: bool = False
+    magic: str = ""  # serve the bytecode compiled for this interpreter magic ("": none)
+    cache_tag: str = ""
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> MountConfig:
+        return cls(**json.loads(path.read_text()))
+
+    def view(self, store: Store) -> View:
+        bytecode = Bytecode(self.magic, self.cache_tag) if self.magic else None
+        return load_or_compose(store, self.wheels, self.python, self.site_packages, bytecode)
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import TextIO
 
 from pkgfs.store import PkgfsError, Store
+from pkgfs.store.layout import StoreLayout
 from pkgfs.store.lock import discover_lock
+from pkgfs.store.view import View
 
-from .daemon import MountConfig, serve
-from .envs import MountRecord, Venv, mount_dir, read_records, venv_of
+from .envs import MountConfig, MountRecord, Venv, mount_dir, read_records, venv_of
 from .locking import resolve_lock, stored_wheels, sync_locked
 from .tree import MergedTree
 
@@ -90,9 +91,8 @@ def _prepare_mountpoint(mountpoint: Path, err: TextIO) -> None:
         raise MountError(f"{mountpoint}: not a directory")
 
 
-def _write_scripts(venv: Venv, config: MountConfig, store: Store, state: Path) -> None:
+def _write_scripts(venv: Venv, view: View, objects: StoreLayout, state: Path) -> None:
     """Put the view's scripts (and data files) into the venv, as pip would; remember them."""
-    view = config.view(store)
     written = []
     for name, file in view.scripts.items():
         path = venv.bin / name
@@ -104,7 +104,7 @@ def _write_scripts(venv: Venv, config: MountConfig, store: Store, state: Path) -
         data = (
             file.data
             if file.data is not None
-            else store.object_path(file.digest or "").read_bytes()
+            else objects.object_path(file.digest or "").read_bytes()
         )
         _write_file(path, data, 0o755 if file.executable else 0o644)
         written.append(str(path))
@@ -146,57 +146,67 @@ def cmd_mount(args: argparse.Namespace, out: TextIO) -> int:
     if args.lock is None:
         args.lock = discover_lock(venv.project if venv else Path.cwd())
         print(f"pkgfs: using {args.lock}", file=sys.stderr)
-    with Store.open(getattr(args, "store", None)) as store:
-        resolved = resolve_lock(args, store, sys.stderr)
-        _, outcomes = sync_locked(store, resolved, args.offline, mountpoint, not args.no_compile)
-        failed = [o.error for o in outcomes if o.error is not None]
-        if failed:
-            raise failed[0]
-        shas = stored_wheels(store, resolved.wheels)
-        site_packages = venv.site_packages_rel if venv else "site-packages"
-        config_python = str(venv.python) if venv else str(resolved.target.python)
-        state = mount_dir(mountpoint)
-        # On failure, remove every directory this mount created, down from the first new one.
-        created = next((p for p in reversed([state, *state.parents]) if not p.exists()), None)
-        state.mkdir(parents=True, exist_ok=True)
-        try:
-            upper, work = _overlay_dirs(args, state, store, mountpoint)
-            config = MountConfig(
-                mountpoint=str(mountpoint),
-                store=str(store.root),
-                lock=str(Path(args.lock).absolute()),
-                python=config_python,
-                site_packages=site_packages,
-                wheels=shas,
-                state=str(state),
-                upper=str(upper),
-                work=str(work),
-                allow_other=args.allow_other,
-                magic="" if args.no_compile else resolved.target.magic,
-                cache_tag=resolved.target.cache_tag,
-            )
-            config.view(store)  # compose (and save) now: a path conflict fails here, unmounted
-            config.save(state / "config.json")
-            if args.foreground:
-                if venv is not None:
-                    _write_scripts(venv, config, store, state)
-                print(f"mounted {len(shas)} packages at {mountpoint}", file=out, flush=True)
-                try:
-                    return serve(config, _raise_if)
-                finally:
-                    _remove_scripts(state)
-            _start_daemon(config, state)
+    state = mount_dir(mountpoint)
+    # On failure, remove every directory this mount created, down from the first new one.
+    created = next((p for p in reversed([state, *state.parents]) if not p.exists()), None)
+    try:
+        with Store.open(getattr(args, "store", None)) as store:
+            config, view = _prepare(args, store, mountpoint, venv, state)
+        # The store's index is closed here: the daemon needs only the view and the objects.
+        layout = StoreLayout(Path(config.store))
+        if args.foreground:
+            from .daemon import serve  # noqa: PLC0415 (trio and pyfuse3 only when serving)
+
             if venv is not None:
-                _write_scripts(venv, config, store, state)
-        except BaseException:
-            if created is not None:
-                shutil.rmtree(created, ignore_errors=True)
-            raise
+                _write_scripts(venv, view, layout, state)
+            print(f"mounted {len(config.wheels)} packages at {mountpoint}", file=out, flush=True)
+            try:
+                return serve(config, view, _raise_if)
+            finally:
+                _remove_scripts(state)
+        _start_daemon(config, view, state)
+        if venv is not None:
+            _write_scripts(venv, view, layout, state)
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     print(
-        f"mounted {len(shas)} packages at {mountpoint} (lock {args.lock}, python {config_python})",
+        f"mounted {len(config.wheels)} packages at {mountpoint}"
+        f" (lock {args.lock}, python {config.python})",
         file=out,
     )
     return 0
+
+
+def _prepare(
+    args: argparse.Namespace, store: Store, mountpoint: Path, venv: Venv | None, state: Path
+) -> tuple[MountConfig, View]:
+    """Resolve, sync, compile and compose: everything a mount needs, before it mounts."""
+    resolved = resolve_lock(args, store, sys.stderr)
+    _, outcomes = sync_locked(store, resolved, args.offline, mountpoint, not args.no_compile)
+    failed = [o.error for o in outcomes if o.error is not None]
+    if failed:
+        raise failed[0]
+    state.mkdir(parents=True, exist_ok=True)
+    upper, work = _overlay_dirs(args, state, store, mountpoint)
+    config = MountConfig(
+        mountpoint=str(mountpoint),
+        store=str(store.root),
+        lock=str(Path(args.lock).absolute()),
+        python=str(venv.python) if venv else str(resolved.target.python),
+        site_packages=venv.site_packages_rel if venv else "site-packages",
+        wheels=stored_wheels(store, resolved.wheels),
+        state=str(state),
+        upper=str(upper),
+        work=str(work),
+        allow_other=args.allow_other,
+        magic="" if args.no_compile else resolved.target.magic,
+        cache_tag=resolved.target.cache_tag,
+    )
+    view = config.view(store)  # composed (and saved) now: a conflict fails unmounted
+    config.save(state / "config.json")
+    return config, view
 
 
 def _raise_if(error: str | None) -> None:
@@ -204,32 +214,53 @@ def _raise_if(error: str | None) -> None:
         raise MountError(error)
 
 
-def _start_daemon(config: MountConfig, state: Path) -> None:
+def _start_daemon(config: MountConfig, view: View, state: Path) -> None:
+    """Fork the daemon: it detaches, mounts and serves ``view``; return once it answers.
+
+    A fork rather than a new interpreter: the view is already in memory, and pkgfs need not
+    be imported again. This process has no threads left and no open index at this point.
+    """
     read_fd, write_fd = os.pipe()
-    log = open(state / "log", "ab")  # noqa: SIM115 (handed to the child)
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pkgfs.vfs.daemon", str(state / "config.json"), str(write_fd)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            pass_fds=(write_fd,),
-            start_new_session=True,  # detached: survives this command and its terminal
-        )
-    finally:
-        os.close(write_fd)
-        log.close()
+    pid = os.fork()
+    if pid == 0:  # the daemon
+        code = 1
+        try:
+            os.close(read_fd)
+            os.setsid()  # detached: survives this command and its terminal
+            _redirect_stdio(state / "log", keep=write_fd)
+            from .daemon import serve  # noqa: PLC0415 (trio and pyfuse3 only in the daemon)
+
+            def ready(error: str | None) -> None:
+                os.write(write_fd, (f"error: {error}\n" if error else "ok\n").encode())
+                os.close(write_fd)
+
+            code = serve(config, view, ready)
+        finally:
+            os._exit(code)
+    os.close(write_fd)
     # The daemon answers once the kernel mount exists; EOF without an answer means it died.
-    with os.fdopen(read_fd, "rb") as ready:
-        answer = ready.readline().decode().strip()
+    with os.fdopen(read_fd, "rb") as answer_file:
+        answer = answer_file.readline().decode().strip()
     if answer != "ok":
-        proc.wait(timeout=READY_TIMEOUT)
-        reason = (
-            answer.removeprefix("error: ")
-            or f"the daemon exited ({proc.returncode}); see {state / 'log'}"
+        _, status = os.waitpid(pid, 0)
+        reason = answer.removeprefix("error: ") or (
+            f"the daemon exited ({os.waitstatus_to_exitcode(status)}); see {state / 'log'}"
         )
         raise MountError(reason)
     os.statvfs(config.mountpoint)  # the mount answers
+
+
+def _redirect_stdio(log: Path, keep: int) -> None:
+    """A daemon holds no fd of its parent's: a caller reading our output must see EOF."""
+    os.closerange(3, keep)
+    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    output = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(devnull, 0)
+    os.dup2(output, 1)
+    os.dup2(output, 2)
+    os.close(devnull)
+    os.close(output)
 
 
 def cmd_unmount(args: argparse.Namespace, out: TextIO) -> int:
