@@ -54,15 +54,27 @@ def _errors(handler: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Corouti
 
 
 class _Handle:
-    """An open file: an fd on the upper file or the store object, or inline bytes."""
+    """An open file: an fd on the upper file or the store object, or inline bytes.
 
-    __slots__ = ("data", "fd", "path", "writable")
+    A lower file's object is opened on its first read only: with keep_cache most opens of
+    a lower file are served from the page cache and never read.
+    """
 
-    def __init__(self, path: str, fd: int | None, data: bytes | None, writable: bool) -> None:
+    __slots__ = ("data", "fd", "object", "path", "writable")
+
+    def __init__(
+        self,
+        path: str,
+        fd: int | None,
+        data: bytes | None,
+        writable: bool,
+        object_path: str | None = None,
+    ) -> None:
         self.path = path
         self.fd = fd
         self.data = data
         self.writable = writable
+        self.object = object_path
 
 
 class PkgfsOperations(pyfuse3.Operations):
@@ -199,13 +211,8 @@ class PkgfsOperations(pyfuse3.Operations):
             owner=owner,
         )
         handle = self.handles.get(fh) if fh is not None else None
-        if (
-            handle is not None
-            and handle.fd is not None
-            and not handle.writable
-            and fields.update_size
-        ):
-            # ftruncate through a read-only handle of a lower file: it now reads the copy.
+        if handle is not None and not handle.writable and fields.update_size:
+            # ftruncate through a read-only handle: it now reads the (copied-up) file.
             self._reopen_upper(handle)
         return self._attributes(self.tree.getattr(path, inode))
 
@@ -342,6 +349,7 @@ class PkgfsOperations(pyfuse3.Operations):
             os.close(handle.fd)
         handle.fd = self.tree.open_upper(handle.path, os.O_RDONLY)
         handle.data = None
+        handle.object = None
 
     @_errors
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
@@ -351,11 +359,11 @@ class PkgfsOperations(pyfuse3.Operations):
             # With O_TRUNC the kernel drops the file's cached pages itself (atomic_o_trunc).
             fd = self.tree.open_upper(path, flags)
             return pyfuse3.FileInfo(fh=self._new_handle(_Handle(path, fd, None, writable)))
-        opened = self.tree.open_lower(path)
-        if isinstance(opened, bytes):
-            handle = _Handle(path, None, opened, False)
+        source = self.tree.lower_source(path)
+        if isinstance(source, bytes):
+            handle = _Handle(path, None, source, False)
         else:
-            handle = _Handle(path, opened, None, False)
+            handle = _Handle(path, None, None, False, object_path=source)
         # A lower file never changes: the kernel may keep its pages across opens.
         return pyfuse3.FileInfo(fh=self._new_handle(handle), keep_cache=True)
 
@@ -374,7 +382,9 @@ class PkgfsOperations(pyfuse3.Operations):
         handle = self.handles[fh]
         if handle.data is not None:
             return handle.data[off : off + size]
-        assert handle.fd is not None
+        if handle.fd is None:
+            assert handle.object is not None
+            handle.fd = os.open(handle.object, os.O_RDONLY | os.O_CLOEXEC)
         return os.pread(handle.fd, size, off)
 
     @_errors

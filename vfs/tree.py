@@ -198,16 +198,22 @@ class MergedTree:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def open_lower(self, path: str) -> int | bytes:
-        """A read-only fd on the store object, or the inline bytes of a generated file."""
+    def lower_source(self, path: str) -> str | bytes:
+        """Where a lower file's bytes are: its store object's path, or its inline bytes."""
         found = self.lower(path)
         if not isinstance(found, ViewFile):
             raise _error(errno.ENOENT, path)
         if found.data is not None:
             return found.data
         assert found.digest is not None
-        digest = found.digest
-        return os.open(f"{self.objects}/{digest[:2]}/{digest[2:]}", os.O_RDONLY | os.O_CLOEXEC)
+        return f"{self.objects}/{found.digest[:2]}/{found.digest[2:]}"
+
+    def open_lower(self, path: str) -> int | bytes:
+        """A read-only fd on the store object, or the inline bytes of a generated file."""
+        source = self.lower_source(path)
+        if isinstance(source, bytes):
+            return source
+        return os.open(source, os.O_RDONLY | os.O_CLOEXEC)
 
     # -- copy-up -----------------------------------------------------------------------------
 
