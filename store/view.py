@@ -32,7 +32,6 @@ from installer.utils import fix_shebang
 
 from .core import Store
 from .errors import PkgfsError
-from .index import FileEntry
 
 __all__ = [
     "VIEW_MTIME",
@@ -129,15 +128,48 @@ def _b64_of_hex(digest: str) -> str:
     return base64.urlsafe_b64encode(bytes.fromhex(digest)).decode().rstrip("=")
 
 
+@dataclass
+class _WheelPart:
+    """One wheel's share of a view that does not depend on the environment's interpreter."""
+
+    filename: str
+    dist_info: str
+    rows: list[tuple[str, str, str]]  # RECORD rows of its files, relative to site-packages
+    # Scripts to make per environment: ("entry", name, module, attr, section) for entry
+    # points, ("file", name, digest) for .data/scripts (whose "#!python" is fixed per env).
+    scripts: list[tuple[str, ...]]
+
+
+@dataclass
+class _Shared:
+    """A view minus its scripts and RECORDs: composed once per (wheels, layout, bytecode),
+    saved, and shared by every environment of those wheels, wherever it lives."""
+
+    view: View
+    parts: list[_WheelPart]
+
+    def dump(self) -> bytes:
+        parts = [(p.filename, p.dist_info, p.rows, p.scripts) for p in self.parts]
+        return marshal.dumps((VIEW_FORMAT, self.view.dump(), parts))
+
+    @classmethod
+    def load(cls, blob: bytes) -> _Shared:
+        version, view, parts = marshal.loads(blob)  # noqa: S302 (our own cache)
+        if version != VIEW_FORMAT:
+            raise ValueError(f"view format {version}")
+        return cls(
+            View.load(view),
+            [_WheelPart(f, d, list(map(tuple, r)), list(map(tuple, s))) for f, d, r, s in parts],
+        )
+
+
 class _Composer:
-    def __init__(
-        self, store: Store, python: str, site_packages: str, bytecode: Bytecode | None
-    ) -> None:
+    def __init__(self, store: Store, site_packages: str, bytecode: Bytecode | None) -> None:
         self.store = store
         self.bytecode = bytecode
-        self.python = python
         self.site_packages = site_packages  # venv-relative, e.g. lib/python3.11/site-packages
         self.view = View()
+        self.parts: list[_WheelPart] = []
         self.owner: dict[str, str] = {}  # path -> the wheel that put it there
 
     def _add_dirs(self, path: str, wheel: str) -> None:
@@ -145,8 +177,8 @@ class _Composer:
         while parent and parent not in self.view.dirs:
             if parent in self.view.files:
                 raise ViewError(
-                    f"path conflict: {parent} is a file in {self.owner[parent]}"
-                    f" and a directory in {wheel}"
+                    f"path conflict: {parent} is a file in {self.owner[parent]} and a directory"
+                    f" in {wheel}"
                 )
             self.view.dirs.add(parent)
             parent = posixpath.dirname(parent)
@@ -164,20 +196,11 @@ class _Composer:
         table[path] = file
         self.owner.setdefault(path, wheel)
 
-    def _script(self, path: str, file: FileEntry) -> ViewFile:
-        """A ``.data/scripts`` file with its ``#!python`` shebang fixed for this environment."""
-        with (
-            open(self.store.object_path(file.digest), "rb") as stream,
-            fix_shebang(stream, self.python) as fixed,
-        ):
-            content = fixed.read()
-        return ViewFile(len(content), True, data=content)
-
     def add_wheel(
         self, sha256: str, filename: str, name: str, version: str, dist_info: str
     ) -> None:
         rows: list[tuple[str, str, str]] = []
-        relative_bin = posixpath.relpath("bin", self.site_packages)
+        scripts: list[tuple[str, ...]] = []
         if self.bytecode is not None:
             # Compiled once into the store (pkgfs.store.bytecode); a module two wheels share
             # was already checked equal above, so the first wheel's pyc serves both.
@@ -186,6 +209,7 @@ class _Composer:
                 if path not in self.view.files:
                     self._place(self.view.files, path, ViewFile(size, False, digest), filename)
         installer_path = f"{dist_info}/INSTALLER"
+        python_dir = posixpath.basename(posixpath.dirname(self.site_packages))
         for f in self.store.files(sha256):
             if f.scheme in ("purelib", "platlib"):
                 if f.path == installer_path:
@@ -195,18 +219,9 @@ class _Composer:
                 )
                 rows.append((f.path, f"sha256={_b64_of_hex(f.digest)}", str(f.size)))
             elif f.scheme == "scripts":
-                script = self._script(f.path, f)
-                self._place(self.view.scripts, f.path, script, filename)
-                rows.append(
-                    (
-                        f"{relative_bin}/{f.path}",
-                        f"sha256={_b64(script.data or b'')}",
-                        str(script.size),
-                    )
-                )
+                scripts.append(("file", f.path, f.digest))
             else:
                 # data -> the venv root; headers -> include/site/pythonX.Y/NAME (as pip does).
-                python_dir = posixpath.basename(posixpath.dirname(self.site_packages))
                 base = "" if f.scheme == "data" else f"include/site/{python_dir}/{name}"
                 path = posixpath.join(base, f.path)
                 self._place(
@@ -220,18 +235,7 @@ class _Composer:
                     )
                 )
         for entry in self.store.entry_points(sha256):
-            try:
-                section = cast(Literal["console", "gui"], entry.section)
-                launcher = Script(entry.name, entry.module, entry.attr, section)
-                script_name, content = launcher.generate(self.python, "posix")
-            except InvalidScript as exc:
-                raise ViewError(f"{filename}: entry point {entry.name}: {exc}") from None
-            self._place(
-                self.view.scripts, script_name, ViewFile(len(content), True, data=content), filename
-            )
-            rows.append(
-                (f"{relative_bin}/{script_name}", f"sha256={_b64(content)}", str(len(content)))
-            )
+            scripts.append(("entry", entry.name, entry.module, entry.attr, entry.section))
         self._place(
             self.view.files,
             installer_path,
@@ -239,16 +243,67 @@ class _Composer:
             filename,
         )
         rows.append((installer_path, f"sha256={_b64(INSTALLER_NAME)}", str(len(INSTALLER_NAME))))
+        self.parts.append(_WheelPart(filename, dist_info, rows, scripts))
+        self.view.wheels.append((name, version, filename))
+
+
+def _finish(store: Store, shared: _Shared, python: str, site_packages: str) -> View:
+    """The environment's own part: scripts with its interpreter in their shebang, and each
+    wheel's RECORD listing them. Costs O(wheels + scripts), not O(files)."""
+    view = View(
+        files=dict(shared.view.files),
+        dirs=shared.view.dirs,
+        scripts={},
+        data=shared.view.data,
+        wheels=shared.view.wheels,
+    )
+    relative_bin = posixpath.relpath("bin", site_packages)
+    for part in shared.parts:
+        rows = list(part.rows)
+        for script in part.scripts:
+            if script[0] == "file":
+                _, name, digest = script
+                with (
+                    open(store.object_path(digest), "rb") as stream,
+                    fix_shebang(stream, python) as fixed,
+                ):
+                    content = fixed.read()
+            else:
+                _, entry_name, module, attr, section = script
+                try:
+                    kind = cast(Literal["console", "gui"], section)
+                    name, content = Script(entry_name, module, attr, kind).generate(python, "posix")
+                except InvalidScript as exc:
+                    raise ViewError(f"{part.filename}: entry point {entry_name}: {exc}") from None
+            existing = view.scripts.get(name)
+            if existing is not None and existing.data != content:
+                raise ViewError(
+                    f"path conflict: bin/{name} is made by two wheels ({part.filename})"
+                )
+            view.scripts[name] = ViewFile(len(content), True, data=content)
+            rows.append((f"{relative_bin}/{name}", f"sha256={_b64(content)}", str(len(content))))
         # PEP 376 / the RECORD spec: RECORD lists every installed file, itself without a hash.
-        record_path = f"{dist_info}/RECORD"
+        record_path = f"{part.dist_info}/RECORD"
         rows.append((record_path, "", ""))
         text = io.StringIO()
         csv.writer(text, lineterminator="\n").writerows(sorted(rows))
         record = text.getvalue().encode()
-        self._place(
-            self.view.files, record_path, ViewFile(len(record), False, data=record), filename
-        )
-        self.view.wheels.append((name, version, filename))
+        view.files[record_path] = ViewFile(len(record), False, data=record)
+    return view
+
+
+def _compose_shared(
+    store: Store, wheels: Sequence[str], site_packages: str, bytecode: Bytecode | None
+) -> _Shared:
+    composer = _Composer(store, site_packages, bytecode)
+    by_sha = {w.sha256: w for w in store.wheels()}
+    for sha256 in wheels:
+        info = by_sha.get(sha256)
+        if info is None:
+            raise ViewError(f"wheel {sha256[:16]}... is not in the store: run pkgfs sync")
+        dist_info = store.index.dist_info(sha256)
+        composer.add_wheel(sha256, info.filename, info.name, info.version, dist_info)
+    return _Shared(composer.view, composer.parts)
 
 
 def compose_view(
@@ -261,27 +316,23 @@ def compose_view(
     """The view of the stored wheels with these sha256s, for an environment whose
     interpreter is ``python`` and whose site-packages is ``site_packages`` (venv-relative),
     serving the bytecode compiled for ``bytecode.magic`` where the store has it."""
-    composer = _Composer(store, python, site_packages, bytecode)
-    by_sha = {w.sha256: w for w in store.wheels()}
-    for sha256 in wheels:
-        info = by_sha.get(sha256)
-        if info is None:
-            raise ViewError(f"wheel {sha256[:16]}... is not in the store: run pkgfs sync")
-        dist_info = store.index.dist_info(sha256)
-        composer.add_wheel(sha256, info.filename, info.name, info.version, dist_info)
-    return composer.view
+    shared = _compose_shared(store, wheels, site_packages, bytecode)
+    return _finish(store, shared, python, site_packages)
 
 
 def view_key(
-    store: Store, wheels: Sequence[str], python: str, site_packages: str, bytecode: Bytecode | None
+    store: Store, wheels: Sequence[str], site_packages: str, bytecode: Bytecode | None
 ) -> str:
+    """The saved shared view's name: the wheels, the layout, and which wheels have bytecode
+    for the interpreter, so compiling later gives a new view rather than a stale one. Not
+    the interpreter's path: every environment of the same wheels shares the file."""
     compiled = (
         [w for w in sorted(wheels) if store.index.bytecode_done(w, bytecode.magic)]
         if bytecode is not None
         else []
     )
     magic = [bytecode.magic, bytecode.cache_tag] if bytecode is not None else []
-    text = json.dumps([VIEW_FORMAT, sorted(wheels), python, site_packages, magic, compiled])
+    text = json.dumps([VIEW_FORMAT, sorted(wheels), site_packages, magic, compiled])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -292,20 +343,16 @@ def load_or_compose(
     site_packages: str,
     bytecode: Bytecode | None = None,
 ) -> View:
-    """The saved view for these wheels and this environment, composed and saved if new.
-
-    The key covers which wheels have bytecode for the interpreter, so compiling later
-    gives a new view rather than a stale one."""
-    key = view_key(store, wheels, python, site_packages, bytecode)
-    path = store.root / "views-v1" / key
+    """The view for these wheels and this environment: the shared part from its saved file
+    (composed and saved if new), finished for ``python``."""
+    path = store.root / "views-v1" / view_key(store, wheels, site_packages, bytecode)
     try:
-        return View.load(path.read_bytes())
+        shared = _Shared.load(path.read_bytes())
     except (OSError, ValueError, EOFError, TypeError, AttributeError):
-        pass
-    view = compose_view(store, wheels, python, site_packages, bytecode)
-    path.parent.mkdir(exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent)
-    with open(fd, "wb") as f:
-        f.write(view.dump())
-    os.replace(tmp, path)
-    return view
+        shared = _compose_shared(store, wheels, site_packages, bytecode)
+        path.parent.mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent)
+        with open(fd, "wb") as f:
+            f.write(shared.dump())
+        os.replace(tmp, path)
+    return _finish(store, shared, python, site_packages)
