@@ -34,6 +34,7 @@ from .core import Store
 from .errors import PkgfsError
 
 __all__ = [
+    "DATA_DIR",
     "VIEW_MTIME",
     "Bytecode",
     "View",
@@ -50,6 +51,9 @@ VIEW_FORMAT = 1
 # builds use.
 VIEW_MTIME = 315532800
 INSTALLER_NAME = b"pkgfs\n"
+# Where the mount serves a view's .data/data and .data/headers files (venv-relative paths
+# below it); the venv gets symlinks into it, so those files cost no copy per environment.
+DATA_DIR = ".pkgfs-data"
 
 
 class ViewError(PkgfsError, ValueError):
@@ -224,9 +228,10 @@ class _Composer:
                 # data -> the venv root; headers -> include/site/pythonX.Y/NAME (as pip does).
                 base = "" if f.scheme == "data" else f"include/site/{python_dir}/{name}"
                 path = posixpath.join(base, f.path)
-                self._place(
-                    self.view.data, path, ViewFile(f.size, f.executable, f.digest), filename
-                )
+                file = ViewFile(f.size, f.executable, f.digest)
+                self._place(self.view.data, path, file, filename)
+                # Served by the mount too, under DATA_DIR: the venv links there (vfs.mounting).
+                self._place(self.view.files, f"{DATA_DIR}/{path}", file, filename)
                 rows.append(
                     (
                         posixpath.relpath(path, self.site_packages),

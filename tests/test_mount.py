@@ -35,6 +35,7 @@ APP_FILES = {
     "app/sub/__init__.py": "",
     "app/sub/mod.py": "X = 'sub'\n",
     "app-1.0.data/scripts/app-tool": "#!python\nprint('tool ran')\n",
+    "app-1.0.data/data/share/app/config.txt": "shipped config\n",
 }
 
 
@@ -334,6 +335,24 @@ def test_kill_9_then_recover(mounted: Env) -> None:
     time.sleep(0.1)
     assert "(it was stale)" in mounted.pkgfs("unmount", mounted.site).stdout
     assert mounted.status() == []
+
+
+def test_data_files_are_linked_not_copied(mounted: Env) -> None:
+    share = mounted.venv / "share"
+    assert share.is_symlink()
+    assert os.readlink(share) == str(mounted.site / ".pkgfs-data" / "share")
+    config = share / "app" / "config.txt"
+    assert config.read_text() == "shipped config\n"
+    config.write_text("edited config\n")  # through the link: into the overlay
+    assert (
+        "M .pkgfs-data/share/app/config.txt"
+        in mounted.pkgfs("diff", mounted.site).stdout.splitlines()
+    )
+    assert mounted.pkgfs("store", "verify").returncode == 0
+    assert "  ../../../share/app/config.txt" in mounted.pip("show", "-f", "app")
+    mounted.pkgfs("unmount", mounted.site)
+    assert not share.is_symlink()
+    assert not share.exists()
 
 
 def test_several_processes_import_at_once(mounted: Env) -> None:

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import TextIO
 
 from pkgfs.store import PkgfsError, Store
-from pkgfs.store.layout import StoreLayout
 from pkgfs.store.lock import discover_lock
-from pkgfs.store.view import View
+from pkgfs.store.view import DATA_DIR, View
 
 from .envs import MountConfig, MountRecord, Venv, mount_dir, read_records, venv_of
 from .locking import resolve_lock, stored_wheels, sync_locked
@@ -91,24 +90,34 @@ def _prepare_mountpoint(mountpoint: Path, err: TextIO) -> None:
         raise MountError(f"{mountpoint}: not a directory")
 
 
-def _write_scripts(venv: Venv, view: View, objects: StoreLayout, state: Path) -> None:
-    """Put the view's scripts (and data files) into the venv, as pip would; remember them."""
-    written = []
+def _write_scripts(venv: Venv, view: View, state: Path) -> None:
+    """Put the view's scripts into the venv, as pip would, and link its data files there;
+    remember what was made, for unmount to remove."""
+    made = []
     for name, file in view.scripts.items():
         path = venv.bin / name
         _write_file(path, file.data or b"", 0o755)
-        written.append(str(path))
-    for relative, file in view.data.items():
-        path = venv.root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = (
-            file.data
-            if file.data is not None
-            else objects.object_path(file.digest or "").read_bytes()
-        )
-        _write_file(path, data, 0o755 if file.executable else 0o644)
-        written.append(str(path))
-    (state / "scripts.json").write_text(json.dumps(written))
+        made.append(str(path))
+    # Data and headers are served by the mount under DATA_DIR: the venv gets a symlink at
+    # the topmost directory of each that it lacks (share -> .../.pkgfs-data/share), so they
+    # cost no copy, and writes through the links land in the overlay, never the store.
+    linked: set[str] = set()
+    for relative in sorted(view.data):
+        parts = relative.split("/")
+        for depth in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:depth])
+            if prefix in linked:
+                break
+            link = venv.root / prefix
+            if not link.exists() and not link.is_symlink():
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(venv.site_packages / DATA_DIR / prefix)
+                linked.add(prefix)
+                made.append(str(link))
+                break
+            if not link.is_dir() or link.is_symlink():
+                break  # a file, or someone else's link, is in the way: leave it
+    (state / "scripts.json").write_text(json.dumps(made))
 
 
 def _write_file(path: Path, data: bytes, mode: int) -> None:
@@ -153,12 +162,11 @@ def cmd_mount(args: argparse.Namespace, out: TextIO) -> int:
         with Store.open(getattr(args, "store", None)) as store:
             config, view = _prepare(args, store, mountpoint, venv, state)
         # The store's index is closed here: the daemon needs only the view and the objects.
-        layout = StoreLayout(Path(config.store))
         if args.foreground:
             from .daemon import serve  # noqa: PLC0415 (trio and pyfuse3 only when serving)
 
             if venv is not None:
-                _write_scripts(venv, view, layout, state)
+                _write_scripts(venv, view, state)
             print(f"mounted {len(config.wheels)} packages at {mountpoint}", file=out, flush=True)
             try:
                 return serve(config, view, _raise_if)
@@ -166,7 +174,7 @@ def cmd_mount(args: argparse.Namespace, out: TextIO) -> int:
                 _remove_scripts(state)
         _start_daemon(config, view, state)
         if venv is not None:
-            _write_scripts(venv, view, layout, state)
+            _write_scripts(venv, view, state)
     except BaseException:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
