@@ -111,6 +111,16 @@ def filesystem_of(path: Path) -> str | None:
     return fstype
 
 
+def version_of(tool: Path) -> str:
+    """``tool --version``, from stdout or, if that is empty, stderr (argparse's exit() writes
+    there); raise BenchError on a nonzero exit."""
+    proc = subprocess.run([str(tool), "--version"], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise BenchError(f"{tool.name} --version exited {proc.returncode}: {proc.stderr.strip()}")
+    text = proc.stdout.strip() or proc.stderr.strip()
+    return text.splitlines()[0] if text else ""
+
+
 def machine_info(tools: Tools, workdir: Path) -> dict[str, Any]:
     """Facts about the machine and tool versions that a reader needs to compare runs."""
     return {
@@ -121,7 +131,7 @@ def machine_info(tools: Tools, workdir: Path) -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "python_executable": str(tools.python),
-        "pkgfs_version": capture([tools.pkgfs, "--version"]).strip().removeprefix("pkgfs "),
+        "pkgfs_version": version_of(tools.pkgfs).removeprefix("pkgfs "),
         "uv_version": capture([tools.uv, "--version"]).strip(),
         "workdir": str(workdir),
         "workdir_filesystem": filesystem_of(workdir),

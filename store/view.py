@@ -7,9 +7,13 @@ this environment has them, ``INSTALLER`` saying ``pkgfs``, and the console/GUI s
 and ``.data/scripts`` of every wheel, with a shebang for the environment's interpreter
 (through installer's own ``Script`` and ``fix_shebang``).
 
-The result is saved as one compact file (``views-v1/<key>``, marshal) keyed by the wheels
-and the environment's interpreter, so a mount loads it instead of composing again; the
-mount's start-up cost does not grow with the number of files beyond loading that file.
+Composing happens in two parts. The shared part (the tree, and each wheel's RECORD rows
+for its files) depends only on the wheels, the site-packages layout and the bytecode the
+store has for the interpreter: it is saved as one compact file (``views-v1/<key>``,
+marshal) that every environment of those wheels loads instead of composing again. The
+environment's own part, its scripts and the RECORDs that list them, costs O(wheels +
+scripts). A mount's start-up therefore does not grow with the number of files beyond
+loading that file.
 """
 
 from __future__ import annotations
