@@ -127,7 +127,8 @@ class _Version(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
         from importlib.metadata import version  # noqa: PLC0415
 
-        parser.exit(message=f"pkgfs {version('pkgfs')}\n")
+        print(f"pkgfs {version('pkgfs')}")  # on stdout, as argparse's own version action
+        parser.exit()
 
 
 def _build_parser() -> argparse.ArgumentParser:
