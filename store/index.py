@@ -219,6 +219,10 @@ class Index:
         with self._lock:
             return list(self._db.execute(sql, tuple(params)))
 
+    def has_wheel(self, sha256: str) -> bool:
+        """Whether the store holds the wheel whose file has this sha256 (a key lookup)."""
+        return bool(self._query("SELECT 1 FROM wheels WHERE sha256 = ?", (sha256,)))
+
     def find_wheel(self, sha256: str) -> WheelInfo | None:
         """The wheel whose file has this sha256, if the store holds it."""
         found = self._wheel_infos(sha256)

@@ -52,7 +52,7 @@ def partition_present(
     present: list[LockedWheel] = []
     missing: list[LockedWheel] = []
     for wheel in wheels:
-        stored = any(store.index.find_wheel(h) for h in wheel.hashes)
+        stored = any(store.index.has_wheel(h) for h in wheel.hashes)
         (present if stored else missing).append(wheel)
     return present, missing
 

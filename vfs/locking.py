@@ -152,7 +152,7 @@ class _Progress:
 
 def stored_wheels(store: Store, wheels: list[LockedWheel]) -> list[str]:
     """The sha256 under which the store holds each of ``wheels`` (all must be stored)."""
-    return [next(h for h in w.hashes if store.index.find_wheel(h)) for w in wheels]
+    return [next(h for h in w.hashes if store.index.has_wheel(h)) for w in wheels]
 
 
 def sync_locked(
