@@ -49,7 +49,7 @@ __all__ = [
     "pyc_path",
 ]
 
-VIEW_FORMAT = 1
+VIEW_FORMAT = 2
 # Every file and directory of the lower layer has this mtime, on every mount: bytecode
 # caches keyed by source mtime stay valid. 1980-01-01, the zip epoch, as reproducible
 # builds use.
@@ -142,7 +142,7 @@ class _WheelPart:
 
     filename: str
     dist_info: str
-    rows: list[tuple[str, str, str]]  # RECORD rows of its files, relative to site-packages
+    record: bytes  # RECORD's rows for its files (CSV, sorted), relative to site-packages
     # Scripts to make per environment: ("entry", name, module, attr, section) for entry
     # points, ("file", name, digest) for .data/scripts (whose "#!python" is fixed per env).
     scripts: list[tuple[str, ...]]
@@ -157,7 +157,7 @@ class _Shared:
     parts: list[_WheelPart]
 
     def dump(self) -> bytes:
-        parts = [(p.filename, p.dist_info, p.rows, p.scripts) for p in self.parts]
+        parts = [(p.filename, p.dist_info, p.record, p.scripts) for p in self.parts]
         return marshal.dumps((VIEW_FORMAT, self.view.dump(), parts))
 
     @classmethod
@@ -167,8 +167,14 @@ class _Shared:
             raise ValueError(f"view format {version}")
         return cls(
             View.load(view),
-            [_WheelPart(f, d, list(map(tuple, r)), list(map(tuple, s))) for f, d, r, s in parts],
+            [_WheelPart(f, d, rec, [tuple(x) for x in sc]) for f, d, rec, sc in parts],
         )
+
+
+def _csv(rows: list[tuple[str, str, str]]) -> bytes:
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(rows)
+    return text.getvalue().encode()
 
 
 class _Composer:
@@ -252,7 +258,7 @@ class _Composer:
             filename,
         )
         rows.append((installer_path, f"sha256={_b64(INSTALLER_NAME)}", str(len(INSTALLER_NAME))))
-        self.parts.append(_WheelPart(filename, dist_info, rows, scripts))
+        self.parts.append(_WheelPart(filename, dist_info, _csv(sorted(rows)), scripts))
         self.view.wheels.append((name, version, filename))
 
 
@@ -268,7 +274,7 @@ def _finish(store: Store, shared: _Shared, python: str, site_packages: str) -> V
     )
     relative_bin = posixpath.relpath("bin", site_packages)
     for part in shared.parts:
-        rows = list(part.rows)
+        script_rows: list[tuple[str, str, str]] = []
         for script in part.scripts:
             if script[0] == "file":
                 _, name, digest = script
@@ -290,13 +296,14 @@ def _finish(store: Store, shared: _Shared, python: str, site_packages: str) -> V
                     f"path conflict: bin/{name} is made by two wheels ({part.filename})"
                 )
             view.scripts[name] = ViewFile(len(content), True, data=content)
-            rows.append((f"{relative_bin}/{name}", f"sha256={_b64(content)}", str(len(content))))
+            script_rows.append(
+                (f"{relative_bin}/{name}", f"sha256={_b64(content)}", str(len(content)))
+            )
         # PEP 376 / the RECORD spec: RECORD lists every installed file, itself without a hash.
+        # The files' rows were written once, with the shared part; scripts ("../../../bin/",
+        # which sort first) and RECORD's own row are this environment's.
         record_path = f"{part.dist_info}/RECORD"
-        rows.append((record_path, "", ""))
-        text = io.StringIO()
-        csv.writer(text, lineterminator="\n").writerows(sorted(rows))
-        record = text.getvalue().encode()
+        record = _csv(sorted(script_rows)) + part.record + _csv([(record_path, "", "")])
         view.files[record_path] = ViewFile(len(record), False, data=record)
     return view
 
