@@ -29,7 +29,7 @@ import posixpath
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import Literal, NamedTuple, cast
 
 from installer.scripts import InvalidScript, Script
 from installer.utils import fix_shebang
@@ -64,9 +64,11 @@ class ViewError(PkgfsError, ValueError):
     """The wheels cannot be composed into one environment."""
 
 
-@dataclass(frozen=True)
-class ViewFile:
-    """A file of the view: a store object, or small generated content held inline."""
+class ViewFile(NamedTuple):
+    """A file of the view: a store object, or small generated content held inline.
+
+    A tuple rather than a frozen dataclass: a mount builds one per file of the view, and a
+    tuple builds several times faster."""
 
     size: int
     executable: bool
@@ -106,7 +108,7 @@ class View:
         if version != VIEW_FORMAT:
             raise ValueError(f"view format {version}")
         return cls(
-            files={p: ViewFile(*t) for p, t in files.items()},
+            files={p: ViewFile._make(t) for p, t in files.items()},
             dirs=set(dirs),
             scripts={p: ViewFile(*t) for p, t in scripts.items()},
             data={p: ViewFile(*t) for p, t in data.items()},
