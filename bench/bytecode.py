@@ -39,39 +39,26 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-# See common.py's docstring for why the import differs for mypy.
-if TYPE_CHECKING:
-    from bench.common import (
-        BenchError,
-        Tools,
-        capture,
-        find_tool,
-        machine_info,
-        progress,
-        site_packages,
-        spread,
-        store_stats,
-        write_report,
-    )
-    from bench.sync import DEFAULT_OUT, REQUIREMENTS, UV_LOCK, WORKLOADS, Project, new_venv, prepare
-    from bench.sync import DEFAULT_PROJECTS as SYNC_PROJECTS
-else:
-    from common import (
-        BenchError,
-        Tools,
-        capture,
-        find_tool,
-        machine_info,
-        progress,
-        site_packages,
-        spread,
-        store_stats,
-        write_report,
-    )
-    from sync import DEFAULT_OUT, REQUIREMENTS, UV_LOCK, WORKLOADS, Project, new_venv, prepare
-    from sync import DEFAULT_PROJECTS as SYNC_PROJECTS
+# Run as a script (python bench/NAME.py), the repository root is not on sys.path: put it
+# there, so the scripts and mypy import the shared modules alike, as bench.common and
+# bench.sync.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import (
+    BenchError,
+    Tools,
+    capture,
+    find_tool,
+    machine_info,
+    progress,
+    site_packages,
+    spread,
+    store_stats,
+    write_report,
+)
+from bench.sync import DEFAULT_OUT, REQUIREMENTS, UV_LOCK, WORKLOADS, Project, new_venv, prepare
+from bench.sync import DEFAULT_PROJECTS as SYNC_PROJECTS
 
 IMPORTS = {
     "web": ("flask", "requests", "rich.console", "pydantic", "sqlalchemy", "httpx"),

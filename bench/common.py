@@ -1,8 +1,7 @@
 """What the benchmarks in bench/ share: finding tools, timing child processes, machine facts.
 
-The scripts import this as ``common`` (run as ``python bench/<name>.py``, this directory is
-``sys.path[0]``); mypy, run from the repository root with ``--explicit-package-bases``, sees
-it as ``bench.common``. Hence the ``TYPE_CHECKING`` import in each script.
+Each script puts the repository root on ``sys.path`` and imports this as ``bench.common``,
+the name mypy (run from the root with ``--explicit-package-bases``) knows it by.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 try:
     from packaging.tags import Tag, sys_tags
@@ -36,43 +36,26 @@ except ModuleNotFoundError:
     # A bare system python3 (via the shebang) lacks pkgfs's dependencies; say what to do.
     sys.exit("bench: error: 'packaging' is missing; run .venv/bin/python bench/ingest.py")
 
-# See common.py's docstring for why the import differs for mypy.
-if TYPE_CHECKING:
-    from bench.common import (
-        MB,
-        REPO,
-        BenchError,
-        Measurement,
-        Tools,
-        capture,
-        find_tool,
-        machine_info,
-        measure,
-        observe_link_mode,
-        progress,
-        spread,
-        store_stats,
-        uv_env,
-        write_report,
-    )
-else:
-    from common import (
-        MB,
-        REPO,
-        BenchError,
-        Measurement,
-        Tools,
-        capture,
-        find_tool,
-        machine_info,
-        measure,
-        observe_link_mode,
-        progress,
-        spread,
-        store_stats,
-        uv_env,
-        write_report,
-    )
+# Run as a script (python bench/NAME.py), the repository root is not on sys.path: put it
+# there, so the scripts and mypy import the shared module alike, as bench.common.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import (
+    MB,
+    REPO,
+    BenchError,
+    Measurement,
+    Tools,
+    capture,
+    find_tool,
+    machine_info,
+    measure,
+    observe_link_mode,
+    progress,
+    spread,
+    store_stats,
+    uv_env,
+    write_report,
+)
 
 # Pinned so that runs months apart measure the same bytes. Every pin has a cp311
 # manylinux_x86_64 wheel (or a pure-Python one); the scientific stack plus its runtime deps.

@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 try:
     from packaging.utils import canonicalize_name
@@ -57,68 +57,39 @@ except ModuleNotFoundError:
     # A bare system python3 (via the shebang) lacks pkgfs's dependencies; say what to do.
     sys.exit("bench: error: 'packaging' is missing; run .venv/bin/python bench/mount.py")
 
-# See common.py's docstring for why the import differs for mypy; sync.py is imported the same
-# way, for its workloads and their locked projects.
-if TYPE_CHECKING:
-    from bench.common import (
-        REPO,
-        BenchError,
-        Measurement,
-        Tools,
-        capture,
-        find_tool,
-        machine_info,
-        measure,
-        measure_output,
-        observe_link_mode,
-        progress,
-        site_packages,
-        spread,
-        store_stats,
-        write_report,
-    )
-    from bench.sync import DEFAULT_PROJECTS as SYNC_PROJECTS
-    from bench.sync import (
-        EXCLUDE_NEWER,
-        REQUIREMENTS,
-        REQUIRES_PYTHON,
-        UV_LOCK,
-        Project,
-        Workload,
-        new_venv,
-        prepare,
-    )
-    from bench.sync import WORKLOADS as SYNC_WORKLOADS
-else:
-    from common import (
-        REPO,
-        BenchError,
-        Measurement,
-        Tools,
-        capture,
-        find_tool,
-        machine_info,
-        measure,
-        measure_output,
-        observe_link_mode,
-        progress,
-        site_packages,
-        spread,
-        store_stats,
-        write_report,
-    )
-    from sync import DEFAULT_PROJECTS as SYNC_PROJECTS
-    from sync import (
-        EXCLUDE_NEWER,
-        REQUIREMENTS,
-        REQUIRES_PYTHON,
-        UV_LOCK,
-        Project,
-        Workload,
-        new_venv,
-        prepare,
-    )
-    from sync import WORKLOADS as SYNC_WORKLOADS
+# Run as a script (python bench/NAME.py), the repository root is not on sys.path: put it
+# there, so the scripts and mypy import the shared modules alike, as bench.common and
+# bench.sync.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import (
+    REPO,
+    BenchError,
+    Measurement,
+    Tools,
+    capture,
+    find_tool,
+    machine_info,
+    measure,
+    measure_output,
+    observe_link_mode,
+    progress,
+    site_packages,
+    spread,
+    store_stats,
+    write_report,
+)
+from bench.sync import DEFAULT_PROJECTS as SYNC_PROJECTS
+from bench.sync import (
+    EXCLUDE_NEWER,
+    REQUIREMENTS,
+    REQUIRES_PYTHON,
+    UV_LOCK,
+    Project,
+    Workload,
+    new_venv,
+    prepare,
+)
+from bench.sync import WORKLOADS as SYNC_WORKLOADS
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 try:
     from packaging.tags import parse_tag
@@ -47,45 +47,27 @@ except ModuleNotFoundError:
     # A bare system python3 (via the shebang) lacks pkgfs's dependencies; say what to do.
     sys.exit("bench: error: 'packaging' is missing; run .venv/bin/python bench/sync.py")
 
-# See common.py's docstring for why the import differs for mypy.
-if TYPE_CHECKING:
-    from bench.common import (
-        MB,
-        REPO,
-        BenchError,
-        Measurement,
-        Tools,
-        capture,
-        find_tool,
-        machine_info,
-        measure_output,
-        observe_link_mode,
-        progress,
-        site_packages,
-        spread,
-        store_stats,
-        uv_env,
-        write_report,
-    )
-else:
-    from common import (
-        MB,
-        REPO,
-        BenchError,
-        Measurement,
-        Tools,
-        capture,
-        find_tool,
-        machine_info,
-        measure_output,
-        observe_link_mode,
-        progress,
-        site_packages,
-        spread,
-        store_stats,
-        uv_env,
-        write_report,
-    )
+# Run as a script (python bench/NAME.py), the repository root is not on sys.path: put it
+# there, so the scripts and mypy import the shared module alike, as bench.common.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import (
+    MB,
+    REPO,
+    BenchError,
+    Measurement,
+    Tools,
+    capture,
+    find_tool,
+    machine_info,
+    measure_output,
+    observe_link_mode,
+    progress,
+    site_packages,
+    spread,
+    store_stats,
+    uv_env,
+    write_report,
+)
 
 
 @dataclass(frozen=True)
