@@ -51,6 +51,7 @@ from bench.common import (
     capture,
     find_tool,
     machine_info,
+    mounted_under,
     progress,
     site_packages,
     spread,
@@ -137,14 +138,6 @@ def count_pyc(venv: Path) -> int:
 
 
 # --- mounts: made, undone, never left behind -----------------------------------------------
-
-
-def mounted_under(path: Path) -> list[Path]:
-    """Mount points at or below ``path``, deepest first (from /proc/self/mountinfo)."""
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        points = [Path(line.split()[4].encode().decode("unicode_escape")) for line in f]
-    found = [p for p in points if p.is_relative_to(os.path.realpath(path))]
-    return sorted(found, key=lambda p: -len(p.parts))
 
 
 def unmount(tools: Tools, mountpoint: Path, env: Mapping[str, str]) -> None:

@@ -228,3 +228,12 @@ def write_report(report: dict[str, Any], out_dir: Path, benchmark: str) -> Path:
 def progress(message: str) -> None:
     """A progress line on stderr, so stdout holds only the result table."""
     print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def mounted_under(path: Path) -> list[Path]:
+    """Mount points at or below ``path``, deepest first (from /proc/self/mountinfo, with its
+    octal escapes such as \\040 decoded)."""
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        points = [Path(line.split()[4].encode().decode("unicode_escape")) for line in f]
+    found = [p for p in points if p.is_relative_to(os.path.realpath(path))]
+    return sorted(found, key=lambda p: -len(p.parts))

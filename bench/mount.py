@@ -71,6 +71,7 @@ from bench.common import (
     machine_info,
     measure,
     measure_output,
+    mounted_under,
     observe_link_mode,
     progress,
     site_packages,
@@ -388,15 +389,9 @@ def uv_pip_sync(
 # --- mounts: made, undone, and never left behind -------------------------------------------
 
 
-def _mount_points() -> list[str]:
-    """The mount points of /proc/self/mountinfo (octal escapes such as \\040 decoded)."""
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        return [line.split()[4].encode().decode("unicode_escape") for line in f]
-
-
 def is_mounted(path: Path) -> bool:
     """True when ``path`` is a mount point now."""
-    return os.path.realpath(path) in _mount_points()
+    return Path(os.path.realpath(path)) in mounted_under(path)
 
 
 class Mounts:
@@ -452,8 +447,8 @@ class Mounts:
 
     def close(self) -> None:
         """Unmount whatever is still mounted, ours or anything else under the run's root."""
-        root = os.path.realpath(self.root)
-        strays = {Path(p) for p in _mount_points() if p.startswith(root + os.sep)}
+        root = Path(os.path.realpath(self.root))
+        strays = {p for p in mounted_under(root) if p != root}
         for mountpoint in sorted(self.active | strays, key=lambda p: -len(p.parts)):
             try:
                 self.unmount(mountpoint)
@@ -471,7 +466,7 @@ def run_root(workdir: Path, tools: Tools) -> Iterator[tuple[Path, Mounts]]:
         yield root, mounts
     finally:
         mounts.close()
-        left = [p for p in _mount_points() if p.startswith(str(root) + os.sep)]
+        left = [str(p) for p in mounted_under(root) if p != root]
         if left:  # never delete through a mount: say so and leave the directory
             progress(f"error: still mounted, {root} is kept: {', '.join(left)}")
         else:
