@@ -284,7 +284,11 @@ def test_reset_some_then_all(mounted: Env) -> None:
     (site / "ns" / "a" / "__init__.py").unlink()
     (site / "extra.txt").write_text("x")
 
-    mounted.pkgfs("reset", site, "app")
+    (site / "app" / "sub" / "mod.py").write_text("X = 'changed'\n")
+    mounted.pkgfs("reset", site, "app/sub")  # relative to the mountpoint
+    assert (site / "app" / "sub" / "mod.py").read_text() == "X = 'sub'\n"
+    assert (site / "app" / "data.txt").read_text() == "changed\n"
+    mounted.pkgfs("reset", site, str(site / "app"))  # or absolute
     assert (site / "app" / "data.txt").read_text() == "lower data\n"
     assert not (site / "ns" / "a" / "__init__.py").exists()
     mounted.pkgfs("reset", site)

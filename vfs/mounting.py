@@ -399,7 +399,8 @@ def cmd_reset(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _relative(mountpoint: Path, path: str) -> str:
-    full = Path(path).absolute() if os.sep in path or path.startswith(".") else mountpoint / path
+    """A reset PATH below the mountpoint: absolute as given, relative to the mountpoint."""
+    full = Path(os.path.normpath(mountpoint / path))  # an absolute path replaces mountpoint
     try:
         return str(full.relative_to(mountpoint))
     except ValueError:
