@@ -90,7 +90,7 @@ def _prepare_mountpoint(mountpoint: Path, err: TextIO) -> None:
         raise MountError(f"{mountpoint}: not a directory")
 
 
-def _write_scripts(venv: Venv, view: View, state: Path) -> None:
+def _populate_venv(venv: Venv, view: View, state: Path) -> None:
     """Put the view's scripts into the venv, as pip would, and link its data files there;
     remember what was made, for unmount to remove."""
     made = []
@@ -127,7 +127,8 @@ def _write_file(path: Path, data: bytes, mode: int) -> None:
     os.replace(tmp, path)
 
 
-def _remove_scripts(state: Path) -> None:
+def _depopulate_venv(state: Path) -> None:
+    """Remove the scripts and data links that _populate_venv made (listed in scripts.json)."""
     with contextlib.suppress(OSError, ValueError):
         for path in json.loads((state / "scripts.json").read_text()):
             with contextlib.suppress(FileNotFoundError):
@@ -166,15 +167,15 @@ def cmd_mount(args: argparse.Namespace, out: TextIO) -> int:
             from .daemon import serve  # noqa: PLC0415 (trio and pyfuse3 only when serving)
 
             if venv is not None:
-                _write_scripts(venv, view, state)
+                _populate_venv(venv, view, state)
             print(f"mounted {len(config.wheels)} packages at {mountpoint}", file=out, flush=True)
             try:
                 return serve(config, view, _raise_if)
             finally:
-                _remove_scripts(state)
+                _depopulate_venv(state)
         _start_daemon(config, view, state)
         if venv is not None:
-            _write_scripts(venv, view, state)
+            _populate_venv(venv, view, state)
     except BaseException:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
@@ -283,7 +284,7 @@ def cmd_unmount(args: argparse.Namespace, out: TextIO) -> int:
     _fusermount(mountpoint, lazy=args.lazy or state == "stale")
     if pid is not None:
         _wait_for_exit(pid)
-    _remove_scripts(directory)
+    _depopulate_venv(directory)
     (directory / "mount.json").unlink(missing_ok=True)
     print(f"unmounted {mountpoint}" + (" (it was stale)" if state == "stale" else ""), file=out)
     return 0
