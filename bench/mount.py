@@ -43,7 +43,7 @@ import signal
 import statistics
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,7 +71,6 @@ from bench.common import (
     machine_info,
     measure,
     measure_output,
-    mounted_under,
     observe_link_mode,
     progress,
     site_packages,
@@ -79,10 +78,25 @@ from bench.common import (
     store_stats,
     write_report,
 )
+from bench.contenders import (
+    COMMANDS,
+    CONTENDERS,
+    FULL_RUNTIME,
+    NATIVE,
+    PKGFS,
+    Inputs,
+    Mounts,
+    child_env,
+    create,
+    fill_wheelhouse,
+    pip_argv,
+    run_root,
+    uv_pip_sync,
+)
+from bench.disk import Disk, Free, disk_delta, snapshot
 from bench.sync import DEFAULT_PROJECTS as SYNC_PROJECTS
 from bench.sync import (
     EXCLUDE_NEWER,
-    REQUIREMENTS,
     REQUIRES_PYTHON,
     UV_LOCK,
     Project,
@@ -193,10 +207,19 @@ DEFAULT_ROUNDS = 3
 QUICK_ROUNDS = 1
 REPEATS = 2  # warm runs per measure, environment and round; a round keeps their median
 
-PKGFS, HARDLINK, COPY = "pkgfs", "uv-hardlink", "uv-copy"
-CONTENDERS = (PKGFS, HARDLINK, COPY)
-NATIVE = HARDLINK  # creation and runtime ratios are taken against this one
-RUNTIME = ("first_import", "warm_import", "pyc_import", "walk", "walk_per_entry", "pip_list")
+RUNTIME = (
+    "first_import",
+    "warm_import",
+    "pyc_import",
+    "walk",
+    "walk_per_entry",
+    "pip_list",
+    "metadata_scan",
+    "so_read_first",
+    "so_read",
+    "cold_import",
+    "cold_so_read",
+)
 MEASURE_TITLES = {
     "create": "create s",
     "first_import": "first import s",
@@ -205,6 +228,11 @@ MEASURE_TITLES = {
     "walk_per_entry": "walk+lstat per entry",
     "pip_list": "pip list s",
     "pyc_import": "warm import from .pyc s",
+    "metadata_scan": "importlib.metadata scan s",
+    "so_read_first": "largest .so, first read s",
+    "so_read": "largest .so, warm read s",
+    "cold_import": "import after dropping caches s",
+    "cold_so_read": "largest .so read after dropping caches s",
 }
 _GROWTH_ROWS: tuple[tuple[str, str, str, float], ...] = (
     ("create", "create s", ".2f", 1.0),
@@ -220,20 +248,29 @@ GOAL_FLAT_GROWTH = 1.2  # "flat": the largest stack's mount at most 1.2x the sma
 GOAL_INODE_SPREAD = 2  # "no per-file inode": new inodes outside bin/ equal at every size, +-2
 
 DEFAULT_PROJECTS = REPO / ".cache" / "bench-mount"
+DEFAULT_WHEELHOUSE = REPO / ".cache" / "bench-wheelhouse"
 DEFAULT_OUT = REPO / "bench" / "results"
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
 BYTECODE_NOTE = (
     "every child runs with PYTHONDONTWRITEBYTECODE=1 except the one import that writes"
-    " bytecode. first import: as created (pkgfs serves the store's shared .pyc; the uv venvs"
-    " have none, uv's default, so they compile). warm import from source: every module"
-    " below site-packages is compiled from its source (the child makes cache_from_source"
-    " refuse those paths), for every contender; the standard library keeps its .pyc. warm"
-    " import from .pyc: after one import without PYTHONDONTWRITEBYTECODE (it writes the"
-    " venv's __pycache__ for uv; for pkgfs only what the store lacks, into the overlay)"
+    " bytecode. first import: as created (pkgfs serves the store's shared .pyc; uv-compile"
+    " and pip wrote the venv's __pycache__ while creating it; the other uv venvs have none,"
+    " uv's default, so they compile). warm import from source: every module below"
+    " site-packages is compiled from its source (the child makes cache_from_source refuse"
+    " those paths), for every contender; the standard library keeps its .pyc. warm import"
+    " from .pyc: after one import without PYTHONDONTWRITEBYTECODE (it writes the venv's"
+    " __pycache__ for uv; for pkgfs only what the store lacks, into the overlay)"
 )
 PAGE_CACHE_NOTE = (
-    "warm: the store and the uv cache were filled just before the rounds and are read by"
-    " every round; the page cache is never dropped; os.sync() runs before and after each"
-    " creation"
+    "warm: the store, the uv cache and the wheelhouse were filled just before the rounds and"
+    " are read by every round; os.sync() runs before and after each creation. The cold"
+    " figures alone follow a drop of the kernel's page, dentry and inode caches (writing 3"
+    " to /proc/sys/vm/drop_caches) after os.sync(), when the machine allows it"
+)
+RUNTIME_NOTE = (
+    "pkgfs, uv-hardlink and uv-copy get every runtime measure; uv-compile and pip, whose"
+    " venvs ship bytecode, get the first import; uv sync's venvs hold the same files as"
+    " uv pip sync's, so they are measured for creation and disk only"
 )
 # Prepended to the imports of "warm import from source": no module below sys.argv[1] (the
 # site-packages) gets a bytecode path, so each is compiled from its source, while the
@@ -259,6 +296,28 @@ WALK_SCRIPT = (
     "        n += 1\n"
     "print(n, time.perf_counter() - start)\n"
 )
+# What an IDE, pip or a plugin loader does at start: every distribution's name, version,
+# RECORD and entry points, then the entry points of all of them.
+METADATA_SCRIPT = (
+    "import time\n"
+    "start = time.perf_counter()\n"
+    "import importlib.metadata as md\n"
+    "n = 0\n"
+    "for d in md.distributions():\n"
+    "    d.metadata['Name'], d.version, d.files, d.entry_points\n"
+    "    n += 1\n"
+    "md.entry_points()\n"
+    "print(n, time.perf_counter() - start)\n"
+)
+READ_SCRIPT = (
+    "import sys, time\n"
+    "start = time.perf_counter()\n"
+    "n = 0\n"
+    "with open(sys.argv[1], 'rb', buffering=0) as f:\n"
+    "    while chunk := f.read(1 << 20):\n"
+    "        n += len(chunk)\n"
+    "print(n, time.perf_counter() - start)\n"
+)
 
 
 # --- preparation: locks, warm store and warm uv cache -------------------------------------
@@ -266,14 +325,14 @@ WALK_SCRIPT = (
 
 @dataclass(frozen=True)
 class Prepared:
-    """A stack, locked, with its warm pkgfs store and warm uv cache under the run's root."""
+    """A stack, locked, with its warm inputs (store, uv cache, wheelhouse) for every contender."""
 
     stack: Stack
-    project: Project
-    store: Path
-    uv_cache: Path
+    inputs: Inputs
     stats: dict[str, int]  # pkgfs store stats of the store holding this lock alone
     dists: frozenset[tuple[str, str]]  # (canonical name, version) the lock selects
+    largest_so: str  # the largest shared library, relative to site-packages
+    largest_so_bytes: int
 
     @property
     def name(self) -> str:
@@ -284,6 +343,11 @@ class Prepared:
     def files(self) -> int:
         """Files the lock's wheels hold, as the store counts them."""
         return self.stats["files"]
+
+    @property
+    def project(self) -> Project:
+        """The stack's project and lockfiles."""
+        return self.inputs.project
 
 
 def mount_source(path: Path) -> str | None:
@@ -311,20 +375,15 @@ def pkgfs_source() -> str | None:
     return head + ("+changes" if dirty.strip() else "")
 
 
-def child_env(root: Path, *, write_bytecode: bool = False) -> dict[str, str]:
-    """The environment of every child: ours without PYTHON*, UV_*, PIP_* and VIRTUAL_ENV.
+def can_drop_caches() -> bool:
+    """True when this process may write /proc/sys/vm/drop_caches (root, not read-only)."""
+    return os.access(DROP_CACHES, os.W_OK)
 
-    XDG state and cache point into ``root`` (pkgfs keeps mount state and interpreter probes
-    there), MPLCONFIGDIR too, and PYTHONDONTWRITEBYTECODE=1 unless ``write_bytecode``.
-    """
-    drop = ("PYTHON", "UV_", "PIP_", "VIRTUAL_ENV")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-    env["XDG_STATE_HOME"] = str(root / "xdg-state")
-    env["XDG_CACHE_HOME"] = str(root / "xdg-cache")
-    env["MPLCONFIGDIR"] = str(root / "mplconfig")
-    if not write_bytecode:
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return env
+
+def drop_caches() -> None:
+    """Flush, then drop the page cache, dentries and inodes (every filesystem, FUSE too)."""
+    os.sync()
+    DROP_CACHES.write_text("3\n")
 
 
 def lock_dists(tools: Tools, store: Path, project: Project) -> frozenset[tuple[str, str]]:
@@ -335,230 +394,47 @@ def lock_dists(tools: Tools, store: Path, project: Project) -> frozenset[tuple[s
     return frozenset((str(canonicalize_name(r["name"])), str(Version(r["version"]))) for r in rows)
 
 
+def largest_shared_library(venv: Path) -> tuple[str, int]:
+    """The largest ``*.so`` below the venv's site-packages: (relative path, bytes).
+
+    A pure-Python stack has none; then its largest file of any kind stands in.
+    """
+    top = site_packages(venv)
+    files = [p for p in top.rglob("*") if p.is_file() and not p.is_symlink()]
+    libraries = [p for p in files if ".so" in p.suffixes]
+    sizes = [(p.stat().st_size, p) for p in libraries or files]
+    if not sizes:
+        raise BenchError(f"no file below {top}")
+    size, path = max(sizes)
+    return str(path.relative_to(top)), size
+
+
 def prepare_stack(tools: Tools, stack: Stack, args: argparse.Namespace, root: Path) -> Prepared:
-    """Lock (if needed), then fill a store and a uv cache for the stack; nothing is timed."""
+    """Lock (if needed), then fill a store, a uv cache and a wheelhouse; nothing is timed."""
     projects = SYNC_PROJECTS if stack.reused else args.projects
     project = prepare(tools, stack.workload, projects, args.relock)
     name = stack.workload.name
     base = root / name
-    store, uv_cache = base / "store", base / "uv-cache"
-    uv_cache.mkdir(parents=True)
+    inputs = Inputs(project, base / "store", base / "uv-cache", args.wheelhouse / name)
+    inputs.uv_cache.mkdir(parents=True)
     env = child_env(root)
     progress(f"{name}: pkgfs sync into a new store (untimed)")
-    sync: list[str | Path] = [
-        tools.pkgfs,
-        "--store",
-        store,
-        "sync",
-        "--lock",
-        project.lock(UV_LOCK),
-    ]
-    capture([*sync, "--python", tools.python], env=env)
+    sync: list[str | Path] = [tools.pkgfs, "--store", inputs.store, "sync"]
+    sync += ["--lock", project.lock(UV_LOCK), "--python", tools.python]
+    capture(sync, env=env)
     progress(f"{name}: uv pip sync to fill a new uv cache (untimed)")
     venv = new_venv(tools, base / "venv-warmup")
-    uv_pip_sync(tools, project, venv, uv_cache, env, link_mode="hardlink", offline=False)
+    uv_pip_sync(tools, inputs, venv, env, link_mode="hardlink", offline=False)
+    so, so_bytes = largest_shared_library(venv)
     shutil.rmtree(venv)
-    stats = store_stats(tools, store)
-    dists = lock_dists(tools, store, project)
+    progress(f"{name}: pip download into {inputs.wheelhouse} (untimed; present wheels are kept)")
+    fill_wheelhouse(tools, inputs, env)
+    stats = store_stats(tools, inputs.store)
+    dists = lock_dists(tools, inputs.store, project)
     if stats["wheels"] != len(dists):
         raise BenchError(f"{name}: store holds {stats['wheels']} wheels, lock has {len(dists)}")
     progress(f"{name}: {stats['wheels']} wheels, {stats['files']:,} files")
-    return Prepared(stack, project, store, uv_cache, stats, dists)
-
-
-def uv_pip_sync(
-    tools: Tools,
-    project: Project,
-    venv: Path,
-    cache: Path,
-    env: Mapping[str, str],
-    *,
-    link_mode: str,
-    offline: bool,
-) -> Measurement:
-    """``uv pip sync requirements.txt`` into ``venv``; timed (the caller may ignore it)."""
-    argv: list[str | Path] = [tools.uv, "pip", "sync", "--no-config", "--link-mode", link_mode]
-    argv += ["--index-url", project.index_url, "--python", venv / "bin" / "python"]
-    argv += ["--offline"] if offline else []
-    result, _ = measure_output(
-        [*argv, project.lock(REQUIREMENTS)], env={**env, "UV_CACHE_DIR": str(cache)}
-    )
-    return result
-
-
-# --- mounts: made, undone, and never left behind -------------------------------------------
-
-
-def is_mounted(path: Path) -> bool:
-    """True when ``path`` is a mount point now."""
-    return Path(os.path.realpath(path)) in mounted_under(path)
-
-
-class Mounts:
-    """The mounts this run made. ``close`` undoes every one still there, whatever happened."""
-
-    def __init__(self, tools: Tools, root: Path) -> None:
-        self.tools, self.root = tools, root
-        self.env = child_env(root)
-        self.active: set[Path] = set()
-
-    def mount(self, prepared: Prepared, venv: Path) -> Measurement:
-        """Time ``pkgfs mount`` of the stack's uv.lock at ``venv``'s site-packages."""
-        mountpoint = site_packages(venv)
-        self.active.add(mountpoint)  # before the command: a half-made mount is ours too
-        argv: list[str | Path] = [self.tools.pkgfs, "--store", prepared.store, "mount"]
-        argv += [mountpoint, "--lock", prepared.project.lock(UV_LOCK), "--offline"]
-        os.sync()
-        try:
-            return measure(argv, env=self.env)
-        except BenchError as exc:
-            raise BenchError(f"{' '.join(map(str, argv))}\n{exc}") from None
-
-    def daemon_pid(self, mountpoint: Path) -> int | None:
-        """The pid of the daemon serving ``mountpoint``, from ``pkgfs status --json``."""
-        rows = json.loads(capture([self.tools.pkgfs, "status", "--json"], env=self.env))
-        for row in rows:
-            if row.get("mountpoint") == str(mountpoint):
-                if row.get("state") != "ok":
-                    raise BenchError(f"pkgfs status says {mountpoint} is {row.get('state')}")
-                return int(row["pid"])
-        raise BenchError(f"pkgfs status --json does not list {mountpoint}")
-
-    def unmount(self, mountpoint: Path) -> None:
-        """``pkgfs unmount``; failing that ``--lazy``; failing that ``fusermount3 -u -z``."""
-        attempts: list[list[str | Path]] = [
-            [self.tools.pkgfs, "unmount", mountpoint],
-            [self.tools.pkgfs, "unmount", "--lazy", mountpoint],
-            ["fusermount3", "-u", "-z", mountpoint],
-        ]
-        errors = []
-        for argv in attempts:
-            if not is_mounted(mountpoint):
-                break
-            try:
-                capture(argv, env=self.env)
-            except BenchError as exc:
-                errors.append(f"{' '.join(map(str, argv))}: {exc}")
-        if is_mounted(mountpoint):
-            raise BenchError(f"cannot unmount {mountpoint}:\n  " + "\n  ".join(errors))
-        self.active.discard(mountpoint)
-        if errors:
-            progress(f"unmounted {mountpoint} only after: {'; '.join(errors)}")
-
-    def close(self) -> None:
-        """Unmount whatever is still mounted, ours or anything else under the run's root."""
-        root = Path(os.path.realpath(self.root))
-        strays = {p for p in mounted_under(root) if p != root}
-        for mountpoint in sorted(self.active | strays, key=lambda p: -len(p.parts)):
-            try:
-                self.unmount(mountpoint)
-            except BenchError as exc:
-                progress(f"error: {exc}")
-
-
-@contextlib.contextmanager
-def run_root(workdir: Path, tools: Tools) -> Iterator[tuple[Path, Mounts]]:
-    """A new directory under ``workdir`` for the whole run, and its mounts; both undone."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="pkgfs-bench-mount-", dir=workdir)).resolve()
-    mounts = Mounts(tools, root)
-    try:
-        yield root, mounts
-    finally:
-        mounts.close()
-        left = [str(p) for p in mounted_under(root) if p != root]
-        if left:  # never delete through a mount: say so and leave the directory
-            progress(f"error: still mounted, {root} is kept: {', '.join(left)}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
-
-
-# --- disk: filesystem free counts, and what was allocated where ----------------------------
-
-
-@dataclass(frozen=True)
-class Free:
-    """The work filesystem's free blocks (as bytes) and free inodes, after os.sync()."""
-
-    bytes: int
-    inodes: int
-
-    @classmethod
-    def now(cls, path: Path) -> Free:
-        """Flush, then read statvfs(2) of ``path``'s filesystem."""
-        os.sync()
-        st = os.statvfs(path)
-        return cls(st.f_bfree * st.f_frsize, st.f_ffree)
-
-
-@dataclass(frozen=True)
-class Node:
-    """One inode seen under a snapshot's roots: where, its allocated bytes."""
-
-    place: str
-    allocated: int
-
-
-Snapshot = dict[tuple[int, int], Node]
-
-
-def snapshot(roots: Iterable[tuple[str, Path]], exclude: frozenset[Path]) -> Snapshot:
-    """Every inode under ``roots`` (labelled places), hard links once, by (dev, ino).
-
-    Other filesystems (a mount below a root) and ``exclude`` are skipped.
-    """
-    seen: Snapshot = {}
-    for place, top in roots:
-        if not top.exists():
-            continue
-        device = top.lstat().st_dev
-        stack = [str(top)]
-        while stack:
-            path = stack.pop()
-            st = os.lstat(path)
-            if st.st_dev != device or Path(path) in exclude:
-                continue
-            seen.setdefault((st.st_dev, st.st_ino), Node(place, st.st_blocks * 512))
-            if os.path.isdir(path) and not os.path.islink(path):
-                stack += [entry.path for entry in os.scandir(path)]
-    return seen
-
-
-@dataclass(frozen=True)
-class Disk:
-    """What creating one environment took on disk.
-
-    statvfs: the filesystem's drop in free blocks and inodes (everything, other writers too).
-    counted: allocated bytes and inodes under the venv and the contender's store, cache and
-    state, after minus before; ``new_inodes`` and ``new_bytes`` say where the new ones are.
-    """
-
-    statvfs_bytes: int
-    statvfs_inodes: int
-    counted_bytes: int
-    counted_inodes: int
-    new_inodes: dict[str, int]
-    new_bytes: dict[str, int]  # allocated bytes of the new inodes, by place
-
-
-def disk_delta(before: tuple[Free, Snapshot], after: tuple[Free, Snapshot]) -> Disk:
-    """The Disk between two (free counts, snapshot) readings."""
-    (free0, snap0), (free1, snap1) = before, after
-    places: dict[str, int] = {}
-    allocated: dict[str, int] = {}
-    for key, node in snap1.items():
-        if key not in snap0:
-            places[node.place] = places.get(node.place, 0) + 1
-            allocated[node.place] = allocated.get(node.place, 0) + node.allocated
-    return Disk(
-        statvfs_bytes=free0.bytes - free1.bytes,
-        statvfs_inodes=free0.inodes - free1.inodes,
-        counted_bytes=sum(n.allocated for n in snap1.values())
-        - sum(n.allocated for n in snap0.values()),
-        counted_inodes=len(snap1) - len(snap0),
-        new_inodes=dict(sorted(places.items())),
-        new_bytes=dict(sorted(allocated.items())),
-    )
+    return Prepared(stack, inputs, stats, dists, so, so_bytes)
 
 
 # --- one environment: create it, measure it, remove it ------------------------------------
@@ -566,30 +442,41 @@ def disk_delta(before: tuple[Free, Snapshot], after: tuple[Free, Snapshot]) -> D
 
 @dataclass
 class Run:
-    """One contender's environment in one round. Lists hold REPEATS warm runs."""
+    """One contender's environment in one round. Lists hold REPEATS warm runs.
+
+    A runtime figure the contender does not get (see RUNTIME_NOTE) stays None.
+    """
 
     create: Measurement
     disk: Disk
-    first_import: float
-    warm_import: list[float]
-    walk: list[float]  # seconds of os.walk + lstat inside the child
-    walk_entries: int
-    pip_list: list[float]
-    pip_list_differences: list[str]
-    pyc_write: float  # the import that may write __pycache__
-    pyc_import: list[float]
-    used_statvfs_bytes: int = 0  # the filesystem's drop from before creation to after pyc_write
-    used_statvfs_inodes: int = 0
+    first_import: float | None = None
+    warm_import: list[float] | None = None
+    walk: list[float] | None = None  # seconds of os.walk + lstat inside the child
+    walk_entries: int | None = None
+    pip_list: list[float] | None = None
+    pip_list_differences: list[str] = field(default_factory=list)
+    metadata_scan: list[float] | None = None  # seconds inside the child
+    metadata_dists: int | None = None
+    so_read_first: float | None = None  # seconds inside the child
+    so_read: list[float] | None = None
+    pyc_write: float | None = None  # the import that may write __pycache__
+    pyc_import: list[float] | None = None
+    cold_import: float | None = None
+    cold_so_read: float | None = None
+    used_statvfs_bytes: int | None = None  # the filesystem's drop from before creation to
+    used_statvfs_inodes: int | None = None  # after pyc_write
     remount: float | None = None  # pkgfs: the same venv mounted again (its view is saved)
     daemon_max_rss_kib: int | None = None  # pkgfs: the daemon's VmHWM at the end
 
-    def value(self, measure_name: str) -> float:
-        """A measure as one number for this round: the median of repeated runs."""
+    def value(self, measure_name: str) -> float | None:
+        """A measure as one number for this round (the median of repeats), or None."""
         if measure_name == "create":
             return self.create.seconds
         if measure_name == "walk_per_entry":
+            if self.walk is None or not self.walk_entries:
+                return None
             return statistics.median(self.walk) / self.walk_entries
-        raw: float | list[float] = getattr(self, measure_name)
+        raw: float | list[float] | None = getattr(self, measure_name)
         return statistics.median(raw) if isinstance(raw, list) else raw
 
 
@@ -604,17 +491,13 @@ class Env:
 
     def places(self) -> list[tuple[str, Path]]:
         """The directories whose allocation the counted disk figure covers."""
-        places = [
+        return [
             ("venv/bin", self.venv / "bin"),
             ("venv", self.venv),
             ("xdg-state", self.root / "xdg-state"),
             ("xdg-cache", self.root / "xdg-cache"),
+            *self.prepared.inputs.places(self.contender),
         ]
-        if self.contender == PKGFS:
-            places.append(("store", self.prepared.store))
-        else:
-            places.append(("uv-cache", self.prepared.uv_cache))
-        return places
 
 
 def timed(argv: Sequence[str | Path], env: Mapping[str, str]) -> float:
@@ -625,19 +508,18 @@ def timed(argv: Sequence[str | Path], env: Mapping[str, str]) -> float:
         raise BenchError(f"{' '.join(map(str, argv))}\n{exc}") from None
 
 
-def walk(tools: Tools, venv: Path, env: Mapping[str, str]) -> tuple[int, float]:
-    """os.walk + lstat of the venv's site-packages in a child: (entries, its seconds)."""
-    out = capture([tools.python, "-c", WALK_SCRIPT, site_packages(venv)], env=env)
-    entries, seconds = out.split()
-    return int(entries), float(seconds)
+def in_child(venv: Path, script: str, arg: str | Path, env: Mapping[str, str]) -> tuple[int, float]:
+    """Run ``script`` with the venv's python; it prints (count, its own seconds)."""
+    out = capture([venv / "bin" / "python", "-c", script, arg], env=env)
+    count, seconds = out.split()
+    return int(count), float(seconds)
 
 
 def pip_list(
     tools: Tools, venv: Path, env: Mapping[str, str], dists: frozenset[tuple[str, str]]
 ) -> tuple[float, list[str]]:
     """Time ``pip --python <venv> list``; also how its distributions differ from the lock."""
-    argv: list[str | Path] = [tools.python, "-m", "pip", "--python", venv / "bin" / "python"]
-    argv += ["--isolated", "--disable-pip-version-check", "list", "--format=json"]
+    argv = [*pip_argv(tools, venv), "list", "--format=json"]
     result, out = measure_output(argv, env=env)
     seen = {
         (str(canonicalize_name(r["name"])), str(Version(r["version"]))) for r in json.loads(out)
@@ -656,48 +538,45 @@ def max_rss_kib(pid: int) -> int | None:
     return None
 
 
-def create(env: Env, tools: Tools, mounts: Mounts) -> Measurement:
-    """The timed step: mount, or uv pip sync with the contender's link mode."""
-    prepared = env.prepared
-    if env.contender == PKGFS:
-        return mounts.mount(prepared, env.venv)
-    link_mode = "hardlink" if env.contender == HARDLINK else "copy"
-    os.sync()
-    return uv_pip_sync(
-        tools,
-        prepared.project,
-        env.venv,
-        prepared.uv_cache,
-        child_env(env.root),
-        link_mode=link_mode,
-        offline=True,
-    )
-
-
-def use(env: Env, tools: Tools) -> dict[str, Any]:
-    """The runtime measures of a created environment, in a fixed order."""
+def use(env: Env, tools: Tools, *, cold: bool) -> dict[str, Any]:
+    """The runtime measures of a created environment that its contender gets, in order."""
     quiet = child_env(env.root)
     python = env.venv / "bin" / "python"
     code = "import " + ", ".join(env.prepared.stack.imports)
     imports: list[str | Path] = [python, "-c", code]
     found: dict[str, Any] = {"first_import": timed(imports, quiet)}
+    if env.contender not in FULL_RUNTIME:
+        return found
+    so = site_packages(env.venv) / env.prepared.largest_so
+    found["so_read_first"] = in_child(env.venv, READ_SCRIPT, so, quiet)[1]
     from_source: list[str | Path] = [python, "-c", SOURCE_ONLY + code, site_packages(env.venv)]
     found["warm_import"] = [timed(from_source, quiet) for _ in range(REPEATS)]
-    walks = [walk(tools, env.venv, quiet) for _ in range(REPEATS)]
+    walks = [
+        in_child(env.venv, WALK_SCRIPT, site_packages(env.venv), quiet) for _ in range(REPEATS)
+    ]
     found["walk"] = [seconds for _, seconds in walks]
     found["walk_entries"] = walks[0][0]
     listed = [pip_list(tools, env.venv, quiet, env.prepared.dists) for _ in range(REPEATS)]
     found["pip_list"] = [seconds for seconds, _ in listed]
     found["pip_list_differences"] = listed[0][1]
+    scans = [in_child(env.venv, METADATA_SCRIPT, "", quiet) for _ in range(REPEATS)]
+    found["metadata_scan"] = [seconds for _, seconds in scans]
+    found["metadata_dists"] = scans[0][0]
+    found["so_read"] = [in_child(env.venv, READ_SCRIPT, so, quiet)[1] for _ in range(REPEATS)]
     found["pyc_write"] = timed(imports, child_env(env.root, write_bytecode=True))
     used = Free.now(env.root)
     found["used_statvfs_bytes"], found["used_statvfs_inodes"] = used.bytes, used.inodes
     found["pyc_import"] = [timed(imports, quiet) for _ in range(REPEATS)]
+    if cold:
+        drop_caches()
+        found["cold_import"] = timed(imports, quiet)
+        drop_caches()
+        found["cold_so_read"] = in_child(env.venv, READ_SCRIPT, so, quiet)[1]
     return found
 
 
 def one_env(
-    env: Env, tools: Tools, mounts: Mounts, observe: bool
+    env: Env, tools: Tools, mounts: Mounts, *, observe: bool, cold: bool
 ) -> tuple[Run, dict[str, Any] | None]:
     """Create one environment, measure it, and remove it again (also on errors).
 
@@ -711,19 +590,22 @@ def one_env(
         # window, so that other writers on the filesystem have less time to show up.
         snap0 = snapshot(env.places(), exclude)
         free0 = Free.now(env.root)
-        made = create(env, tools, mounts)
+        made = create(
+            env.contender, tools, env.prepared.inputs, env.venv, root=env.root, mounts=mounts
+        )
         free1 = Free.now(env.root)
         disk = disk_delta((free0, snap0), (free1, snapshot(env.places(), exclude)))
         pid = mounts.daemon_pid(mountpoint) if env.contender == PKGFS else None
-        run = Run(made, disk, **use(env, tools))
+        run = Run(made, disk, **use(env, tools, cold=cold))
         # use() left the free counts after the writing import; make them a drop since free0.
-        run.used_statvfs_bytes = free0.bytes - run.used_statvfs_bytes
-        run.used_statvfs_inodes = free0.inodes - run.used_statvfs_inodes
+        if run.used_statvfs_bytes is not None and run.used_statvfs_inodes is not None:
+            run.used_statvfs_bytes = free0.bytes - run.used_statvfs_bytes
+            run.used_statvfs_inodes = free0.inodes - run.used_statvfs_inodes
         layout = observe_link_mode(env.venv) if observe else None
         if pid is not None:
             run.daemon_max_rss_kib = max_rss_kib(pid)
             mounts.unmount(mountpoint)
-            run.remount = mounts.mount(env.prepared, env.venv).seconds
+            run.remount = mounts.mount(env.prepared.inputs, env.venv).seconds
     finally:
         if env.contender == PKGFS:
             mounts.unmount(mountpoint)
@@ -742,33 +624,47 @@ class Round:
     index: int
     runs: dict[str, Run]
 
-    def ratio(self, contender: str, measure_name: str) -> float:
-        """``contender``'s value over the native (uv hardlink) one, this round."""
-        return self.runs[contender].value(measure_name) / self.runs[NATIVE].value(measure_name)
+    def ratio(self, contender: str, measure_name: str) -> float | None:
+        """``contender``'s value over the native (uv hardlink) one, this round, if both exist."""
+        mine = self.runs[contender].value(measure_name)
+        native = self.runs[NATIVE].value(measure_name)
+        return None if mine is None or not native else mine / native
 
 
 @dataclass
 class Facts:
     """What the first round establishes per stack, and anything odd seen in any round."""
 
-    layouts: dict[str, dict[str, Any]] = field(default_factory=dict)  # uv contenders
+    layouts: dict[str, dict[str, Any]] = field(default_factory=dict)  # all but pkgfs
     walk_entries: dict[str, int] = field(default_factory=dict)
+    metadata_dists: dict[str, int] = field(default_factory=dict)
     pip_list_differences: dict[str, list[str]] = field(default_factory=dict)
 
 
 def run_round(
-    tools: Tools, prepared: Prepared, mounts: Mounts, facts: Facts, *, index: int, root: Path
+    tools: Tools,
+    prepared: Prepared,
+    mounts: Mounts,
+    facts: Facts,
+    *,
+    index: int,
+    root: Path,
+    cold: bool,
 ) -> Round:
-    """One round for one stack: pkgfs, uv hardlink, uv copy, each on a fresh venv."""
+    """One round for one stack: every contender in CONTENDERS' order, each on a fresh venv."""
     runs: dict[str, Run] = {}
     for contender in CONTENDERS:
         venv = root / prepared.name / f"venv-{contender}-{index}"
         observe = contender != PKGFS and contender not in facts.layouts
-        run, layout = one_env(Env(prepared, contender, venv, root), tools, mounts, observe)
+        env = Env(prepared, contender, venv, root)
+        run, layout = one_env(env, tools, mounts, observe=observe, cold=cold)
         if layout is not None:
             facts.layouts[contender] = layout
         runs[contender] = run
-        facts.walk_entries.setdefault(contender, run.walk_entries)
+        if run.walk_entries is not None:
+            facts.walk_entries.setdefault(contender, run.walk_entries)
+        if run.metadata_dists is not None:
+            facts.metadata_dists.setdefault(contender, run.metadata_dists)
         if run.pip_list_differences:
             facts.pip_list_differences[f"{contender} round {index}"] = run.pip_list_differences
     return Round(index, runs)
@@ -778,24 +674,33 @@ def describe(name: str, r: Round) -> str:
     """A progress line for one stack's round."""
     parts = []
     for contender, run in r.runs.items():
-        parts.append(
+        part = (
             f"{contender} create {run.create.seconds:.2f}s"
             f" disk {run.disk.statvfs_bytes / 1024:,.0f} KiB/{run.disk.statvfs_inodes:,} inodes"
-            f" import {statistics.median(run.warm_import):.2f}s"
-            f" walk {statistics.median(run.walk):.2f}s"
         )
+        if run.first_import is not None:
+            part += f" first import {run.first_import:.2f}s"
+        parts.append(part)
     return f"round {r.index} {name}: " + "; ".join(parts)
 
 
 def run_rounds(
-    tools: Tools, stacks: Sequence[Prepared], mounts: Mounts, rounds: int, root: Path
+    tools: Tools,
+    stacks: Sequence[Prepared],
+    mounts: Mounts,
+    rounds: int,
+    root: Path,
+    *,
+    cold: bool,
 ) -> tuple[dict[str, list[Round]], dict[str, Facts]]:
     """``rounds`` rounds; in each, every stack in turn, each contender in turn."""
     results: dict[str, list[Round]] = {p.name: [] for p in stacks}
     facts = {p.name: Facts() for p in stacks}
     for i in range(1, rounds + 1):
         for prepared in stacks:
-            r = run_round(tools, prepared, mounts, facts[prepared.name], index=i, root=root)
+            r = run_round(
+                tools, prepared, mounts, facts[prepared.name], index=i, root=root, cold=cold
+            )
             results[prepared.name].append(r)
             progress(describe(prepared.name, r) + f" ({i}/{rounds})")
     return results, facts
@@ -804,28 +709,37 @@ def run_rounds(
 # --- report --------------------------------------------------------------------------------
 
 
+def spread_or_none(values: Sequence[float | None]) -> dict[str, float] | None:
+    """``spread`` of ``values``; None unless every round has one (a contender not measured)."""
+    present = [v for v in values if v is not None]
+    return spread(present) if present and len(present) == len(values) else None
+
+
 def summarize(rounds: Sequence[Round]) -> dict[str, Any]:
-    """Per contender, each measure's spread over rounds; per-round ratios against native."""
+    """Per contender, each measure's spread over rounds; per-round ratios against native.
+
+    A measure a contender did not get is None, for its value and its ratio alike.
+    """
     summary: dict[str, Any] = {}
     for contender in CONTENDERS:
         runs = [r.runs[contender] for r in rounds]
         entry: dict[str, Any] = {
-            m: spread([run.value(m) for run in runs]) for m in ("create", *RUNTIME)
+            m: spread_or_none([run.value(m) for run in runs]) for m in ("create", *RUNTIME)
         }
         entry["create_max_rss_mib"] = spread([run.create.max_rss_kib / 1024 for run in runs])
-        entry["pyc_write"] = spread([run.pyc_write for run in runs])
-        for key in ("used_statvfs_bytes", "used_statvfs_inodes"):
-            entry[key] = spread([float(getattr(run, key)) for run in runs])
+        for key in ("pyc_write", "used_statvfs_bytes", "used_statvfs_inodes"):
+            entry[key] = spread_or_none([getattr(run, key) for run in runs])
         for key in ("statvfs_bytes", "statvfs_inodes", "counted_bytes", "counted_inodes"):
             entry[key] = spread([float(getattr(run.disk, key)) for run in runs])
         if contender == PKGFS:
-            entry["remount"] = spread([run.remount or 0.0 for run in runs])
-            entry["daemon_max_rss_mib"] = spread(
-                [(run.daemon_max_rss_kib or 0) / 1024 for run in runs]
+            entry["remount"] = spread_or_none([run.remount for run in runs])
+            entry["daemon_max_rss_mib"] = spread_or_none(
+                [None if k is None else k / 1024 for k in (run.daemon_max_rss_kib for run in runs)]
             )
         if contender != NATIVE:
             entry["ratio"] = {
-                m: spread([r.ratio(contender, m) for r in rounds]) for m in ("create", *RUNTIME)
+                m: spread_or_none([r.ratio(contender, m) for r in rounds])
+                for m in ("create", *RUNTIME)
             }
         summary[contender] = entry
     return summary
@@ -948,6 +862,7 @@ def build_report(
             "project": str(prepared.project.directory),
             "relocked": prepared.project.relocked,
             "wheels": prepared.stats["wheels"],
+            "largest_so": {"path": prepared.largest_so, "bytes": prepared.largest_so_bytes},
             "files": prepared.files,
             "store_stats": {k: v for k, v in prepared.stats.items() if k != "store"},
             "uv_link_mode": {
@@ -955,6 +870,7 @@ def build_report(
                 for c, lay in fact.layouts.items()
             },
             "walk_entries": fact.walk_entries,
+            "metadata_dists": fact.metadata_dists,
             "pip_list_differences": fact.pip_list_differences,
             "pkgfs_new_inodes_outside_bin": statistics.median(outside_bin),
             "rounds": [
@@ -979,16 +895,20 @@ def build_report(
             "rounds": args.rounds,
             "quick": args.quick,
             "repeats": REPEATS,
-            "order": "per round and stack: pkgfs, uv hardlink, uv copy; per environment:"
-            " create, first import, warm imports from source, walks, pip lists, the import"
-            " that writes bytecode, warm imports from bytecode",
+            "order": "per round and stack, each contender in turn: "
+            + ", ".join(CONTENDERS)
+            + "; per environment: create, first import, first read of the largest .so, warm"
+            " imports from source, walks, pip lists, importlib.metadata scans, warm reads of the"
+            " .so, the import that writes bytecode, warm imports from bytecode, then (when"
+            " caches can be dropped) an import and a .so read after dropping them",
             "exclude_newer": EXCLUDE_NEWER,
             "projects": {"own": str(args.projects), "reused": str(SYNC_PROJECTS)},
+            "wheelhouse": str(args.wheelhouse),
             "venv_command": "python -m venv --without-pip <venv> (untimed, every contender)",
-            "pkgfs_command": "pkgfs --store <warm store> mount <venv>/lib/pythonX.Y/site-packages"
-            " --lock uv.lock --offline",
-            "uv_command": "uv pip sync --no-config --link-mode {hardlink,copy} --index-url <the"
-            " lock's index> --python <venv> --offline requirements.txt (UV_CACHE_DIR=<warm>)",
+            "contenders": list(CONTENDERS),
+            "contender_commands": dict(COMMANDS),
+            "runtime_measured": RUNTIME_NOTE,
+            "cold_cache": args.cold,
             "workdir_mount_source": mount_source(args.workdir),
             "pkgfs_source": args.pkgfs_source,
             "pkgfs_source_at_end": pkgfs_source(),
@@ -997,7 +917,8 @@ def build_report(
             "page_cache": PAGE_CACHE_NOTE,
             "disk": "statvfs: drop of f_bfree*f_frsize and f_ffree on the work filesystem"
             " (other writers on it count too); counted: allocated blocks and inodes under the"
-            " venv, XDG state/cache dirs, and the pkgfs store or the uv cache, after - before",
+            " venv, XDG state/cache dirs, and the pkgfs store, the uv cache or pip's wheelhouse,"
+            " after - before",
         },
         "workloads": workloads,
         "growth": growth(workloads),
@@ -1005,9 +926,8 @@ def build_report(
     }
 
 
-def _cell(s: Mapping[str, float], fmt: str, scale: float = 1.0) -> str:
-    med, lo, hi = (format(s[k] / scale, fmt) for k in ("median", "min", "max"))
-    return f"{med} ({lo}-{hi})"
+def _median(s: Mapping[str, float] | None, fmt: str, scale: float = 1.0) -> str:
+    return "-" if s is None else format(s["median"] / scale, fmt)
 
 
 _ROWS: tuple[tuple[str, str, str, float], ...] = (
@@ -1017,39 +937,48 @@ _ROWS: tuple[tuple[str, str, str, float], ...] = (
     ("counted_bytes", "disk KiB, counted", ",.0f", 1024.0),
     ("counted_inodes", "inodes, counted", ",.0f", 1.0),
     ("first_import", "first import s", ".2f", 1.0),
+    ("so_read_first", ".so first read s", ".3f", 1.0),
     ("warm_import", "warm import, source s", ".2f", 1.0),
     ("walk", "walk+lstat s", ".3f", 1.0),
     ("walk_per_entry", "walk+lstat us/entry", ".2f", 1e-6),
     ("pip_list", "pip list s", ".2f", 1.0),
+    ("metadata_scan", "metadata scan s", ".3f", 1.0),
+    ("so_read", ".so warm read s", ".3f", 1.0),
     ("pyc_write", "import writing .pyc s", ".2f", 1.0),
     ("used_statvfs_bytes", "disk KiB after it", ",.0f", 1024.0),
     ("used_statvfs_inodes", "inodes after it", ",.0f", 1.0),
     ("pyc_import", "warm import, .pyc s", ".2f", 1.0),
+    ("cold_import", "import, caches dropped s", ".2f", 1.0),
+    ("cold_so_read", ".so read, dropped s", ".3f", 1.0),
 )
 
 
 def _table(summary: Mapping[str, Any]) -> list[str]:
-    width = 28
-    lines = [f"{'median (min-max)':<24}" + "".join(f"{c:>{width}}" for c in CONTENDERS)]
+    width = 17
+    lines = [f"{'median of rounds':<25}" + "".join(f"{c:>{width}}" for c in CONTENDERS)]
     for key, title, fmt, scale in _ROWS:
-        cells = "".join(f"{_cell(summary[c][key], fmt, scale):>{width}}" for c in CONTENDERS)
-        lines.append(f"{title:<24}{cells}")
+        cells = "".join(f"{_median(summary[c][key], fmt, scale):>{width}}" for c in CONTENDERS)
+        lines.append(f"{title:<25}{cells}")
     pkgfs = summary[PKGFS]
     lines.append(
-        f"{'pkgfs remount s':<24}{_cell(pkgfs['remount'], '.2f'):>{width}}"
+        f"{'pkgfs remount s':<25}{_median(pkgfs['remount'], '.2f'):>{width}}"
         "   (the same venv again: interpreter probe and view already saved)"
     )
     lines.append(
-        f"{'pkgfs daemon RSS MiB':<24}{_cell(pkgfs['daemon_max_rss_mib'], '.1f'):>{width}}"
+        f"{'pkgfs daemon RSS MiB':<25}{_median(pkgfs['daemon_max_rss_mib'], '.1f'):>{width}}"
     )
     return lines
 
 
 def _ratios(result: Mapping[str, Any]) -> list[str]:
     lines = []
-    for contender in (PKGFS, COPY):
+    for contender in CONTENDERS:
+        if contender == NATIVE:
+            continue
         for m in ("create", *RUNTIME):
             r = result["summary"][contender]["ratio"][m]
+            if r is None:
+                continue
             per_round = ", ".join(f"{x['ratios'][contender][m]:.2f}" for x in result["rounds"])
             lines.append(
                 f"{contender}/{NATIVE} {MEASURE_TITLES[m].removesuffix(' s')}:"
@@ -1085,7 +1014,7 @@ def _context(result: Mapping[str, Any]) -> list[str]:
 
 def _growth(report: Mapping[str, Any]) -> list[str]:
     g = report["growth"]
-    width = 14
+    width = 17
     lines = [
         "== growth with the number of files (medians over rounds; per environment)",
         f"{'stack':<6}{'files':>8}  {'':<18}" + "".join(f"{c:>{width}}" for c in CONTENDERS),
@@ -1118,12 +1047,14 @@ def render(report: Mapping[str, Any]) -> str:
         f"Python {machine['python']} ({machine['python_executable']}); locks: uv lock"
         f" --exclude-newer {cfg['exclude_newer']}",
         f"venvs:  {cfg['venv_command']}",
-        f"pkgfs:  {cfg['pkgfs_command']} (source {cfg['pkgfs_source']})",
-        f"uv:     {cfg['uv_command']}",
+        *(f"{c}: {cmd}" for c, cmd in cfg["contender_commands"].items()),
+        f"pkgfs source: {cfg['pkgfs_source']}",
+        f"runtime figures: {cfg['runtime_measured']}",
         f"work:   fresh dirs under {machine['workdir']} ({machine['workdir_filesystem']} on"
         f" {cfg['workdir_mount_source']})",
         f"bytecode: {cfg['bytecode']}",
-        f"page cache: {cfg['page_cache']}",
+        f"page cache: {cfg['page_cache']}"
+        + ("" if cfg["cold_cache"] else " (NOT allowed here: no cold figures)"),
         f"disk: {cfg['disk']}",
         f"ratios: per round, against {NATIVE} (creation and runtime alike)",
     ]
@@ -1169,10 +1100,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="this benchmark's own projects and locks (web and sci: bench/sync.py's)",
     )
     parser.add_argument(
+        "--wheelhouse",
+        type=Path,
+        default=DEFAULT_WHEELHOUSE,
+        help="pip's wheel files, one directory per stack (kept between runs)",
+    )
+    parser.add_argument(
         "--workdir",
         type=Path,
         default=Path(tempfile.gettempdir()),
         help="where stores, uv caches and venvs are made (default: the temp dir)",
+    )
+    parser.add_argument(
+        "--no-cold", action="store_true", help="skip the figures after dropping caches"
     )
     args = parser.parse_args(argv)
     if args.rounds is None:
@@ -1182,6 +1122,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.stacks = [s for s in STACKS if not args.quick or s.workload.name in QUICK_STACKS]
     args.projects = args.projects.resolve()
     args.workdir = args.workdir.resolve()
+    args.wheelhouse = args.wheelhouse.resolve()
+    args.cold = not args.no_cold and can_drop_caches()
     return args
 
 
@@ -1201,7 +1143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stacks = [prepare_stack(tools, s, args, root) for s in args.stacks]
             names = ", ".join(p.name for p in stacks)
             progress(f"stacks {names}, {args.rounds} rounds, work in {root}")
-            rounds, facts = run_rounds(tools, stacks, mounts, args.rounds, root)
+            rounds, facts = run_rounds(tools, stacks, mounts, args.rounds, root, cold=args.cold)
             report = build_report(args, tools, stacks, rounds, facts)
         path = write_report(report, args.out, "mount")
     except BenchError as exc:
