@@ -134,35 +134,77 @@ def machine_info(tools: Tools, workdir: Path) -> dict[str, Any]:
         "uv_version": capture([tools.uv, "--version"]).strip(),
         "workdir": str(workdir),
         "workdir_filesystem": filesystem_of(workdir),
+        # Every peak RSS in the results is at least this: the launcher's own (see LAUNCHER).
+        "rss_floor_mib": measure(["true"]).max_rss_kib / 1024,
     }
 
 
 # --- timed runs ----------------------------------------------------------------------------
 
 
+# Linux keeps a process's peak RSS across execve(2), and a forked child starts from its
+# parent's: a command spawned straight from this process would report at least this
+# process's own peak (134 MiB in bench/mount.py). So a fresh interpreter with no site
+# packages forks the command and hands back the command's own rusage; what is left as a floor
+# is that launcher's size (machine_info's "rss_floor_mib"). It also times the command from
+# its fork, which leaves the launcher's start-up out. The report goes to the fd in argv[1],
+# which the command does not inherit.
+LAUNCHER = """
+import os, sys, time
+fd = int(sys.argv[1])
+os.set_inheritable(fd, False)
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+seconds = time.perf_counter() - start
+os.write(fd, f"{seconds!r} {usage.ru_maxrss}".encode())
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
 def measure_output(
     argv: Sequence[str | Path], env: Mapping[str, str] | None = None
 ) -> tuple[Measurement, str]:
-    """Run ``argv``, timing it and reading its peak RSS from wait4(2); also return its stdout.
+    """Run ``argv`` through LAUNCHER: its wall time, its own peak RSS, and its stdout.
 
     Raises BenchError with the child's stderr when it exits nonzero.
     """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        # Reaping with os.wait4 (not Popen.wait) is what yields this child's own rusage.
-        with subprocess.Popen([str(a) for a in argv], stdout=out, stderr=err, env=env) as proc:
-            _, status, usage = os.wait4(proc.pid, 0)
-            seconds = time.perf_counter() - start
-            proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
-            err.seek(0)
-            message = err.read().decode(errors="replace").strip()
-            raise BenchError(f"{Path(argv[0]).name} exited {proc.returncode}:\n{message}")
-        out.seek(0)
-        stdout = out.read().decode(errors="replace")
+    read_end, write_end = os.pipe()
+    launcher = [sys.executable, "-I", "-S", "-c", LAUNCHER, str(write_end)]
+    try:
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            with subprocess.Popen(
+                [*launcher, *(str(a) for a in argv)],
+                stdout=out,
+                stderr=err,
+                env=env,
+                pass_fds=(write_end,),
+            ) as proc:
+                os.close(write_end)
+                write_end = -1
+                returncode = proc.wait()
+            if returncode != 0:
+                err.seek(0)
+                message = err.read().decode(errors="replace").strip()
+                raise BenchError(f"{Path(argv[0]).name} exited {returncode}:\n{message}")
+            out.seek(0)
+            stdout = out.read().decode(errors="replace")
+        # The launcher wrote its one short line before exiting: it is in the pipe already.
+        seconds, max_rss_kib = os.read(read_end, 4096).decode().split()
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
     sync_start = time.perf_counter()
     os.sync()
-    return Measurement(seconds, usage.ru_maxrss, time.perf_counter() - sync_start), stdout
+    measured = Measurement(float(seconds), int(max_rss_kib), time.perf_counter() - sync_start)
+    return measured, stdout
 
 
 def measure(argv: Sequence[str | Path], env: Mapping[str, str] | None = None) -> Measurement:

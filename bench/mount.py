@@ -81,6 +81,7 @@ from bench.common import (
 from bench.contenders import (
     COMMANDS,
     CONTENDERS,
+    FIRST_IMPORT_ONLY,
     FULL_RUNTIME,
     NATIVE,
     PKGFS,
@@ -544,8 +545,10 @@ def use(env: Env, tools: Tools, *, cold: bool) -> dict[str, Any]:
     python = env.venv / "bin" / "python"
     code = "import " + ", ".join(env.prepared.stack.imports)
     imports: list[str | Path] = [python, "-c", code]
+    if env.contender not in FULL_RUNTIME | FIRST_IMPORT_ONLY:
+        return {}
     found: dict[str, Any] = {"first_import": timed(imports, quiet)}
-    if env.contender not in FULL_RUNTIME:
+    if env.contender in FIRST_IMPORT_ONLY:
         return found
     so = site_packages(env.venv) / env.prepared.largest_so
     found["so_read_first"] = in_child(env.venv, READ_SCRIPT, so, quiet)[1]
