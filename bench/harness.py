@@ -33,7 +33,7 @@ from types import FrameType
 # there, so the scripts and mypy import the shared modules alike, as bench.common.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # bench.report imports matplotlib: a missing one fails here, before half an hour of runs.
-from bench import report
+from bench import report, reportdata
 from bench.common import REPO, BenchError, capture
 
 SCRIPTS = REPO / "bench"  # where <name>.py of each benchmark is
@@ -120,21 +120,21 @@ def run_all(
 
 def make_report(rundir: Path) -> str | None:
     """Write the report of ``rundir`` where the location rule says; None, or an error line."""
-    reports = report.load_run(rundir)
+    reports = reportdata.load_run(rundir)
     if not reports:
         return f"no benchmark JSON in {rundir}"
-    outputs = report.outputs_for(reports, rundir)
+    outputs = reportdata.outputs_for(reports, rundir)
     for line in report.generate(reports, outputs, readme=REPO / "README.md"):
         print(f"bench: {line}", file=sys.stderr)
     if not outputs.published:
-        missing = [n for n in report.BENCHMARKS if n not in reports]
+        missing = [n for n in reportdata.BENCHMARKS if n not in reports]
         quick = any(r.get("config", {}).get("quick") for r in reports.values())
         why = "quick run" if quick else "run"
         if missing:
             why += f" without {', '.join(missing)}"
         print(
             f"bench: a {why}: its report stays in {rundir};"
-            f" the published {report.MARKDOWN_NAME} is untouched",
+            f" the published {reportdata.MARKDOWN_NAME} is untouched",
             file=sys.stderr,
         )
     return None
@@ -147,8 +147,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="rounds for every benchmark (default: theirs)")
     parser.add_argument(
         "--only",
-        default=",".join(report.BENCHMARKS),
-        help=f"comma-separated benchmarks to run (default: {','.join(report.BENCHMARKS)})",
+        default=",".join(reportdata.BENCHMARKS),
+        help=f"comma-separated benchmarks to run (default: {','.join(reportdata.BENCHMARKS)})",
     )
     parser.add_argument("--workdir", type=Path, help="where the benchmarks make their targets")
     parser.add_argument(
@@ -159,15 +159,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     wanted = [n.strip() for n in args.only.split(",") if n.strip()]
-    unknown = sorted(set(wanted) - set(report.BENCHMARKS))
+    unknown = sorted(set(wanted) - set(reportdata.BENCHMARKS))
     if unknown or not wanted:
-        parser.error(f"--only takes some of {','.join(report.BENCHMARKS)}, not {args.only!r}")
-    args.only = [n for n in report.BENCHMARKS if n in wanted]
+        parser.error(f"--only takes some of {','.join(reportdata.BENCHMARKS)}, not {args.only!r}")
+    args.only = [n for n in reportdata.BENCHMARKS if n in wanted]
     if args.rounds is not None and args.rounds < 1:
         parser.error("--rounds must be at least 1")
     if args.report_only is not None:
         ran = args.quick or args.rounds is not None or args.workdir is not None
-        if ran or len(args.only) != len(report.BENCHMARKS):
+        if ran or len(args.only) != len(reportdata.BENCHMARKS):
             parser.error("--report-only runs nothing: it takes no other option")
         if not args.report_only.is_dir():
             parser.error(f"--report-only: {args.report_only} is not a directory")

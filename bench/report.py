@@ -2,10 +2,10 @@
 """The published benchmark report: BENCHMARKS.md and its plots, from one run's JSON files.
 
 Each benchmark script (ingest, sync, mount, bytecode) writes one JSON file; this module
-turns the files of one run directory into markdown text and PNG plots. Every number in the
-text comes from those files: nothing here knows a result. The functions are pure (dicts in,
-text out) except the ones that write files, ``write_plots``, ``generate`` and
-``update_readme``.
+turns the files of one run directory into markdown text and, through bench.plots, PNG plots.
+Every number in the text comes from those files: nothing here knows a result. The sections
+are pure (dicts in, text out); ``generate`` and ``update_readme`` write files. Reading the
+files and showing their numbers as text is bench.reportdata's part.
 
 Usage: ``python -m bench.report RUNDIR [--md OUT.md] [--plots DIR]``. Without ``--md`` and
 ``--plots`` the location follows the run: a full run (all four benchmarks, none quick) is
@@ -17,317 +17,57 @@ RUNDIR.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import matplotlib
-
-# Before anything draws: no display on the machines that run the benchmarks.
-matplotlib.use("Agg")
-from matplotlib.artist import Artist
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullLocator
 
 # Run as a script (python bench/report.py), the repository root is not on sys.path: put it
 # there, so the scripts and mypy import the shared modules alike, as bench.common.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import REPO
+from bench.plots import PLOTS, write_plots
+from bench.reportdata import (
+    BENCHMARKS,
+    IMPORT_RATIOS,
+    INODES,
+    KIB,
+    MARKDOWN_NAME,
+    PKGFS,
+    RANGE,
+    Json,
+    Outputs,
+    Unit,
+    cell,
+    contenders,
+    esc,
+    growth_series,
+    load_run,
+    measure_keys,
+    median,
+    native,
+    num,
+    outputs_for,
+    ratio_cell,
+    ratio_keys,
+    ratio_of,
+    ratio_text,
+    slope,
+    span,
+    stacks,
+    stat,
+    table,
+    title_of,
+    unit_of,
+    when,
+)
 
-BENCHMARKS = ("ingest", "sync", "mount", "bytecode")  # also the order the harness runs them
-PKGFS = "pkgfs"
-OLD_CONTENDERS = ("pkgfs", "uv-hardlink", "uv-copy")  # mount JSON without config.contenders
-OLD_NATIVE = "uv-hardlink"
 COPY = "uv-copy"
-MARKDOWN_NAME = "BENCHMARKS.md"
-PUBLISHED_PLOTS = Path("bench") / "plots"
 HEADLINE_START = "<!-- bench:headline:start -->"
 HEADLINE_END = "<!-- bench:headline:end -->"
 CREATION_LIMIT = 1.0  # pkgfs loses creation when its median ratio is above this
 RUNTIME_LIMIT = 1.05  # and a runtime measure above this (the issue's "within 5%")
 CREATION = frozenset({"create", "remount"})
-# Row titles of the mount measures, in the order the per-stack tables show them. Keys not
-# listed here are shown too, after these, under their own name.
-MEASURES: dict[str, str] = {
-    "create": "create",
-    "remount": "remount (pkgfs: the same venv, view saved)",
-    "statvfs_bytes": "per-env disk, statvfs",
-    "counted_bytes": "per-env disk, counted",
-    "statvfs_inodes": "per-env inodes, statvfs",
-    "counted_inodes": "per-env inodes, counted",
-    "first_import": "first import",
-    "warm_import": "warm import from source",
-    "pyc_write": "import that may write .pyc",
-    "used_statvfs_bytes": "disk used by then, statvfs",
-    "used_statvfs_inodes": "inodes used by then, statvfs",
-    "pyc_import": "warm import from .pyc",
-    "walk": "walk + lstat",
-    "walk_per_entry": "walk + lstat per entry",
-    "pip_list": "pip list",
-    "metadata_scan": "importlib.metadata scan",
-    "so_read_first": "largest .so, first read",
-    "so_read": "largest .so, warm read",
-    "cold_import": "import after dropping caches",
-    "cold_first_import": "first import after dropping caches",
-    "cold_so_read": "largest .so read after dropping caches",
-    "create_max_rss_mib": "create: peak RSS",
-    "daemon_max_rss_mib": "pkgfs daemon peak RSS",
-}
-IMPORT_RATIOS = ("first_import", "warm_import", "pyc_import")  # imports.png's panels
-PLOT_SIZE = (8.0, 5.0)  # inches
-PLOT_DPI = 110
-MARKERS = "osD^vPX*"
-RANGE = "\u2013"  # the en dash between a range's ends, as in "median (min\u2013max)"
-
-Json = Mapping[str, Any]
-
-
-# --- loading and where the report goes -----------------------------------------------------
-
-
-def load_run(rundir: Path) -> dict[str, dict[str, Any]]:
-    """The newest ``<benchmark>-<timestamp>.json`` per benchmark in ``rundir``, by name.
-
-    Benchmarks without a file are absent from the result.
-    """
-    found: dict[str, dict[str, Any]] = {}
-    for name in BENCHMARKS:
-        # The timestamps in the names sort as they happened; the newest wins.
-        paths = sorted(rundir.glob(f"{name}-*.json"))
-        if paths:
-            found[name] = json.loads(paths[-1].read_text())
-    return found
-
-
-def is_full(reports: Mapping[str, Json]) -> bool:
-    """True when every benchmark ran and none with ``--quick``: a run worth publishing."""
-    if set(reports) != set(BENCHMARKS):
-        return False
-    return not any(r.get("config", {}).get("quick") for r in reports.values())
-
-
-@dataclass(frozen=True)
-class Outputs:
-    """Where one report goes."""
-
-    markdown: Path
-    plots: Path
-    published: bool  # the repository's own report: README's headline follows it
-
-
-def outputs_for(reports: Mapping[str, Json], rundir: Path, repo: Path = REPO) -> Outputs:
-    """The location rule: a full run is published in ``repo``, any other stays in ``rundir``.
-
-    Trying the harness (``--quick``, ``--only``) thereby never overwrites the published report.
-    """
-    if is_full(reports):
-        return Outputs(repo / MARKDOWN_NAME, repo / PUBLISHED_PLOTS, published=True)
-    return Outputs(rundir / MARKDOWN_NAME, rundir / "plots", published=False)
-
-
-# --- numbers as text -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Unit:
-    """How a measure is shown: its unit's label, the raw value's divisor, a number format."""
-
-    label: str
-    scale: float
-    fmt: str | None  # None: digits chosen by magnitude (seconds)
-
-
-SECONDS = Unit("s", 1.0, None)
-KIB = Unit("KiB", 1024.0, ",.0f")
-INODES = Unit("inodes", 1.0, ",.0f")
-
-
-def unit_of(key: str) -> Unit:
-    """The unit of a mount measure, from its key: bytes as KiB, inodes as counts, else s."""
-    if key == "walk_per_entry":
-        return Unit("µs", 1e-6, ".1f")
-    if key.endswith("_bytes"):
-        return KIB
-    if key.endswith("_inodes"):
-        return INODES
-    if key.endswith("_mib"):
-        return Unit("MiB", 1.0, ",.1f")
-    return SECONDS
-
-
-def _digits(value: float, unit: Unit) -> str:
-    """The format for ``value``; seconds get three decimals below one second, else two."""
-    if unit.fmt is not None:
-        return unit.fmt
-    return ".3f" if abs(value) < 1.0 else ",.2f"
-
-
-def num(value: float | None, unit: Unit = SECONDS) -> str:
-    """One value in ``unit`` ("—" for a value that was not measured)."""
-    if value is None:
-        return "—"
-    scaled = value / unit.scale
-    return format(scaled, _digits(scaled, unit))
-
-
-def ratio_text(value: float | None) -> str:
-    """A ratio: two decimals, or two significant digits when it is far below one."""
-    if value is None:
-        return "—"
-    if abs(value) >= 10:
-        return f"{value:,.1f}"
-    return f"{value:.2f}" if abs(value) >= 0.095 else f"{value:.2g}"
-
-
-def is_spread(value: object) -> bool:
-    """True for a ``{"median", "min", "max"}`` dict of numbers, as common.spread writes."""
-    if not isinstance(value, Mapping):
-        return False
-    return all(isinstance(value.get(k), int | float) for k in ("median", "min", "max"))
-
-
-def cell(value: object, unit: Unit = SECONDS) -> str:
-    """A spread as "median (min-max)" in ``unit``; "—" when it was not measured."""
-    if not is_spread(value):
-        return "—"
-    assert isinstance(value, Mapping)
-    scaled = {k: value[k] / unit.scale for k in ("median", "min", "max")}
-    fmt = _digits(scaled["median"], unit)
-    if scaled["min"] == scaled["max"]:
-        return format(scaled["median"], fmt)
-    lo, hi = format(scaled["min"], fmt), format(scaled["max"], fmt)
-    return f"{format(scaled['median'], fmt)} ({lo}{RANGE}{hi})"
-
-
-def ratio_cell(value: object, *, bold: bool = False) -> str:
-    """A spread of ratios as "median (min-max)", the median optionally in bold."""
-    if not is_spread(value):
-        return "—"
-    assert isinstance(value, Mapping)
-    med = ratio_text(value["median"])
-    med = f"**{med}**" if bold else med
-    if value["min"] == value["max"]:
-        return med
-    return f"{med} ({ratio_text(value['min'])}{RANGE}{ratio_text(value['max'])})"
-
-
-def span(values: Iterable[float | None], show: Callable[[float], str] = ratio_text) -> str:
-    """The range of some values as "a-b" (or "a" when they agree); "—" when there are none."""
-    known = [v for v in values if v is not None]
-    if not known:
-        return "—"
-    lo, hi = show(min(known)), show(max(known))
-    return lo if lo == hi else f"{lo}{RANGE}{hi}"
-
-
-def esc(text: object) -> str:
-    """Text from a JSON file made safe for markdown: no HTML tags, emphasis or table breaks."""
-    out = str(text)
-    for char in "\\`*_[]|":
-        out = out.replace(char, "\\" + char)
-    return out.replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
-
-
-def table(header: Sequence[str], rows: Iterable[Sequence[str]], text: int = 1) -> list[str]:
-    """A markdown table: its first ``text`` columns left-aligned, the numbers right-aligned."""
-    lines = ["| " + " | ".join(header) + " |"]
-    lines.append("|" + "|".join([":---"] * text + ["---:"] * (len(header) - text)) + "|")
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
-
-
-def slope(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    """The least-squares slope of ys over xs; None with fewer than two distinct xs."""
-    if len(set(xs)) < 2:
-        return None
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    num_ = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
-    return num_ / sum((x - mx) ** 2 for x in xs)
-
-
-def when(reports: Mapping[str, Json]) -> str:
-    """The run's date: from its first benchmark's timestamp to its last one's, in UTC."""
-    stamps = sorted(
-        datetime.fromisoformat(r["timestamp"]) for r in reports.values() if r.get("timestamp")
-    )
-    if not stamps:
-        return "unknown"
-    first, last = stamps[0], stamps[-1]
-    text = first.strftime("%Y-%m-%d %H:%M")
-    if last.date() != first.date():
-        return f"{text} to {last.strftime('%Y-%m-%d %H:%M')} UTC"
-    return text + (f" to {last.strftime('%H:%M')}" if last != first else "") + " UTC"
-
-
-# --- the mount benchmark's shape -------------------------------------------------------------
-
-
-def contenders(mount: Json) -> list[str]:
-    """The mount JSON's contenders, in its order, limited to those its summaries hold."""
-    listed = list(mount.get("config", {}).get("contenders") or OLD_CONTENDERS)
-    present: list[str] = []
-    for w in mount["workloads"].values():
-        present += [c for c in w["summary"] if c not in present]
-    return [c for c in listed if c in present] + [c for c in present if c not in listed]
-
-
-def native(mount: Json) -> str:
-    """The contender the mount benchmark's ratios are taken against."""
-    return str(mount.get("config", {}).get("native") or OLD_NATIVE)
-
-
-def stacks(mount: Json) -> list[Json]:
-    """The mount workloads, smallest first (by the store's file count)."""
-    return sorted(mount["workloads"].values(), key=lambda w: w["files"])
-
-
-def measure_keys(summaries: Iterable[Json]) -> list[str]:
-    """Every measure some contender has as a spread: the known ones in order, then the rest."""
-    seen: list[str] = []
-    for summary in summaries:
-        for key, value in summary.items():
-            if key not in seen and is_spread(value):
-                seen.append(key)
-    known = [k for k in MEASURES if k in seen]
-    return known + sorted(k for k in seen if k not in MEASURES)
-
-
-def ratio_keys(summaries: Iterable[Json]) -> list[str]:
-    """Every measure with a ratio to native in some contender's summary, in table order."""
-    seen: set[str] = set()
-    for summary in summaries:
-        ratios = summary.get("ratio") or {}
-        seen.update(k for k, v in ratios.items() if is_spread(v))
-    return [k for k in MEASURES if k in seen] + sorted(seen - set(MEASURES))
-
-
-def title_of(key: str) -> str:
-    """A measure's row title."""
-    return MEASURES.get(key, key.replace("_", " "))
-
-
-def stat(summary: Json, contender: str, key: str) -> Json | None:
-    """``summary[contender][key]`` when it is a spread, else None (absent or not measured)."""
-    value = (summary.get(contender) or {}).get(key)
-    return value if is_spread(value) else None
-
-
-def ratio_of(summary: Json, contender: str, key: str) -> Json | None:
-    """``summary[contender]["ratio"][key]`` when it is a spread, else None."""
-    value = ((summary.get(contender) or {}).get("ratio") or {}).get(key)
-    return value if is_spread(value) else None
-
-
-def median(value: Json | None) -> float | None:
-    """The median of a spread, None for none."""
-    return None if value is None else float(value["median"])
 
 
 # --- sections --------------------------------------------------------------------------------
@@ -620,15 +360,6 @@ def stack_tables(mount: Json | None) -> list[str]:
 GROWTH_KEYS = ("create", "statvfs_bytes", "statvfs_inodes")
 
 
-def growth_series(mount: Json, contender: str, key: str) -> list[tuple[float, Json]]:
-    """(files, spread) of one contender's measure for every stack that has it, by files."""
-    return [
-        (float(w["files"]), spread)
-        for w in stacks(mount)
-        if (spread := stat(w["summary"], contender, key)) is not None
-    ]
-
-
 def growth(mount: Json | None, plots: Sequence[tuple[str, str]]) -> list[str]:
     """Medians per stack by file count, least-squares slopes, and the plots."""
     lines = ["## Growth with the number of files", ""]
@@ -791,176 +522,6 @@ def render(reports: Mapping[str, Json], plots: Sequence[tuple[str, str]] = ()) -
         *bytecode_section(reports.get("bytecode")),
     ]
     return "\n".join(lines).rstrip("\n") + "\n"
-
-
-# --- plots -----------------------------------------------------------------------------------
-
-PLOTS = {
-    "creation.png": "creation time against the number of files",
-    "disk.png": "per-env disk against the number of files",
-    "inodes.png": "per-env inodes against the number of files",
-    "imports.png": "import ratios to native against the number of files",
-}
-
-
-def _errorbar(
-    ax: Axes, points: Sequence[tuple[float, Json]], scale: float, i: int, label: str, *, log_y: bool
-) -> bool:
-    """One contender's medians with min-max bars; on a log y, values <= 0 are left out.
-
-    Returns whether some point or bar had to be left out.
-    """
-    xs, ys, lo, hi, dropped = [], [], [], [], False
-    for x, p in points:
-        med, mn, mx = (float(p[k]) / scale for k in ("median", "min", "max"))
-        if log_y and med <= 0:
-            dropped = True
-            continue
-        if log_y and mn <= 0:
-            dropped, mn = True, med  # a bar to zero cannot be drawn on a log scale
-        xs.append(x)
-        ys.append(med)
-        lo.append(max(med - mn, 0.0))
-        hi.append(max(mx - med, 0.0))
-    if xs:
-        ax.errorbar(
-            xs,
-            ys,
-            yerr=[lo, hi],
-            # Colors and markers follow the contender's place in the JSON's list, so that a
-            # contender looks the same in every plot, also where native has no points.
-            color=f"C{i % 10}",
-            marker=MARKERS[i % len(MARKERS)],
-            capsize=4,
-            linewidth=2.2 if label == PKGFS else 1.4,
-            label=label,
-        )
-    return dropped
-
-
-def _files_axis(ax: Axes, mount: Json) -> None:
-    """A log x axis of file counts, ticked at each stack with its name."""
-    ax.set_xscale("log")
-    ws = stacks(mount)
-    ax.set_xticks([float(w["files"]) for w in ws])
-    ax.set_xticklabels([f"{w['name']}\n{w['files']:,}" for w in ws])
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xlabel("files in the environment (log scale)")
-    ax.grid(True, which="major", alpha=0.35)
-
-
-def _thousands(value: float, _pos: int) -> str:
-    """A tick label with thousands separators, decimals only below 10."""
-    return f"{value:,.0f}" if abs(value) >= 10 or value == 0 else f"{value:g}"
-
-
-def _figure(size: tuple[float, float] = PLOT_SIZE) -> Figure:
-    """A new figure, outside pyplot's global state, so nothing needs closing."""
-    return Figure(figsize=size, dpi=PLOT_DPI)
-
-
-def _growth_plot(
-    mount: Json, key: str, title: str, ylabel: str, *, log_y: bool
-) -> tuple[Figure, bool]:
-    """One measure of every contender against the number of files."""
-    fig = _figure()
-    ax = fig.add_subplot()
-    unit, dropped = unit_of(key), False
-    for i, c in enumerate(contenders(mount)):
-        points = growth_series(mount, c, key)
-        dropped |= _errorbar(ax, points, unit.scale, i, c, log_y=log_y)
-    _files_axis(ax, mount)
-    if log_y:
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(FuncFormatter(_thousands))
-        ax.grid(True, which="minor", axis="y", alpha=0.15)
-    else:
-        ax.set_ylim(bottom=0)
-    ax.set_title(title)
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize="small", ncols=2)
-    fig.tight_layout()
-    return fig, dropped
-
-
-def _imports_plot(mount: Json) -> Figure:
-    """Per import measure, a panel of each contender's ratio to native against files."""
-    base = native(mount)
-    keys = [
-        k
-        for k in IMPORT_RATIOS
-        if any(ratio_of(w["summary"], c, k) for w in stacks(mount) for c in contenders(mount))
-    ]
-    keys = keys or ["first_import"]
-    fig = _figure((4.2 * len(keys), PLOT_SIZE[1]))
-    axes = fig.subplots(1, len(keys), squeeze=False)[0]
-    for ax, key in zip(axes, keys, strict=True):
-        for i, c in enumerate(contenders(mount)):
-            points = [
-                (float(w["files"]), r)
-                for w in stacks(mount)
-                if (r := ratio_of(w["summary"], c, key))
-            ]
-            _errorbar(ax, points, 1.0, i, c, log_y=False)
-        ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label=f"{base} = 1")
-        _files_axis(ax, mount)
-        ax.set_title(title_of(key))
-        ax.set_ylabel(f"time / {base} time")
-    # One legend for all panels, below them, where it hides no point.
-    legend: dict[str, Artist] = {}
-    for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            legend.setdefault(label, handle)
-    columns = min(len(legend), 5)
-    fig.legend(list(legend.values()), list(legend), loc="lower center", ncols=columns)
-    fig.suptitle(f"Import time as a ratio to {base}, per round (median, min{RANGE}max)")
-    rows = -(-len(legend) // columns)
-    fig.tight_layout(rect=(0.0, 0.04 + 0.05 * rows, 1.0, 1.0))
-    return fig
-
-
-def write_plots(mount: Json, directory: Path) -> tuple[list[Path], list[str]]:
-    """Write the four PNG plots of the mount benchmark into ``directory``.
-
-    Returns the files and notes for the text (points a log scale could not show).
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    base = native(mount)
-    notes: list[str] = []
-    creation, _ = _growth_plot(
-        mount,
-        "create",
-        f"Creating an environment (median, min{RANGE}max; {base} is native)",
-        "creation time, s (log scale)",
-        log_y=True,
-    )
-    disk, dropped_disk = _growth_plot(
-        mount,
-        "statvfs_bytes",
-        f"Disk per new environment (statvfs; median, min{RANGE}max)",
-        "per-env disk, KiB (log scale)",
-        log_y=True,
-    )
-    inodes, dropped_inodes = _growth_plot(
-        mount,
-        "statvfs_inodes",
-        f"Inodes per new environment (statvfs; median, min{RANGE}max)",
-        "per-env inodes (log scale)",
-        log_y=True,
-    )
-    if dropped_disk or dropped_inodes:
-        notes.append(
-            "Some disk or inode figures were zero or negative (another writer on the"
-            " filesystem): a log scale cannot show them, so those points or bars are left out."
-        )
-    figures = {"creation.png": creation, "disk.png": disk, "inodes.png": inodes}
-    figures["imports.png"] = _imports_plot(mount)
-    paths = []
-    for name, fig in figures.items():
-        path = directory / name
-        fig.savefig(path, dpi=PLOT_DPI)
-        paths.append(path)
-    return paths, notes
 
 
 # --- README headline -------------------------------------------------------------------------

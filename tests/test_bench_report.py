@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from bench import harness, report
+from bench import harness, report, reportdata
+from bench.plots import write_plots
 
 REPO = Path(__file__).resolve().parent.parent
-R = report.RANGE  # the en dash of "median (min-max)"
+R = reportdata.RANGE  # the en dash of "median (min-max)"
 PNG = b"\x89PNG\r\n\x1a\n"
 MACHINE = {
     "nproc": 2,
@@ -301,7 +302,9 @@ def test_old_mount_json_without_contender_list() -> None:
 
 def test_plots_are_pngs_and_the_markdown_links_them(tmp_path: Path) -> None:
     reports = full_run()
-    outputs = report.Outputs(tmp_path / "doc" / "B.md", tmp_path / "doc" / "img", published=False)
+    outputs = reportdata.Outputs(
+        tmp_path / "doc" / "B.md", tmp_path / "doc" / "img", published=False
+    )
     report.generate(reports, outputs)
     for name in ("creation.png", "disk.png", "inodes.png", "imports.png"):
         data = (outputs.plots / name).read_bytes()
@@ -312,7 +315,7 @@ def test_plots_are_pngs_and_the_markdown_links_them(tmp_path: Path) -> None:
 def test_log_plots_leave_out_values_at_or_below_zero(tmp_path: Path) -> None:
     mount = mount_report()
     mount["workloads"]["cli"]["summary"]["pkgfs"]["statvfs_bytes"] = spread(-4096.0, -8192.0, 0.0)
-    paths, notes = report.write_plots(mount, tmp_path)
+    paths, notes = write_plots(mount, tmp_path)
     assert all(p.read_bytes().startswith(PNG) for p in paths)
     assert len(notes) == 1
     assert "log scale" in notes[0]
@@ -320,13 +323,13 @@ def test_log_plots_leave_out_values_at_or_below_zero(tmp_path: Path) -> None:
 
 def test_location_rule(tmp_path: Path) -> None:
     rundir, repo = tmp_path / "run", tmp_path / "repo"
-    full = report.outputs_for(full_run(), rundir, repo)
-    assert full == report.Outputs(repo / "BENCHMARKS.md", repo / "bench" / "plots", True)
+    full = reportdata.outputs_for(full_run(), rundir, repo)
+    assert full == reportdata.Outputs(repo / "BENCHMARKS.md", repo / "bench" / "plots", True)
     quick = full_run()
     quick["mount"] = mount_report(quick=True)
     partial = {"mount": mount_report()}
     for reports in (quick, partial):
-        assert report.outputs_for(reports, rundir, repo) == report.Outputs(
+        assert reportdata.outputs_for(reports, rundir, repo) == reportdata.Outputs(
             rundir / "BENCHMARKS.md", rundir / "plots", False
         )
 
@@ -337,7 +340,7 @@ def test_published_report_updates_the_readme_between_markers(tmp_path: Path) -> 
         "# pkgfs\n\nintro\n<!-- bench:headline:start -->\nold headline\n"
         "<!-- bench:headline:end -->\n\nrest\n"
     )
-    outputs = report.outputs_for(full_run(), tmp_path / "run", tmp_path)
+    outputs = reportdata.outputs_for(full_run(), tmp_path / "run", tmp_path)
     done = report.generate(full_run(), outputs, readme=readme)
     assert any(line.startswith("headline:") for line in done)
     text = readme.read_text()
@@ -366,7 +369,7 @@ def test_load_run_takes_the_newest_file_per_benchmark(tmp_path: Path) -> None:
     old, new = ingest_report(ratio=2.0), ingest_report(ratio=0.5)
     (tmp_path / "ingest-20261122T100000Z.json").write_text(json.dumps(old))
     (tmp_path / "ingest-20261122T110000Z.json").write_text(json.dumps(new))
-    loaded = report.load_run(tmp_path)
+    loaded = reportdata.load_run(tmp_path)
     assert list(loaded) == ["ingest"]
     assert loaded["ingest"]["summary"]["ratio"]["median"] == 0.5
 
@@ -441,7 +444,7 @@ def test_harness_runs_in_order_and_passes_only_accepted_options(
     out, err = capfd.readouterr()
     assert out.splitlines() == ["ingest ran", "sync ran", "mount ran", "bytecode ran"]
     assert "mount.py takes no --workdir" in err
-    loaded = report.load_run(rundir)
+    loaded = reportdata.load_run(rundir)
     assert all(r["config"] == {**r["config"], "quick": True, "rounds": 2} for r in loaded.values())
     assert harness.make_report(rundir) is None
     assert (rundir / "BENCHMARKS.md").is_file()
@@ -481,7 +484,7 @@ def test_run_refuses_to_run_as_non_root(tmp_path: Path) -> None:
 
 def test_harness_defaults_run_everything() -> None:
     args = harness.parse_args([])
-    assert args.only == list(report.BENCHMARKS)
+    assert args.only == list(reportdata.BENCHMARKS)
     assert args.quick is False
     assert args.rounds is None
     assert args.workdir is None
