@@ -17,7 +17,9 @@ RUNDIR.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
+import statistics
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -535,16 +537,29 @@ def headline_block(reports: Mapping[str, Json], markdown_link: str) -> list[str]
         base, ws = native(mount), stacks(mount)
         files = f"{ws[0]['files']:,} to {ws[-1]['files']:,} files" if ws else "no stack"
         creates = [median(ratio_of(w["summary"], PKGFS, "create")) for w in ws]
-        lines.append(
-            f"- Creating an environment: a pkgfs mount takes {span(creates)}x the time of"
-            f" `{base}` (median per-round ratios, stacks of {files})."
+        line = (
+            f"- Creating an environment: a pkgfs mount takes {span(creates)}x the time of `{base}`"
         )
-        disk = []
-        for c in (PKGFS, base, COPY):
-            if c in contenders(mount):
-                values = [median(stat(w["summary"], c, "statvfs_bytes")) for w in ws]
-                disk.append(f"{span(values, lambda v: num(v, KIB))} KiB ({c})")
-        lines.append(f"- Disk per new environment: {', '.join(disk)}.")
+        if COPY in contenders(mount):
+            # Both ratios share the round's native time: their quotient is pkgfs / copy.
+            against_copy = [
+                statistics.median(
+                    r["ratios"][PKGFS]["create"] / r["ratios"][COPY]["create"] for r in w["rounds"]
+                )
+                for w in ws
+            ]
+            line += f" and {span(against_copy)}x that of `{COPY}`"
+        lines.append(f"{line} (medians of per-round ratios, stacks of {files}).")
+        for key, unit, what in (
+            ("statvfs_bytes", KIB, "Disk per new environment, KiB"),
+            ("statvfs_inodes", INODES, "Inodes per new environment"),
+        ):
+            parts = []
+            for c in (PKGFS, base, COPY):
+                if c in contenders(mount):
+                    values = [median(stat(w["summary"], c, key)) for w in ws]
+                    parts.append(f"{span(values, functools.partial(num, unit=unit))} ({c})")
+            lines.append(f"- {what}: {', '.join(parts)}.")
         parts = []
         for key in IMPORT_RATIOS:
             values = [median(ratio_of(w["summary"], PKGFS, key)) for w in ws]
