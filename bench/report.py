@@ -540,13 +540,14 @@ def headline_block(reports: Mapping[str, Json], markdown_link: str) -> list[str]
         line = (
             f"- Creating an environment: a pkgfs mount takes {span(creates)}x the time of `{base}`"
         )
-        if COPY in contenders(mount):
+        rounds = [w.get("rounds") or [] for w in ws]
+        if COPY in contenders(mount) and all(rounds):
             # Both ratios share the round's native time: their quotient is pkgfs / copy.
             against_copy = [
                 statistics.median(
-                    r["ratios"][PKGFS]["create"] / r["ratios"][COPY]["create"] for r in w["rounds"]
+                    r["ratios"][PKGFS]["create"] / r["ratios"][COPY]["create"] for r in done
                 )
-                for w in ws
+                for done in rounds
             ]
             line += f" and {span(against_copy)}x that of `{COPY}`"
         lines.append(f"{line} (medians of per-round ratios, stacks of {files}).")

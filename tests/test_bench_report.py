@@ -488,3 +488,20 @@ def test_harness_defaults_run_everything() -> None:
     assert args.quick is False
     assert args.rounds is None
     assert args.workdir is None
+
+
+def test_headline_compares_with_uv_copy_round_by_round() -> None:
+    mount = mount_report()
+    for w in mount["workloads"].values():
+        # Per round, pkgfs/native and copy/native: their quotient is pkgfs/copy.
+        w["rounds"] = [
+            {"ratios": {"pkgfs": {"create": 3.0}, "uv-copy": {"create": 6.0}}},
+            {"ratios": {"pkgfs": {"create": 2.0}, "uv-copy": {"create": 8.0}}},
+            {"ratios": {"pkgfs": {"create": 1.0}, "uv-copy": {"create": 1.0}}},
+        ]
+    block = "\n".join(report.headline_block({"mount": mount}, "BENCHMARKS.md"))
+    assert "3.00x the time of `uv-hardlink` and 0.50x that of `uv-copy`" in block
+    assert f"- Inodes per new environment: 15 (pkgfs), 100{R}200 (uv-hardlink)" in block
+    # Without per-round ratios (older files), the uv copy comparison is left out.
+    plain = "\n".join(report.headline_block({"mount": mount_report()}, "BENCHMARKS.md"))
+    assert "that of `uv-copy`" not in plain
