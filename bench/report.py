@@ -27,6 +27,7 @@ from pathlib import Path
 # Run as a script (python bench/report.py), the repository root is not on sys.path: put it
 # there, so the scripts and mypy import the shared modules alike, as bench.common.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench import explain
 from bench.common import REPO
 from bench.plots import PLOTS, write_plots
 from bench.reportdata import (
@@ -149,7 +150,10 @@ def headline(mount: Json | None) -> list[str]:
     return [*lines, ""]
 
 
-def _mount_losses(mount: Json) -> list[list[str]]:
+Loss = tuple[str, list[str]]  # (a key of explain.CAUSES, the row of the losses table)
+
+
+def _mount_losses(mount: Json) -> list[Loss]:
     """Rows of (benchmark, where, measure, figure) where pkgfs does worse than native."""
     base, rows = native(mount), []
     for w in stacks(mount):
@@ -160,32 +164,46 @@ def _mount_losses(mount: Json) -> list[list[str]]:
             limit = CREATION_LIMIT if key in CREATION else RUNTIME_LIMIT
             if r["median"] > limit:
                 figure = f"{ratio_cell(r, bold=True)}x {base}"
-                rows.append(["mount", esc(w["name"]), title_of(key), figure])
+                rows.append((f"mount:{key}", ["mount", esc(w["name"]), title_of(key), figure]))
         # Disk has no per-round ratio in the JSON: compare the medians.
         for key in ("statvfs_bytes", "counted_bytes", "statvfs_inodes", "counted_inodes"):
             mine, theirs = median(stat(s, PKGFS, key)), median(stat(s, base, key))
             if mine is not None and theirs is not None and mine > theirs:
                 unit = unit_of(key)
                 figure = f"pkgfs {num(mine, unit)} {unit.label}, {base} {num(theirs, unit)}"
-                rows.append(["mount", esc(w["name"]), title_of(key), figure])
+                rows.append(("mount:disk", ["mount", esc(w["name"]), title_of(key), figure]))
     return rows
 
 
-def _other_losses(reports: Mapping[str, Json]) -> list[list[str]]:
+def _view_writes(mount: Json) -> bool:
+    """True when pkgfs's largest per-env disk figure is far above its median somewhere.
+
+    That is the first environment of a lock writing the shared view (explain.SHARED_VIEW).
+    """
+    for w in stacks(mount):
+        disk = stat(w["summary"], PKGFS, "statvfs_bytes")
+        if disk is not None and disk["max"] > 4 * max(disk["median"], 1.0):
+            return True
+    return False
+
+
+def _other_losses(reports: Mapping[str, Json]) -> list[Loss]:
     """Rows where pkgfs's median ratio to uv is above 1 in ingest, sync and bytecode."""
     rows = []
     ingest = reports.get("ingest")
     if ingest is not None and ingest["summary"]["ratio"]["median"] > 1.0:
         fs = ingest["machine"].get("workdir_filesystem")
         figure = f"{ratio_cell(ingest['summary']['ratio'], bold=True)}x uv"
-        rows.append(["ingest", f"on {esc(fs)}", "store add vs uv pip install", figure])
+        rows.append(
+            ("ingest:time", ["ingest", f"on {esc(fs)}", "store add vs uv pip install", figure])
+        )
     sync = reports.get("sync")
     for name, w in (sync or {}).get("workloads", {}).items():
         for phase in ("cold", "warm"):
             r = w["summary"][phase]["ratio"]
             if r["median"] > 1.0:
                 figure = f"{ratio_cell(r, bold=True)}x uv pip sync"
-                rows.append(["sync", esc(name), f"{phase} sync", figure])
+                rows.append((f"sync:{phase}", ["sync", esc(name), f"{phase} sync", figure]))
     bytecode = reports.get("bytecode")
     for name, w in (bytecode or {}).get("workloads", {}).items():
         s = w["summary"]
@@ -193,13 +211,15 @@ def _other_losses(reports: Mapping[str, Json]) -> list[list[str]]:
             for against, r in s.get(f"{phase}_ratio", {}).items():
                 if r["median"] > 1.0:
                     figure = f"{ratio_cell(r, bold=True)}x {esc(against)}"
-                    rows.append(["bytecode", esc(name), f"{phase} import", figure])
+                    row = ["bytecode", esc(name), f"{phase} import", figure]
+                    rows.append((f"bytecode:{phase}", row))
         once, per_env = median(s.get("compile_sync")), median(s.get("uv_compile"))
         if once is not None and per_env and once / per_env > 1.0:
             even = s.get("break_even_envs")
             after = "" if even is None else f"; break-even at {even:.1f} environments"
             figure = f"**{ratio_text(once / per_env)}**x one uv compile (medians){after}"
-            rows.append(["bytecode", esc(name), "one-time compile vs one env's", figure])
+            row = ["bytecode", esc(name), "one-time compile vs one env's", figure]
+            rows.append(("bytecode:compile", row))
     return rows
 
 
@@ -234,13 +254,21 @@ def losses(reports: Mapping[str, Json]) -> list[str]:
         "",
     ]
     mount = reports.get("mount")
-    rows = (_mount_losses(mount) if mount is not None else []) + _other_losses(reports)
+    found = (_mount_losses(mount) if mount is not None else []) + _other_losses(reports)
+    rows = [row for _, row in found]
     if rows:
         lines += table(["benchmark", "where", "measure", f"pkgfs, median (min{RANGE}max)"], rows, 3)
     else:
         lines.append("No ratio above its limit in this run.")
     goals = _unmet_goals(reports)
     lines += ["", "Goals not met:", "", *(goals or ["- none"]), ""]
+    keys = [key for key, _ in found]
+    if mount is not None and _view_writes(mount):
+        keys.append("mount:disk")
+    why = explain.causes(keys)
+    if why:
+        lines += ["### Why", "", "What lies behind the losses above, as far as we know it:", ""]
+        lines += [*why, ""]
     return lines
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bench import harness, report, reportdata
+from bench import explain, harness, report, reportdata
 from bench.plots import write_plots
 
 REPO = Path(__file__).resolve().parent.parent
@@ -505,3 +505,25 @@ def test_headline_compares_with_uv_copy_round_by_round() -> None:
     # Without per-round ratios (older files), the uv copy comparison is left out.
     plain = "\n".join(report.headline_block({"mount": mount_report()}, "BENCHMARKS.md"))
     assert "that of `uv-copy`" not in plain
+
+
+def test_why_explains_only_the_losses_of_the_run() -> None:
+    losses = section(report.render(full_run()), "Where pkgfs loses")
+    why = losses[losses.index("### Why") :]
+    assert f"- {explain.MOUNT_FIXED_COST}" in why  # create lost (3.00)
+    assert f"- {explain.READS}" in why  # the warm .so read lost (2.50)
+    assert f"- {explain.COLD_SYNC}" in why  # the cold sync lost
+    # Warm imports from source are within 5% in the data: no metadata round-trip bullet, and
+    # pkgfs's largest disk figure is 3x its median, not the first environment's view write.
+    assert explain.ROUND_TRIPS not in why
+    assert explain.SHARED_VIEW not in why
+    mount = mount_report()
+    mount["workloads"]["cli"]["summary"]["pkgfs"]["statvfs_bytes"] = spread(90_112.0, 88_000, 1e7)
+    why = section(report.render({"mount": mount}), "Where pkgfs loses")
+    assert f"- {explain.SHARED_VIEW}" in why
+
+
+def test_no_loss_no_why() -> None:
+    losses = section(report.render({"ingest": ingest_report(ratio=0.8)}), "Where pkgfs loses")
+    assert "No ratio above its limit in this run." in losses
+    assert "### Why" not in losses
