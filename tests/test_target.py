@@ -39,6 +39,20 @@ def test_answer_is_cached_and_invalidated_when_the_interpreter_changes(tmp_path:
     assert len(list(cache.iterdir())) == 2  # asked again, cached under a new key
 
 
+def test_venvs_of_one_base_share_one_probe(tmp_path: Path) -> None:
+    # Symlinked venvs run their base's executable: its answer is theirs, asked once.
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    cache = tmp_path / "cache" / "pkgfs" / "interpreters"
+    targets = []
+    for name in ("one", "two"):
+        venv.create(tmp_path / name, symlinks=True, with_pip=False)
+        targets.append(probe_target(tmp_path / name / "bin" / "python", env))
+    assert len(list(cache.iterdir())) == 1
+    assert targets[0].python == tmp_path / "one" / "bin" / "python"  # each keeps its own path
+    assert targets[1].python == tmp_path / "two" / "bin" / "python"
+    assert targets[0].tags == targets[1].tags == tuple(sys_tags())
+
+
 def _other_python() -> str | None:
     """Another interpreter than the one running the tests (Debian's, or another version)."""
     mine = os.path.realpath(sys.executable)

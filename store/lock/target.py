@@ -4,7 +4,8 @@ Wheels and markers are chosen for the target interpreter, not for the one runnin
 The target is asked once, by running ``packaging.tags.sys_tags()`` and
 ``packaging.markers.default_environment()`` inside it (pkgfs's own copy of packaging,
 put on its path in isolated mode, so the target needs nothing installed). The answer is
-cached, keyed by the interpreter's path, size and mtime and packaging's version.
+cached, keyed by the interpreter's real path (symlinks resolved), size and mtime and
+packaging's version.
 """
 
 from __future__ import annotations
@@ -104,8 +105,11 @@ def _cache_dir(environ: Mapping[str, str]) -> Path:
 def probe_target(python: str | os.PathLike[str], environ: Mapping[str, str] = os.environ) -> Target:
     """Ask ``python`` for its tags and markers, or take the cached answer."""
     path = _resolve(python)
-    info = path.stat()  # follows symlinks: a venv's python changes when its base does
-    key = f"{path}\0{info.st_size}\0{info.st_mtime_ns}\0{packaging.__version__}\0{_PROBE_VERSION}"
+    # Keyed by the real executable: a venv's python is a symlink to its base, and the answer
+    # (tags, markers, magic) is the base's, so every new venv of a base shares one probe.
+    real = os.path.realpath(path)
+    info = os.stat(real)
+    key = f"{real}\0{info.st_size}\0{info.st_mtime_ns}\0{packaging.__version__}\0{_PROBE_VERSION}"
     cache = _cache_dir(environ) / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
     try:
         answer = json.loads(cache.read_text())
