@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -407,9 +408,20 @@ def test_foreground_unmounts_on_sigterm(project: Env) -> None:
 # -- faults -----------------------------------------------------------------------------------
 
 
+def _pkgfs_processes() -> set[int]:
+    """Pids of every running ``python -m pkgfs.vfs``: commands and mount daemons."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and b"pkgfs.vfs" in (entry / "cmdline").read_bytes():
+                found.add(int(entry.name))
+    return found
+
+
 def _fails(project: Env, *args: str | Path) -> str:
     state = Path(project.env["XDG_STATE_HOME"])
     before = sorted(state.rglob("*")) if state.exists() else []
+    running = _pkgfs_processes()
     result = project.pkgfs(*args, check=False)
     assert result.returncode == 1, result
     errors = [line for line in result.stderr.splitlines() if line.startswith("pkgfs: error:")]
@@ -417,6 +429,8 @@ def _fails(project: Env, *args: str | Path) -> str:
     assert "Traceback" not in result.stderr
     after = sorted(state.rglob("*")) if state.exists() else []
     assert after == before  # nothing left behind
+    # No daemon either: mount forks its daemon first (vfs/early.py) and must reap it.
+    assert _pkgfs_processes() <= running
     return errors[0]
 
 

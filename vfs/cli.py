@@ -7,17 +7,20 @@ file and the problem; a traceback means a bug in pkgfs.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from pkgfs.store import IngestResult, PkgfsError, Store
+from pkgfs.store.errors import PkgfsError
 
-from .locking import add_lock_arguments, cmd_lock_show, cmd_sync
-from .mounting import cmd_diff, cmd_mount, cmd_reset, cmd_status, cmd_unmount
+from .early import fork_daemon
+
+if TYPE_CHECKING:
+    from pkgfs.store import IngestResult, Store
 
 __all__ = ["main"]
 
@@ -35,8 +38,37 @@ def _human(n: float) -> str:
 
 
 def _open_store(args: argparse.Namespace) -> Store:
+    from pkgfs.store import Store  # noqa: PLC0415 (see _lazy)
+
     # --store is SUPPRESSed unless given, before or after the subcommand.
     return Store.open(getattr(args, "store", None))
+
+
+def _lazy(module: str, name: str) -> Command:
+    """``module.name``, imported when the command runs, not when the CLI starts: a command
+    loads only what it uses, and ``mount`` forks its daemon before the slow imports."""
+
+    def run(args: argparse.Namespace, out: TextIO) -> int:
+        command: Command = getattr(importlib.import_module(module, __package__), name)
+        return command(args, out)
+
+    return run
+
+
+def add_lock_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--lock", type=Path, metavar="FILE",
+        help="the lockfile (default: pylock.toml, uv.lock or requirements.txt, found in the"
+        " current directory in that order)")  # fmt: skip
+    add("--python", metavar="PY",
+        help="the target interpreter (default: the active venv's, the project's .venv, else"
+        " the one running pkgfs)")  # fmt: skip
+    add("--offline", action="store_true",
+        help="use only the store and local find-links; never the network")  # fmt: skip
+    add("--index-url", action="append", default=[], metavar="URL",
+        help="a PEP 503/691 simple index, tried before the lock's own (repeatable)")  # fmt: skip
+    add("--find-links", action="append", default=[], metavar="DIR",
+        help="a directory of wheel files (repeatable)")  # fmt: skip
 
 
 def _describe(result: IngestResult) -> str:
@@ -189,7 +221,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     add_lock_arguments(sync)
     sync.add_argument("--no-compile", action="store_true", help="do not compile bytecode")
-    sync.set_defaults(run=cmd_sync)
+    sync.set_defaults(run=_lazy(".locking", "cmd_sync"))
 
     lock = commands.add_parser("lock", help="inspect lockfiles")
     lock_commands = lock.add_subparsers(title="commands", metavar="COMMAND", required=True)
@@ -199,7 +231,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="the packages the lockfile selects for the target, and the wheel chosen for each",
     )
     add_lock_arguments(show)
-    show.set_defaults(run=cmd_lock_show)
+    show.set_defaults(run=_lazy(".locking", "cmd_lock_show"))
 
     mount = commands.add_parser(
         "mount",
@@ -214,34 +246,37 @@ def _build_parser() -> argparse.ArgumentParser:
     mount.add_argument("--allow-other", action="store_true", help="let other users see the mount")
     mount.add_argument("--overlay", metavar="DIR", help="keep the copy-on-write layer in DIR")
     mount.add_argument("--no-compile", action="store_true", help="serve no shared bytecode")
-    mount.set_defaults(run=cmd_mount)
+    mount.set_defaults(run=_lazy(".mounting", "cmd_mount"), fork_daemon=True)
 
     unmount = commands.add_parser("unmount", help="unmount MOUNTPOINT (a stale mount too)")
     unmount.add_argument("mountpoint", metavar="MOUNTPOINT")
     unmount.add_argument("--lazy", action="store_true", help="detach now, even if busy")
-    unmount.set_defaults(run=cmd_unmount)
+    unmount.set_defaults(run=_lazy(".mounting", "cmd_unmount"))
 
     status = commands.add_parser(
         "status", parents=[json_option], help="every pkgfs mount and its state"
     )
-    status.set_defaults(run=cmd_status)
+    status.set_defaults(run=_lazy(".mounting", "cmd_status"))
 
     diff = commands.add_parser(
         "diff", parents=[json_option], help="the paths the overlay added, modified or deleted"
     )
     diff.add_argument("mountpoint", metavar="MOUNTPOINT")
-    diff.set_defaults(run=cmd_diff)
+    diff.set_defaults(run=_lazy(".mounting", "cmd_diff"))
 
     reset = commands.add_parser("reset", help="discard overlay changes, all or under PATHs")
     reset.add_argument("mountpoint", metavar="MOUNTPOINT")
     reset.add_argument("paths", nargs="*", metavar="PATH")
-    reset.set_defaults(run=cmd_reset)
+    reset.set_defaults(run=_lazy(".mounting", "cmd_reset"))
     return parser
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args = _build_parser().parse_args(argv)
     run: Command = args.run
+    daemon = None
+    if getattr(args, "fork_daemon", False) and not args.foreground:
+        daemon = args.daemon = fork_daemon()  # first: see early.py
     try:
         return run(args, out or sys.stdout)
     except PkgfsError as exc:
@@ -250,3 +285,6 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except KeyboardInterrupt:
         print("pkgfs: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if daemon is not None:
+            daemon.cancel()  # unless the mount started it

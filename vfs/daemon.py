@@ -27,9 +27,11 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from pkgfs.store import Store
 from pkgfs.store.layout import StoreLayout
 from pkgfs.store.view import View
 
+from .early import log_output
 from .envs import MountConfig, MountRecord
 from .fs import PkgfsOperations
 from .tree import MergedTree
@@ -119,6 +121,21 @@ async def _main(ops: PkgfsOperations, listener: socket.socket, ready: Callable[[
             ready()
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
+
+
+def serve_state(state: Path, ready: Callable[[str | None], None]) -> int:
+    """Serve the mount that ``pkgfs mount`` prepared in ``state``: its saved config, and the
+    view that config names (saved in the store by the command: this only loads it)."""
+    log_output(state / "log")
+    try:
+        config = MountConfig.load(state / "config.json")
+        with Store.open(config.store) as store:
+            view = config.view(store)
+    except Exception as exc:
+        log.exception("cannot load the mount in %s", state)
+        ready(f"cannot load the mount in {state}: {exc}")
+        return 1
+    return serve(config, view, ready)
 
 
 def serve(config: MountConfig, view: View, ready: Callable[[str | None], None]) -> int:

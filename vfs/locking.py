@@ -28,7 +28,6 @@ from pkgfs.store.lock import (
 from pkgfs.store.sync import SyncOutcome, partition_present, sync_wheels, unreachable_offline
 
 __all__ = [
-    "add_lock_arguments",
     "cmd_lock_show",
     "cmd_sync",
     "resolve_lock",
@@ -38,22 +37,6 @@ __all__ = [
 
 # Where an index comes from when neither the lock nor --index-url names one.
 INDEX_ENV = ("PKGFS_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_URL")
-
-
-def add_lock_arguments(parser: argparse.ArgumentParser) -> None:
-    add = parser.add_argument
-    add("--lock", type=Path, metavar="FILE",
-        help="the lockfile (default: pylock.toml, uv.lock or requirements.txt, found in the"
-        " current directory in that order)")  # fmt: skip
-    add("--python", metavar="PY",
-        help="the target interpreter (default: the active venv's, the project's .venv, else"
-        " the one running pkgfs)")  # fmt: skip
-    add("--offline", action="store_true",
-        help="use only the store and local find-links; never the network")  # fmt: skip
-    add("--index-url", action="append", default=[], metavar="URL",
-        help="a PEP 503/691 simple index, tried before the lock's own (repeatable)")  # fmt: skip
-    add("--find-links", action="append", default=[], metavar="DIR",
-        help="a directory of wheel files (repeatable)")  # fmt: skip
 
 
 @dataclass

@@ -19,6 +19,7 @@ from pkgfs.store import PkgfsError, Store
 from pkgfs.store.lock import discover_lock
 from pkgfs.store.view import DATA_DIR, View
 
+from .early import EarlyDaemon, fork_daemon
 from .envs import MountConfig, MountRecord, Venv, mount_dir, read_records, venv_of
 from .locking import resolve_lock, stored_wheels, sync_locked
 from .tree import MergedTree
@@ -173,7 +174,11 @@ def cmd_mount(args: argparse.Namespace, out: TextIO) -> int:
                 return serve(config, view, _raise_if)
             finally:
                 _depopulate_venv(state)
-        _start_daemon(config, view, state)
+        # The daemon is forked by main() before the slow imports (see early.py); a caller
+        # that did not fork one gets one now.
+        daemon: EarlyDaemon = getattr(args, "daemon", None) or fork_daemon()
+        _raise_if(daemon.start(state))
+        os.statvfs(mountpoint)  # the mount answers
         if venv is not None:
             _populate_venv(venv, view, state)
     except BaseException:
@@ -221,55 +226,6 @@ def _prepare(
 def _raise_if(error: str | None) -> None:
     if error is not None:
         raise MountError(error)
-
-
-def _start_daemon(config: MountConfig, view: View, state: Path) -> None:
-    """Fork the daemon: it detaches, mounts and serves ``view``; return once it answers.
-
-    A fork rather than a new interpreter: the view is already in memory, and pkgfs need not
-    be imported again. This process has no threads left and no open index at this point.
-    """
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the daemon
-        code = 1
-        try:
-            os.close(read_fd)
-            os.setsid()  # detached: survives this command and its terminal
-            _redirect_stdio(state / "log", keep=write_fd)
-            from .daemon import serve  # noqa: PLC0415 (trio and pyfuse3 only in the daemon)
-
-            def ready(error: str | None) -> None:
-                os.write(write_fd, (f"error: {error}\n" if error else "ok\n").encode())
-                os.close(write_fd)
-
-            code = serve(config, view, ready)
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    # The daemon answers once the kernel mount exists; EOF without an answer means it died.
-    with os.fdopen(read_fd, "rb") as answer_file:
-        answer = answer_file.readline().decode().strip()
-    if answer != "ok":
-        _, status = os.waitpid(pid, 0)
-        reason = answer.removeprefix("error: ") or (
-            f"the daemon exited ({os.waitstatus_to_exitcode(status)}); see {state / 'log'}"
-        )
-        raise MountError(reason)
-    os.statvfs(config.mountpoint)  # the mount answers
-
-
-def _redirect_stdio(log: Path, keep: int) -> None:
-    """A daemon holds no fd of its parent's: a caller reading our output must see EOF."""
-    os.closerange(3, keep)
-    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    output = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.dup2(devnull, 0)
-    os.dup2(output, 1)
-    os.dup2(output, 2)
-    os.close(devnull)
-    os.close(output)
 
 
 def cmd_unmount(args: argparse.Namespace, out: TextIO) -> int:
