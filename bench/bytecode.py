@@ -45,6 +45,7 @@ from typing import Any
 # there, so the scripts and mypy import the shared modules alike, as bench.common and
 # bench.sync.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench import contenders
 from bench.common import (
     BenchError,
     Tools,
@@ -96,16 +97,9 @@ COMMANDS = {
 
 
 def child_env(root: Path, *, dont_write_bytecode: bool) -> dict[str, str]:
-    """Ours without PYTHON*, UV_*, PIP_*, VIRTUAL_ENV; XDG dirs and MPLCONFIGDIR in ``root``."""
-    drop = ("PYTHON", "UV_", "PIP_", "VIRTUAL_ENV")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-    env["XDG_STATE_HOME"] = str(root / "xdg-state")
-    env["XDG_CACHE_HOME"] = str(root / "xdg-cache")
-    env["MPLCONFIGDIR"] = str(root / "mplconfig")  # matplotlib's font cache: built in setup
-    env["MPLBACKEND"] = "Agg"
-    if dont_write_bytecode:
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return env
+    """bench/contenders.py's child environment, with matplotlib's Agg backend."""
+    env = contenders.child_env(root, write_bytecode=not dont_write_bytecode)
+    return {**env, "MPLBACKEND": "Agg"}
 
 
 @dataclass(frozen=True)

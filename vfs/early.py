@@ -35,21 +35,18 @@ class EarlyDaemon:
         self.done = True
         try:
             os.write(self._go, f"go {state}\n".encode())
-        except OSError as exc:  # it died before it could read: EPIPE
-            return self._failed("", f"the daemon is gone ({exc.strerror})", state)
+        except OSError:
+            pass  # it died before it could read (EPIPE): the answer below is EOF
         finally:
             os.close(self._go)
-        # The daemon answers once the kernel mount exists; EOF without an answer means it died.
+        # It answers once the kernel mount exists; EOF without an answer means it died.
         with os.fdopen(self._answer, "rb") as answer_file:
             answer = answer_file.readline().decode().strip()
         if answer == "ok":
             return None
-        return self._failed(answer, "", state)
-
-    def _failed(self, answer: str, why: str, state: Path) -> str:
         _, status = os.waitpid(self.pid, 0)
         exited = f"the daemon exited ({os.waitstatus_to_exitcode(status)}); see {state / 'log'}"
-        return answer.removeprefix("error: ") or why or exited
+        return answer.removeprefix("error: ") or exited
 
     def cancel(self) -> None:
         """The mount will not happen: the daemon reads EOF and exits. Idempotent."""
