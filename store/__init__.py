@@ -1,6 +1,10 @@
 """pkgfs.store: a content-addressed store holding every distinct file of every wheel once.
 
-This layer knows wheels and files only; it never imports trio, pyfuse3 or ``pkgfs.vfs``.
+The pipeline's first half, in the order a wheel travels: ``layout`` and ``objects`` (where
+bytes live), ``index`` (what the store holds), ``wheel`` (checks before unpacking),
+``ingest``, ``verify``, ``bytecode``; then ``lock/`` (lockfiles read for a target) and
+``fetch/`` (indexes, downloads, sync). This layer knows wheels and files only; it never
+imports trio, pyfuse3 or ``pkgfs.vfs``.
 """
 
 from .core import Store

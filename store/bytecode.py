@@ -32,12 +32,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .core import Store
-from .errors import PkgfsError
+from .errors import BytecodeError
+from .hashing import hash_file
 from .layout import syncfs
-from .objects import OBJECT_MODE, hash_file, object_file, publish
-from .view import VIEW_MTIME
+from .objects import OBJECT_MODE, object_file, publish
 
-__all__ = ["BytecodeReport", "compile_wheels"]
+__all__ = ["VIEW_MTIME", "BytecodeReport", "compile_wheels"]
+
+# Every file and directory of an environment's lower layer has this mtime, on every mount,
+# and every pyc is compiled against it: bytecode caches keyed by source mtime stay valid.
+# 1980-01-01, the zip epoch, as reproducible builds use.
+VIEW_MTIME = 315532800
 
 
 # Runs inside the target interpreter. importlib's own _code_to_timestamp_pyc writes the
@@ -59,10 +64,6 @@ for source, name, output in jobs:
         errors.append(type(exc).__name__ + ": " + str(exc))
 json.dump(errors, sys.stdout)
 """.replace("@MTIME@", str(VIEW_MTIME))
-
-
-class BytecodeError(PkgfsError, OSError):
-    """The target interpreter could not be run to compile."""
 
 
 @dataclass

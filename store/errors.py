@@ -1,19 +1,52 @@
-"""The error tree of pkgfs.
+"""The error tree of pkgfs: every error a user can cause, in one place.
 
 Every error a user can cause derives from :class:`PkgfsError` and reads as one line. Each
-also derives from the builtin that describes it best, so callers may catch either.
-The CLI catches :class:`PkgfsError`, prints it on one line and exits 1.
+also derives from the builtin that describes it best, so callers may catch either (as
+pypa/installer's ``class X(ValueError, InstallerError)``). The CLI catches
+:class:`PkgfsError`, prints it on one line and exits 1; anything else is a bug in pkgfs.
+
+This module lives in ``pkgfs.store`` because every layer imports the store; the errors of
+the upper layers (views, mounts) are declared here too, so there is one tree to read.
 """
 
 from __future__ import annotations
 
 import os
+import re
 
-__all__ = ["PkgfsError", "StoreError", "WheelError"]
+__all__ = [
+    "BytecodeError",
+    "FetchError",
+    "LockError",
+    "MountError",
+    "PkgfsError",
+    "StoreError",
+    "TargetError",
+    "ViewError",
+    "WheelError",
+    "one_line",
+    "redact",
+]
+
+# user:token@ in a URL: credentials are never printed, logged or written to a state file.
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the userinfo of every URL in it replaced by ``***``."""
+    return _CREDENTIALS.sub(r"\g<scheme>***@", text)
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line (whitespace runs, newlines included, become one space), redacted."""
+    return redact(" ".join(text.split()))
 
 
 class PkgfsError(Exception):
     """Base of every error pkgfs reports to a user as a single line."""
+
+    def __str__(self) -> str:
+        return one_line(super().__str__())
 
 
 class StoreError(PkgfsError, OSError):
@@ -32,3 +65,35 @@ class WheelError(PkgfsError, ValueError):
     def __reduce__(self) -> tuple[type[WheelError], tuple[str, str]]:
         # Ingest workers are processes: the error travels back pickled.
         return (type(self), (self.wheel, self.reason))
+
+
+class LockError(PkgfsError, ValueError):
+    """A lockfile cannot be turned into wheels. The message names the file and the problem."""
+
+    def __init__(self, lock: str | os.PathLike[str], reason: str) -> None:
+        self.lock = os.fspath(lock)
+        self.reason = " ".join(reason.split())
+        super().__init__(f"{self.lock}: {self.reason}")
+
+    def __reduce__(self) -> tuple[type[LockError], tuple[str, str]]:
+        return (type(self), (self.lock, self.reason))
+
+
+class FetchError(PkgfsError, OSError):
+    """An index or a download failed. The message names the URL (redacted) or file."""
+
+
+class TargetError(PkgfsError, OSError):
+    """The target interpreter cannot be found or run."""
+
+
+class BytecodeError(PkgfsError, OSError):
+    """The target interpreter could not be run to compile."""
+
+
+class ViewError(PkgfsError, ValueError):
+    """The wheels cannot be composed into one environment, or a saved view is damaged."""
+
+
+class MountError(PkgfsError, OSError):
+    """A mount cannot be made, found or undone. The message names the mountpoint."""

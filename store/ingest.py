@@ -34,6 +34,7 @@ from installer.utils import Scheme
 from zlib_ng import zlib_ng
 
 from .errors import StoreError, WheelError
+from .hashing import hash_file, record_digest
 from .index import EntryPoint, FileEntry, Index, IngestResult, WheelRecord
 from .layout import StoreLayout, syncfs
 from .objects import create_staged, object_file, publish
@@ -44,10 +45,6 @@ __all__ = ["IngestResult", "StoreDestination", "ingest_wheel"]
 _CHUNK = 1 << 20
 # zlib-ng's stub declares its error as an instance; at run time it is an Exception class.
 _INFLATE_ERRORS = (zlib.error, cast(type[Exception], zlib_ng.error))
-
-
-def _b64(digest: bytes) -> str:
-    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
 
 class _VerifiedStream:
@@ -99,7 +96,7 @@ class _VerifiedStream:
             hasher = self._other or self._sha256
             if entry.size is not None and entry.size != self.size:
                 raise WheelError(self._wheel, f"size of {entry.path!r} does not match RECORD")
-            if _b64(hasher.digest()) != entry.hash_.value:
+            if record_digest(hasher.digest()) != entry.hash_.value:
                 raise WheelError(self._wheel, f"hash of {entry.path!r} does not match RECORD")
         self.digest = self._sha256.hexdigest()
 
@@ -193,23 +190,20 @@ class StoreDestination(WheelDestination):
             else:
                 self.staged[digest] = staged
         self.files.append(FileEntry(scheme, path, digest, verified.size, is_executable))
-        return RecordEntry(path, Hash("sha256", _b64(bytes.fromhex(digest))), verified.size)
+        return RecordEntry(
+            path, Hash("sha256", record_digest(bytes.fromhex(digest))), verified.size
+        )
 
     def finalize_installation(self, scheme: Scheme, record_file_path: str, records: object) -> None:
         # Nothing to write: each environment's view generates its own RECORD.
         pass
 
 
-def _sha256_of(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def ingest_wheel(layout: StoreLayout, index: Index, wheel: Path) -> IngestResult:
     """Add ``wheel`` to the store; raise :class:`WheelError` if it is refused."""
     check_wheel_name(wheel)
     try:
-        sha256 = _sha256_of(wheel)
+        sha256, _ = hash_file(wheel)
     except OSError as exc:
         raise WheelError(wheel, exc.strerror or str(exc)) from None
     present = index.find_wheel(sha256)

@@ -5,6 +5,7 @@
     $STORE/
       objects-v1/ab/cdef...   one immutable, read-only file per distinct content, named by sha256
       index-v1.sqlite         which wheels exist and which object backs each of their files
+      views-v1/<key>          saved views: a lock's wheels composed into one tree (pkgfs.vfs.env)
       tmp/                    staging of ingests in progress; garbage after a crash
 
 A format change gets a new bucket (``objects-v2``, ``index-v2``) rather than a migration in
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from .errors import StoreError
 from .objects import object_file
+from .xdg import data_home
 
 __all__ = ["STORE_ENV", "StoreLayout", "default_store_path", "resolve_store_path", "syncfs"]
 
@@ -30,12 +32,7 @@ STORE_ENV = "PKGFS_STORE"
 
 def default_store_path(environ: Mapping[str, str] = os.environ) -> Path:
     """``$XDG_DATA_HOME/pkgfs``, or ``~/.local/share/pkgfs`` (XDG Base Directory spec)."""
-    data_home = environ.get("XDG_DATA_HOME", "")
-    # The spec: "If $XDG_DATA_HOME is either not set or empty, a default equal to
-    # $HOME/.local/share should be used." A relative value is invalid and ignored.
-    if not data_home or not os.path.isabs(data_home):
-        data_home = os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(data_home) / "pkgfs"
+    return data_home(environ) / "pkgfs"
 
 
 def resolve_store_path(
@@ -63,6 +60,10 @@ class StoreLayout:
     @property
     def index(self) -> Path:
         return self.root / "index-v1.sqlite"
+
+    @property
+    def views(self) -> Path:
+        return self.root / "views-v1"
 
     @property
     def tmp(self) -> Path:

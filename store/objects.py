@@ -8,11 +8,9 @@ for a name, and the link lets exactly one of them create it.
 
 from __future__ import annotations
 
-import hashlib
 import os
-from pathlib import Path
 
-__all__ = ["OBJECT_MODE", "create_staged", "hash_file", "is_digest", "object_file", "publish"]
+__all__ = ["OBJECT_MODE", "create_staged", "is_digest", "object_file", "publish"]
 
 # Objects are shared by every wheel and every environment: nobody may write to them.
 # The executable bit belongs to a wheel's file, not to its content, so it lives in the index.
@@ -50,10 +48,3 @@ def publish(staged: str, final: str) -> bool:
     except FileExistsError:
         return False
     return True
-
-
-def hash_file(path: Path) -> tuple[str, int]:
-    """The sha256 hex digest and size of the file at ``path``."""
-    with open(path, "rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
-        return digest, f.tell()

@@ -8,9 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .hashing import hash_file
 from .index import Index
 from .layout import StoreLayout
-from .objects import hash_file, is_digest
+from .objects import is_digest
 
 __all__ = ["VerifyReport", "verify_store"]
 

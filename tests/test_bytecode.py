@@ -16,7 +16,7 @@ import pytest
 from pkgfs.store import Store
 from pkgfs.store.bytecode import compile_wheels
 from pkgfs.store.lock import probe_target
-from pkgfs.store.view import VIEW_MTIME, Bytecode, compose_view, pyc_path
+from pkgfs.vfs.env.view import VIEW_MTIME, Bytecode, compose_view, pyc_path
 from tests.test_mount import Env, _force_unmount, base_env, make_project, mounted, project
 
 __all__ = ["base_env", "mounted", "project"]  # fixtures used here, defined in test_mount

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pkgfs.store.view import VIEW_MTIME
+from pkgfs.vfs.env.view import VIEW_MTIME
 from tests.conftest import PKGFS
 from tests.wheelmaker import WheelMaker
 

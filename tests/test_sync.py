@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pkgfs.store.lock import Finder, choose_wheels, read_lock
+from pkgfs.store.fetch import Finder
+from pkgfs.store.lock import choose_wheels, read_lock
 from tests.conftest import LOCKPROJECT, PKGFS, RunPkgfs, expected_wheels, snapshot
 from tests.indexserver import IndexServer
 from tests.targets import cpython_linux

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from pkgfs.store import Store
-from pkgfs.store.view import (
+from pkgfs.vfs.env.saved import load_or_compose
+from pkgfs.vfs.env.view import (
     VIEW_FORMAT,
     View,
     ViewError,
     ViewFile,
     compose_view,
-    load_or_compose,
 )
 
 MakeWheel = Callable[..., Path]

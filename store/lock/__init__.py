@@ -1,15 +1,14 @@
 """pkgfs.store.lock: lockfiles (pylock.toml, uv.lock, hashed requirements.txt) read for a
 target interpreter, and the wheels they select."""
 
+from pkgfs.store.errors import LockError, TargetError
+
 from .discover import discover_lock, lock_kind
-from .finder import FetchError, Finder
-from .model import LockedPackage, LockedWheel, LockError, Lockfile, WheelLink
+from .model import LockedPackage, LockedWheel, Lockfile, WheelLink
 from .resolve import choose_wheels, read_lock
-from .target import Target, TargetError, default_python, probe_target
+from .target import Target, default_python, probe_target
 
 __all__ = [
-    "FetchError",
-    "Finder",
     "LockError",
     "LockedPackage",
     "LockedWheel",

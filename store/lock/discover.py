@@ -6,7 +6,7 @@ from pathlib import Path
 
 from packaging.pylock import is_valid_pylock_path
 
-from .model import LockError
+from pkgfs.store.errors import LockError
 
 __all__ = ["discover_lock", "lock_kind"]
 

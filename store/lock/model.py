@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.utils import NormalizedName
 
-from pkgfs.store.errors import PkgfsError
-
-__all__ = ["LockError", "LockedPackage", "LockedWheel", "Lockfile", "WheelLink"]
-
-
-class LockError(PkgfsError, ValueError):
-    """A lockfile cannot be turned into wheels. The message names the file and the problem."""
-
-    def __init__(self, lock: str | os.PathLike[str], reason: str) -> None:
-        self.lock = os.fspath(lock)
-        self.reason = " ".join(reason.split())
-        super().__init__(f"{self.lock}: {self.reason}")
-
-    def __reduce__(self) -> tuple[type[LockError], tuple[str, str]]:
-        return (type(self), (self.lock, self.reason))
+__all__ = ["LockedPackage", "LockedWheel", "Lockfile", "WheelLink"]
 
 
 @dataclass(frozen=True)

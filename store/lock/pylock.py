@@ -24,7 +24,9 @@ from packaging.pylock import (
     PylockValidationError,
 )
 
-from .model import LockedPackage, LockError, Lockfile, WheelLink
+from pkgfs.store.errors import LockError
+
+from .model import LockedPackage, Lockfile, WheelLink
 from .target import Target
 
 __all__ = ["read_pylock"]

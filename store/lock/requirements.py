@@ -27,7 +27,9 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from .model import LockedPackage, LockError, Lockfile
+from pkgfs.store.errors import LockError
+
+from .model import LockedPackage, Lockfile
 from .target import Target
 
 __all__ = ["read_requirements"]

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from packaging.tags import create_compatible_tags_selector
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import InvalidVersion
 
+from pkgfs.store.errors import LockError
+
 from .discover import lock_kind
-from .finder import Finder
-from .model import LockedPackage, LockedWheel, LockError, Lockfile, WheelLink
+from .model import LockedPackage, LockedWheel, Lockfile, WheelLink
 from .pylock import read_pylock
 from .requirements import read_requirements
 from .target import Target
 from .uvlock import read_uv_lock
+
+if TYPE_CHECKING:  # the finder is fetch's; a lock only asks it questions
+    from pkgfs.store.fetch.finder import Finder
 
 __all__ = ["choose_wheels", "read_lock"]
 

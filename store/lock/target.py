@@ -24,7 +24,8 @@ from pathlib import Path
 import packaging
 from packaging.tags import Tag, parse_tag
 
-from pkgfs.store.errors import PkgfsError
+from pkgfs.store.errors import TargetError
+from pkgfs.store.xdg import cache_home
 
 __all__ = ["Target", "TargetError", "default_python", "probe_target"]
 
@@ -43,10 +44,6 @@ json.dump({
     "cache_tag": sys.implementation.cache_tag,
 }, sys.stdout)
 """
-
-
-class TargetError(PkgfsError, OSError):
-    """The target interpreter cannot be found or run."""
 
 
 @dataclass(frozen=True)
@@ -96,10 +93,7 @@ def _resolve(python: str | os.PathLike[str]) -> Path:
 
 
 def _cache_dir(environ: Mapping[str, str]) -> Path:
-    base = environ.get("XDG_CACHE_HOME", "")
-    if not base or not os.path.isabs(base):
-        base = os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "pkgfs" / "interpreters"
+    return cache_home(environ) / "pkgfs" / "interpreters"
 
 
 def probe_target(python: str | os.PathLike[str], environ: Mapping[str, str] = os.environ) -> Target:

@@ -27,7 +27,9 @@ from packaging.markers import InvalidMarker, Marker
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import NormalizedName, canonicalize_name
 
-from .model import LockedPackage, LockError, Lockfile, WheelLink
+from pkgfs.store.errors import LockError
+
+from .model import LockedPackage, Lockfile, WheelLink
 from .target import Target
 
 __all__ = ["read_uv_lock"]

@@ -9,8 +9,6 @@ every wheel it finished.
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import os
 import shutil
 import tempfile
@@ -19,18 +17,17 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
-from .core import IngestPool, Store
-from .errors import PkgfsError
-from .index import IngestResult
-from .lock.finder import FetchError, open_url
-from .lock.model import LockedWheel
+from pkgfs.store.core import IngestPool, Store
+from pkgfs.store.errors import PkgfsError
+from pkgfs.store.index import IngestResult
+from pkgfs.store.lock.model import LockedWheel
 
-__all__ = ["SyncOutcome", "download", "partition_present", "sync_wheels", "unreachable_offline"]
+from .download import download
+
+__all__ = ["SyncOutcome", "partition_present", "sync_wheels", "unreachable_offline"]
 
 DOWNLOADS = 8  # wheels fetched at once
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -55,54 +52,6 @@ def partition_present(
         stored = any(store.index.has_wheel(h) for h in wheel.hashes)
         (present if stored else missing).append(wheel)
     return present, missing
-
-
-def _check(wheel: LockedWheel, digest: str, size: int, where: str) -> None:
-    expected_size = wheel.wheel.size
-    if expected_size is not None and size != expected_size:
-        raise FetchError(f"{where}: {size} bytes, the lock says {expected_size} (truncated?)")
-    if digest not in wheel.hashes:
-        listed = ", ".join(sorted(h[:16] + "..." for h in wheel.hashes))
-        raise FetchError(f"{where}: sha256 {digest[:16]}... is not the lock's ({listed})")
-
-
-def download(wheel: LockedWheel, directory: Path, cancel: threading.Event | None = None) -> Path:
-    """The verified wheel file: a local file in place, or a download into ``directory``.
-
-    Setting ``cancel`` stops a download at its next chunk.
-    """
-    url = wheel.wheel.url
-    if url is None:
-        raise FetchError(f"{wheel.filename}: not in the store, and the lock gives no URL")
-    parsed = urlparse(url)
-    if parsed.scheme == "file":
-        path = Path(unquote(parsed.path))
-        try:
-            with open(path, "rb") as f:
-                digest = hashlib.file_digest(f, "sha256").hexdigest()
-                size = f.tell()
-        except OSError as exc:
-            raise FetchError(f"{path}: {exc.strerror}") from None
-        _check(wheel, digest, size, str(path))
-        return path
-    target = directory / wheel.filename
-    hasher = hashlib.sha256()
-    size = 0
-    with open_url(url) as response, open(target, "wb") as out:
-        declared = response.headers.get("Content-Length")
-        try:
-            while chunk := response.read(_CHUNK):
-                if cancel is not None and cancel.is_set():
-                    raise FetchError(f"{url}: interrupted")
-                hasher.update(chunk)
-                out.write(chunk)
-                size += len(chunk)
-        except (http.client.IncompleteRead, OSError) as exc:
-            raise FetchError(f"{url}: download cut off after {size} bytes ({exc})") from None
-    if declared is not None and int(declared) != size:
-        raise FetchError(f"{url}: download cut off: {size} of {declared} bytes")
-    _check(wheel, hasher.hexdigest(), size, url)
-    return target
 
 
 def _fetch_and_add(

@@ -22,7 +22,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 
-from .tree import Attributes, MergedTree
+from pkgfs.vfs.overlay import Attributes, MergedTree
 
 __all__ = ["PkgfsOperations"]
 

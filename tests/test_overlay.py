@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from pkgfs.store import Store
-from pkgfs.store.view import VIEW_MTIME, View, compose_view
-from pkgfs.vfs.tree import OPAQUE, UPPER_INODES, Attributes, Change, MergedTree
+from pkgfs.vfs.env.view import VIEW_MTIME, View, compose_view
+from pkgfs.vfs.overlay import OPAQUE, UPPER_INODES, Attributes, Change, MergedTree
 from tests.conftest import snapshot
 
 MakeWheel = Callable[..., Path]
@@ -165,8 +165,8 @@ def test_lower_attributes(layers: Layers, tree: MergedTree) -> None:
 # A remount: another process (another hash seed) loads the saved view and numbers it.
 REMOUNT = """import json, sys, tempfile
 from pathlib import Path
-from pkgfs.store.view import View
-from pkgfs.vfs.tree import MergedTree
+from pkgfs.vfs.env.view import View
+from pkgfs.vfs.overlay import MergedTree
 view = View.load(Path(sys.argv[1]).read_bytes())
 with tempfile.TemporaryDirectory() as d:
     tree = MergedTree(view, Path(d, "objects"), Path(d, "upper"), Path(d, "work"))

@@ -13,8 +13,14 @@ from typing import TextIO
 
 from pkgfs.store import Store
 from pkgfs.store.bytecode import compile_wheels
-from pkgfs.store.lock import (
+from pkgfs.store.fetch import (
     Finder,
+    SyncOutcome,
+    partition_present,
+    sync_wheels,
+    unreachable_offline,
+)
+from pkgfs.store.lock import (
     LockedWheel,
     LockError,
     Lockfile,
@@ -25,7 +31,6 @@ from pkgfs.store.lock import (
     probe_target,
     read_lock,
 )
-from pkgfs.store.sync import SyncOutcome, partition_present, sync_wheels, unreachable_offline
 
 __all__ = [
     "cmd_lock_show",

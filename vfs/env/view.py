@@ -10,7 +10,8 @@ and ``.data/scripts`` of every wheel, with a shebang for the environment's inter
 Composing happens in two parts. The shared part (the tree, and each wheel's RECORD rows
 for its files) depends only on the wheels, the site-packages layout and the bytecode the
 store has for the interpreter: it is saved as one compact file (``views-v1/<key>``,
-marshal) that every environment of those wheels loads instead of composing again. The
+marshal, by ``pkgfs.vfs.env.saved``) that every environment of those wheels loads instead
+of composing again. The
 environment's own part, its scripts and the RECORDs that list them, costs O(wheels +
 scripts). A mount's start-up therefore does not grow with the number of files beyond
 loading that file.
@@ -18,15 +19,10 @@ loading that file.
 
 from __future__ import annotations
 
-import base64
 import csv
-import hashlib
 import io
-import json
 import marshal
-import os
 import posixpath
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, cast
@@ -34,34 +30,31 @@ from typing import Literal, NamedTuple, cast
 from installer.scripts import InvalidScript, Script
 from installer.utils import fix_shebang
 
-from .core import Store
-from .errors import PkgfsError
+from pkgfs.store.bytecode import VIEW_MTIME
+from pkgfs.store.core import Store
+from pkgfs.store.errors import ViewError
+from pkgfs.store.hashing import record_hash_of, record_hash_of_hex
 
 __all__ = [
     "DATA_DIR",
+    "VIEW_FORMAT",
     "VIEW_MTIME",
     "Bytecode",
+    "SharedView",
     "View",
     "ViewError",
     "ViewFile",
+    "compose_shared",
     "compose_view",
-    "load_or_compose",
+    "finish_view",
     "pyc_path",
 ]
 
 VIEW_FORMAT = 2
-# Every file and directory of the lower layer has this mtime, on every mount: bytecode
-# caches keyed by source mtime stay valid. 1980-01-01, the zip epoch, as reproducible
-# builds use.
-VIEW_MTIME = 315532800
 INSTALLER_NAME = b"pkgfs\n"
 # Where the mount serves a view's .data/data and .data/headers files (venv-relative paths
 # below it); the venv gets symlinks into it, so those files cost no copy per environment.
 DATA_DIR = ".pkgfs-data"
-
-
-class ViewError(PkgfsError, ValueError):
-    """The wheels cannot be composed into one environment."""
 
 
 class ViewFile(NamedTuple):
@@ -130,14 +123,6 @@ class Bytecode:
     cache_tag: str
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode().rstrip("=")
-
-
-def _b64_of_hex(digest: str) -> str:
-    return base64.urlsafe_b64encode(bytes.fromhex(digest)).decode().rstrip("=")
-
-
 @dataclass
 class _WheelPart:
     """One wheel's share of a view that does not depend on the environment's interpreter."""
@@ -151,7 +136,7 @@ class _WheelPart:
 
 
 @dataclass
-class _Shared:
+class SharedView:
     """A view minus its scripts and RECORDs: composed once per (wheels, layout, bytecode),
     saved, and shared by every environment of those wheels, wherever it lives."""
 
@@ -163,7 +148,7 @@ class _Shared:
         return marshal.dumps((VIEW_FORMAT, self.view.dump(), parts))
 
     @classmethod
-    def load(cls, blob: bytes) -> _Shared:
+    def load(cls, blob: bytes) -> SharedView:
         version, view, parts = marshal.loads(blob)  # noqa: S302 (our own cache)
         if version != VIEW_FORMAT:
             raise ValueError(f"view format {version}")
@@ -233,7 +218,7 @@ class _Composer:
                 self._place(
                     self.view.files, f.path, ViewFile(f.size, f.executable, f.digest), filename
                 )
-                rows.append((f.path, f"sha256={_b64_of_hex(f.digest)}", str(f.size)))
+                rows.append((f.path, record_hash_of_hex(f.digest), str(f.size)))
             elif f.scheme == "scripts":
                 scripts.append(("file", f.path, f.digest))
             else:
@@ -242,12 +227,12 @@ class _Composer:
                 path = posixpath.join(base, f.path)
                 file = ViewFile(f.size, f.executable, f.digest)
                 self._place(self.view.data, path, file, filename)
-                # Served by the mount too, under DATA_DIR: the venv links there (vfs.mounting).
+                # Served by the mount too, under DATA_DIR: the venv links there (env/venv.py).
                 self._place(self.view.files, f"{DATA_DIR}/{path}", file, filename)
                 rows.append(
                     (
                         posixpath.relpath(path, self.site_packages),
-                        f"sha256={_b64_of_hex(f.digest)}",
+                        record_hash_of_hex(f.digest),
                         str(f.size),
                     )
                 )
@@ -259,12 +244,12 @@ class _Composer:
             ViewFile(len(INSTALLER_NAME), False, data=INSTALLER_NAME),
             filename,
         )
-        rows.append((installer_path, f"sha256={_b64(INSTALLER_NAME)}", str(len(INSTALLER_NAME))))
+        rows.append((installer_path, record_hash_of(INSTALLER_NAME), str(len(INSTALLER_NAME))))
         self.parts.append(_WheelPart(filename, dist_info, _csv(sorted(rows)), scripts))
         self.view.wheels.append((name, version, filename))
 
 
-def _finish(store: Store, shared: _Shared, python: str, site_packages: str) -> View:
+def finish_view(store: Store, shared: SharedView, python: str, site_packages: str) -> View:
     """The environment's own part: scripts with its interpreter in their shebang, and each
     wheel's RECORD listing them. Costs O(wheels + scripts), not O(files)."""
     view = View(
@@ -299,7 +284,7 @@ def _finish(store: Store, shared: _Shared, python: str, site_packages: str) -> V
                 )
             view.scripts[name] = ViewFile(len(content), True, data=content)
             script_rows.append(
-                (f"{relative_bin}/{name}", f"sha256={_b64(content)}", str(len(content)))
+                (f"{relative_bin}/{name}", record_hash_of(content), str(len(content)))
             )
         # PEP 376 / the RECORD spec: RECORD lists every installed file, itself without a hash.
         # The files' rows were written once, with the shared part; scripts ("../../../bin/",
@@ -310,9 +295,9 @@ def _finish(store: Store, shared: _Shared, python: str, site_packages: str) -> V
     return view
 
 
-def _compose_shared(
+def compose_shared(
     store: Store, wheels: Sequence[str], site_packages: str, bytecode: Bytecode | None
-) -> _Shared:
+) -> SharedView:
     composer = _Composer(store, site_packages, bytecode)
     by_sha = {w.sha256: w for w in store.wheels()}
     for sha256 in wheels:
@@ -321,7 +306,7 @@ def _compose_shared(
             raise ViewError(f"wheel {sha256[:16]}... is not in the store: run pkgfs sync")
         dist_info = store.index.dist_info(sha256)
         composer.add_wheel(sha256, info.filename, info.name, info.version, dist_info)
-    return _Shared(composer.view, composer.parts)
+    return SharedView(composer.view, composer.parts)
 
 
 def compose_view(
@@ -334,43 +319,5 @@ def compose_view(
     """The view of the stored wheels with these sha256s, for an environment whose
     interpreter is ``python`` and whose site-packages is ``site_packages`` (venv-relative),
     serving the bytecode compiled for ``bytecode.magic`` where the store has it."""
-    shared = _compose_shared(store, wheels, site_packages, bytecode)
-    return _finish(store, shared, python, site_packages)
-
-
-def view_key(
-    store: Store, wheels: Sequence[str], site_packages: str, bytecode: Bytecode | None
-) -> str:
-    """The saved shared view's name: the wheels, the layout, and which wheels have bytecode
-    for the interpreter, so compiling later gives a new view rather than a stale one. Not
-    the interpreter's path: every environment of the same wheels shares the file."""
-    compiled = (
-        [w for w in sorted(wheels) if store.index.bytecode_done(w, bytecode.magic)]
-        if bytecode is not None
-        else []
-    )
-    magic = [bytecode.magic, bytecode.cache_tag] if bytecode is not None else []
-    text = json.dumps([VIEW_FORMAT, sorted(wheels), site_packages, magic, compiled])
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def load_or_compose(
-    store: Store,
-    wheels: Sequence[str],
-    python: str,
-    site_packages: str,
-    bytecode: Bytecode | None = None,
-) -> View:
-    """The view for these wheels and this environment: the shared part from its saved file
-    (composed and saved if new), finished for ``python``."""
-    path = store.root / "views-v1" / view_key(store, wheels, site_packages, bytecode)
-    try:
-        shared = _Shared.load(path.read_bytes())
-    except (OSError, ValueError, EOFError, TypeError, AttributeError):
-        shared = _compose_shared(store, wheels, site_packages, bytecode)
-        path.parent.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent)
-        with open(fd, "wb") as f:
-            f.write(shared.dump())
-        os.replace(tmp, path)
-    return _finish(store, shared, python, site_packages)
+    shared = compose_shared(store, wheels, site_packages, bytecode)
+    return finish_view(store, shared, python, site_packages)

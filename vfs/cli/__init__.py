@@ -8,40 +8,19 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 from pkgfs.store.errors import PkgfsError
+from pkgfs.vfs.fuse.spawn import fork_daemon
 
-from .early import fork_daemon
-
-if TYPE_CHECKING:
-    from pkgfs.store import IngestResult, Store
+from .output import EXIT_FAILURE
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILURE = 0, 1  # argparse exits 2 on a usage error
-
 Command = Callable[[argparse.Namespace, TextIO], int]
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
-def _open_store(args: argparse.Namespace) -> Store:
-    from pkgfs.store import Store  # noqa: PLC0415 (see _lazy)
-
-    # --store is SUPPRESSed unless given, before or after the subcommand.
-    return Store.open(getattr(args, "store", None))
 
 
 def _lazy(module: str, name: str) -> Command:
@@ -69,85 +48,6 @@ def add_lock_arguments(parser: argparse.ArgumentParser) -> None:
         help="a PEP 503/691 simple index, tried before the lock's own (repeatable)")  # fmt: skip
     add("--find-links", action="append", default=[], metavar="DIR",
         help="a directory of wheel files (repeatable)")  # fmt: skip
-
-
-def _describe(result: IngestResult) -> str:
-    head = f"{result.name} {result.version}"
-    if result.already_present:
-        return f"{head}: already present"
-    line = (
-        f"{head}: {result.objects_added} objects, {_human(result.bytes_added)} added"
-        f" ({result.files} files, {_human(result.unpacked_bytes)} unpacked)"
-    )
-    if result.skipped:
-        line += f"; skipped {len(result.skipped)} __pycache__ members"
-    return line
-
-
-def cmd_store_add(args: argparse.Namespace, out: TextIO) -> int:
-    status = EXIT_OK
-    with _open_store(args) as store:
-        for outcome in store.add_many(args.wheels, jobs=args.jobs):
-            if isinstance(outcome, PkgfsError):
-                print(f"pkgfs: error: {outcome}", file=sys.stderr)
-                status = EXIT_FAILURE
-            else:
-                print(_describe(outcome), file=out)
-    return status
-
-
-def cmd_store_ls(args: argparse.Namespace, out: TextIO) -> int:
-    with _open_store(args) as store:
-        wheels = store.wheels()
-    if args.json:
-        json.dump([asdict(w) for w in wheels], out, indent=2)
-        out.write("\n")
-        return EXIT_OK
-    for w in wheels:
-        print(
-            f"{w.name:<24} {w.version:<12} {w.files:>6} files {_human(w.unpacked_bytes):>10}"
-            f"  {w.sha256[:12]}  {w.tags}",
-            file=out,
-        )
-    return EXIT_OK
-
-
-def cmd_store_stats(args: argparse.Namespace, out: TextIO) -> int:
-    with _open_store(args) as store:
-        stats = store.stats()
-        root = store.root
-    if args.json:
-        json.dump({"store": str(root), **asdict(stats)}, out, indent=2)
-        out.write("\n")
-        return EXIT_OK
-    saved = stats.logical_bytes - stats.stored_bytes
-    ratio = stats.logical_bytes / stats.stored_bytes if stats.stored_bytes else 1.0
-    print(f"store:         {root}", file=out)
-    print(f"wheels:        {stats.wheels}", file=out)
-    print(f"files:         {stats.files}", file=out)
-    print(f"objects:       {stats.objects}", file=out)
-    print(f"logical bytes: {stats.logical_bytes} ({_human(stats.logical_bytes)})", file=out)
-    print(f"stored bytes:  {stats.stored_bytes} ({_human(stats.stored_bytes)})", file=out)
-    print(f"dedup:         {ratio:.2f}x, {_human(saved)} saved", file=out)
-    return EXIT_OK
-
-
-def cmd_store_verify(args: argparse.Namespace, out: TextIO) -> int:
-    with _open_store(args) as store:
-        report = store.verify(jobs=args.jobs)
-    for problem in report.problems:
-        print(problem, file=out)
-    if report.unreferenced:
-        print(
-            f"note: {len(report.unreferenced)} objects no wheel refers to"
-            " (left by an interrupted ingest; harmless)",
-            file=out,
-        )
-    if report.leftovers:
-        print(f"note: {len(report.leftovers)} staging directories of interrupted ingests", file=out)
-    verdict = "ok" if report.ok else f"{len(report.problems)} problems"
-    print(f"{verdict}: {report.objects_checked} objects, {report.wheels} wheels checked", file=out)
-    return EXIT_OK if report.ok else EXIT_FAILURE
 
 
 class _Version(argparse.Action):
@@ -195,24 +95,24 @@ def _build_parser() -> argparse.ArgumentParser:
         "add", parents=[store_option, jobs_option], help="ingest wheel files into the store"
     )
     add.add_argument("wheels", nargs="+", type=Path, metavar="WHEEL")
-    add.set_defaults(run=cmd_store_add)
+    add.set_defaults(run=_lazy(".store", "cmd_store_add"))
 
     ls = store_commands.add_parser(
         "ls", parents=[store_option, json_option], help="list the ingested wheels"
     )
-    ls.set_defaults(run=cmd_store_ls)
+    ls.set_defaults(run=_lazy(".store", "cmd_store_ls"))
 
     stats = store_commands.add_parser(
         "stats", parents=[store_option, json_option], help="count wheels, objects and bytes"
     )
-    stats.set_defaults(run=cmd_store_stats)
+    stats.set_defaults(run=_lazy(".store", "cmd_store_stats"))
 
     verify = store_commands.add_parser(
         "verify",
         parents=[store_option, jobs_option],
         help="re-hash every object and check every manifest; exit 1 on any problem",
     )
-    verify.set_defaults(run=cmd_store_verify)
+    verify.set_defaults(run=_lazy(".store", "cmd_store_verify"))
 
     sync = commands.add_parser(
         "sync",
@@ -221,7 +121,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     add_lock_arguments(sync)
     sync.add_argument("--no-compile", action="store_true", help="do not compile bytecode")
-    sync.set_defaults(run=_lazy(".locking", "cmd_sync"))
+    sync.set_defaults(run=_lazy(".lock", "cmd_sync"))
 
     lock = commands.add_parser("lock", help="inspect lockfiles")
     lock_commands = lock.add_subparsers(title="commands", metavar="COMMAND", required=True)
@@ -231,7 +131,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="the packages the lockfile selects for the target, and the wheel chosen for each",
     )
     add_lock_arguments(show)
-    show.set_defaults(run=_lazy(".locking", "cmd_lock_show"))
+    show.set_defaults(run=_lazy(".lock", "cmd_lock_show"))
 
     mount = commands.add_parser(
         "mount",
@@ -246,28 +146,28 @@ def _build_parser() -> argparse.ArgumentParser:
     mount.add_argument("--allow-other", action="store_true", help="let other users see the mount")
     mount.add_argument("--overlay", metavar="DIR", help="keep the copy-on-write layer in DIR")
     mount.add_argument("--no-compile", action="store_true", help="serve no shared bytecode")
-    mount.set_defaults(run=_lazy(".mounting", "cmd_mount"), fork_daemon=True)
+    mount.set_defaults(run=_lazy(".mount", "cmd_mount"), fork_daemon=True)
 
     unmount = commands.add_parser("unmount", help="unmount MOUNTPOINT (a stale mount too)")
     unmount.add_argument("mountpoint", metavar="MOUNTPOINT")
     unmount.add_argument("--lazy", action="store_true", help="detach now, even if busy")
-    unmount.set_defaults(run=_lazy(".mounting", "cmd_unmount"))
+    unmount.set_defaults(run=_lazy(".mount", "cmd_unmount"))
 
     status = commands.add_parser(
         "status", parents=[json_option], help="every pkgfs mount and its state"
     )
-    status.set_defaults(run=_lazy(".mounting", "cmd_status"))
+    status.set_defaults(run=_lazy(".overlay", "cmd_status"))
 
     diff = commands.add_parser(
         "diff", parents=[json_option], help="the paths the overlay added, modified or deleted"
     )
     diff.add_argument("mountpoint", metavar="MOUNTPOINT")
-    diff.set_defaults(run=_lazy(".mounting", "cmd_diff"))
+    diff.set_defaults(run=_lazy(".overlay", "cmd_diff"))
 
     reset = commands.add_parser("reset", help="discard overlay changes, all or under PATHs")
     reset.add_argument("mountpoint", metavar="MOUNTPOINT")
     reset.add_argument("paths", nargs="*", metavar="PATH")
-    reset.set_defaults(run=_lazy(".mounting", "cmd_reset"))
+    reset.set_defaults(run=_lazy(".overlay", "cmd_reset"))
     return parser
 
 
@@ -276,7 +176,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     run: Command = args.run
     daemon = None
     if getattr(args, "fork_daemon", False) and not args.foreground:
-        daemon = args.daemon = fork_daemon()  # first: see early.py
+        daemon = args.daemon = fork_daemon()  # first: see fuse/spawn.py
     try:
         return run(args, out or sys.stdout)
     except PkgfsError as exc:

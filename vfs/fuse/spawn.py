@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable, Collection
 from pathlib import Path
 
-__all__ = ["EarlyDaemon", "fork_daemon", "log_output", "redirect_stdio"]
+__all__ = ["EarlyDaemon", "fork_daemon", "redirect_stdio"]
 
 Ready = Callable[[str | None], None]
 
@@ -123,11 +123,3 @@ def redirect_stdio(log: Path | None, keep: Collection[int]) -> None:
     os.close(devnull)
     if output != devnull:
         os.close(output)
-
-
-def log_output(log: Path) -> None:
-    """Send stdout and stderr to ``log``, appending."""
-    output = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.dup2(output, 1)
-    os.dup2(output, 2)
-    os.close(output)

@@ -9,7 +9,7 @@ import pyfuse3
 import pytest
 import trio
 
-from pkgfs.vfs.fs import _errors
+from pkgfs.vfs.fuse.operations import _errors
 
 
 @_errors

@@ -14,13 +14,10 @@ kernel what to forget.
 
 from __future__ import annotations
 
-import errno
-import json
 import logging
 import os
 import signal
 import socket
-import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,14 +26,14 @@ import trio
 
 from pkgfs.store import Store
 from pkgfs.store.layout import StoreLayout
-from pkgfs.store.view import View
+from pkgfs.vfs.env.state import MountConfig, MountRecord
+from pkgfs.vfs.env.view import View
+from pkgfs.vfs.overlay import MergedTree
 
-from .early import log_output
-from .envs import MountConfig, MountRecord
-from .fs import PkgfsOperations
-from .tree import MergedTree
+from .control import control_address, serve_control
+from .operations import PkgfsOperations
 
-__all__ = ["control_address", "serve"]
+__all__ = ["log_output", "serve", "serve_state"]
 
 log = logging.getLogger("pkgfs.vfs")
 
@@ -49,66 +46,9 @@ def _setup_logging(state: Path) -> None:
     root.setLevel(logging.INFO)
 
 
-def control_address(state: Path) -> str:
-    """The control socket: an abstract Unix socket (no path, so no length limit from deep
-    state directories and nothing stale after a kill), named after the mount's id."""
-    return f"\0pkgfs-control-{state.name}"
-
-
-def _peer_allowed(conn: trio.socket.SocketType) -> bool:
-    # An abstract socket has no file permissions: admit only our own user, and root.
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid in (0, os.getuid())
-
-
-async def _control(ops: PkgfsOperations, listener: socket.socket) -> None:
-    """Answer ``pkgfs reset`` (and pings) on the control socket."""
-    sock = trio.socket.from_stdlib_socket(listener)
-    while True:
-        conn, _ = await sock.accept()
-        with conn:
-            if not _peer_allowed(conn):
-                continue
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = await conn.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            reply: dict[str, object]
-            try:
-                request = json.loads(data or b"{}")
-                if request.get("op") == "reset":
-                    invalidations = ops.reset(request.get("paths"))
-                    for inode, name in invalidations:
-                        await trio.to_thread.run_sync(_invalidate, inode, name)
-                    reply = {"ok": True, "reset": len(invalidations)}
-                else:
-                    reply = {"ok": True, "pid": os.getpid()}
-            except Exception as exc:
-                log.exception("control request failed")
-                reply = {"ok": False, "error": str(exc)}
-            payload = json.dumps(reply).encode() + b"\n"
-            while payload:
-                sent = await conn.send(payload)
-                payload = payload[sent:]
-
-
-def _invalidate(inode: int, name: bytes | None) -> None:
-    try:
-        if name is None:
-            pyfuse3.invalidate_inode(inode, attr_only=False)
-        else:
-            pyfuse3.invalidate_entry(inode, name)
-    except OSError as exc:
-        if exc.errno != errno.ENOENT:  # ENOENT: the kernel had nothing cached
-            raise
-
-
 async def _main(ops: PkgfsOperations, listener: socket.socket, ready: Callable[[], None]) -> None:
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_control, ops, listener)
+        nursery.start_soon(serve_control, ops, listener)
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
 
             async def stop_on_signal() -> None:
@@ -184,3 +124,11 @@ def serve(config: MountConfig, view: View, ready: Callable[[str | None], None]) 
         (state / "mount.json").unlink(missing_ok=True)
         log.info("unmounted %s", config.mountpoint)
     return 0
+
+
+def log_output(log: Path) -> None:
+    """Send stdout and stderr to ``log``, appending."""
+    output = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(output, 1)
+    os.dup2(output, 2)
+    os.close(output)

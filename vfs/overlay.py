@@ -1,6 +1,6 @@
 """The merged tree of one environment: an immutable lower view and a copy-on-write upper dir.
 
-Nothing here imports FUSE: the filesystem (``vfs/fs.py``) maps inodes and requests onto
+Nothing here imports FUSE: the filesystem (``vfs/fuse/operations.py``) maps inodes and requests onto
 these path operations, which raise ``OSError`` with the errno to answer.
 
 The upper layer is an ordinary directory that mirrors site-packages and holds only what
@@ -33,7 +33,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pkgfs.store.view import VIEW_MTIME, View, ViewFile
+from pkgfs.vfs.env.view import VIEW_MTIME, View, ViewFile
 
 __all__ = ["OPAQUE", "WHITEOUT", "Attributes", "Change", "MergedTree"]
 

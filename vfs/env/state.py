@@ -1,4 +1,4 @@
-"""Environments: venv detection, and each mount's state directory.
+"""Each mount's state directory: what is mounted where, by which daemon.
 
 ``$XDG_STATE_HOME/pkgfs/mounts/<id>/`` (``~/.local/state/pkgfs``) holds one mount's
 ``mount.json`` (what is mounted where, by which daemon), its overlay (``upper/`` and
@@ -18,60 +18,23 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pkgfs.store import Store
-from pkgfs.store.view import Bytecode, View, load_or_compose
+from pkgfs.store.xdg import state_home as xdg_state_home
+
+from .saved import load_or_compose
+from .view import Bytecode, View
 
 __all__ = [
     "MountConfig",
     "MountRecord",
-    "Venv",
     "mount_dir",
     "read_records",
     "state_home",
-    "venv_of",
 ]
 
 
-@dataclass(frozen=True)
-class Venv:
-    """A virtual environment whose site-packages pkgfs mounts."""
-
-    root: Path
-    site_packages: Path
-
-    @property
-    def python(self) -> Path:
-        return self.root / "bin" / "python"
-
-    @property
-    def bin(self) -> Path:
-        return self.root / "bin"
-
-    @property
-    def project(self) -> Path:
-        """Where the lock is looked for: the directory holding the venv (as uv lays it out)."""
-        return self.root.parent
-
-    @property
-    def site_packages_rel(self) -> str:
-        return str(self.site_packages.relative_to(self.root))
-
-
-def venv_of(mountpoint: Path) -> Venv | None:
-    """The venv whose ``lib/pythonX.Y/site-packages`` is ``mountpoint``, if it is one."""
-    path = mountpoint.absolute()
-    if path.name != "site-packages" or not path.parent.name.startswith("python"):
-        return None
-    root = path.parent.parent.parent
-    if path.parent.parent.name not in ("lib", "lib64") or not (root / "pyvenv.cfg").is_file():
-        return None
-    return Venv(root=root, site_packages=path)
-
-
 def state_home(environ: Mapping[str, str] = os.environ) -> Path:
-    base = environ.get("XDG_STATE_HOME", "")
-    if not base or not os.path.isabs(base):
-        base = os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "pkgfs"
+    """``$XDG_STATE_HOME/pkgfs`` (``~/.local/state/pkgfs``): every mount's state directory."""
+    return xdg_state_home(environ) / "pkgfs"
 
 
 def mount_dir(mountpoint: Path, environ: Mapping[str, str] = os.environ) -> Path:

@@ -1,0 +1,22 @@
+"""pkgfs.store.fetch: getting the wheels a lock selects into the store.
+
+``http`` opens URLs, ``simple`` reads index pages (PEP 503/691), ``finder`` lists where a
+pinned package's wheels are, ``download`` fetches and verifies one wheel, and ``sync``
+downloads and ingests many at once.
+"""
+
+from pkgfs.store.errors import FetchError
+
+from .download import download
+from .finder import Finder
+from .sync import SyncOutcome, partition_present, sync_wheels, unreachable_offline
+
+__all__ = [
+    "FetchError",
+    "Finder",
+    "SyncOutcome",
+    "download",
+    "partition_present",
+    "sync_wheels",
+    "unreachable_offline",
+]

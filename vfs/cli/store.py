@@ -1,0 +1,99 @@
+"""``pkgfs store add|ls|stats|verify``: the store itself."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from typing import TextIO
+
+from pkgfs.store import IngestResult, PkgfsError, Store
+
+from .output import EXIT_FAILURE, EXIT_OK, human
+
+__all__ = ["cmd_store_add", "cmd_store_ls", "cmd_store_stats", "cmd_store_verify", "open_store"]
+
+
+def open_store(args: argparse.Namespace) -> Store:
+    # --store is SUPPRESSed unless given, before or after the subcommand.
+    return Store.open(getattr(args, "store", None))
+
+
+def _describe(result: IngestResult) -> str:
+    head = f"{result.name} {result.version}"
+    if result.already_present:
+        return f"{head}: already present"
+    line = (
+        f"{head}: {result.objects_added} objects, {human(result.bytes_added)} added"
+        f" ({result.files} files, {human(result.unpacked_bytes)} unpacked)"
+    )
+    if result.skipped:
+        line += f"; skipped {len(result.skipped)} __pycache__ members"
+    return line
+
+
+def cmd_store_add(args: argparse.Namespace, out: TextIO) -> int:
+    status = EXIT_OK
+    with open_store(args) as store:
+        for outcome in store.add_many(args.wheels, jobs=args.jobs):
+            if isinstance(outcome, PkgfsError):
+                print(f"pkgfs: error: {outcome}", file=sys.stderr)
+                status = EXIT_FAILURE
+            else:
+                print(_describe(outcome), file=out)
+    return status
+
+
+def cmd_store_ls(args: argparse.Namespace, out: TextIO) -> int:
+    with open_store(args) as store:
+        wheels = store.wheels()
+    if args.json:
+        json.dump([asdict(w) for w in wheels], out, indent=2)
+        out.write("\n")
+        return EXIT_OK
+    for w in wheels:
+        print(
+            f"{w.name:<24} {w.version:<12} {w.files:>6} files {human(w.unpacked_bytes):>10}"
+            f"  {w.sha256[:12]}  {w.tags}",
+            file=out,
+        )
+    return EXIT_OK
+
+
+def cmd_store_stats(args: argparse.Namespace, out: TextIO) -> int:
+    with open_store(args) as store:
+        stats = store.stats()
+        root = store.root
+    if args.json:
+        json.dump({"store": str(root), **asdict(stats)}, out, indent=2)
+        out.write("\n")
+        return EXIT_OK
+    saved = stats.logical_bytes - stats.stored_bytes
+    ratio = stats.logical_bytes / stats.stored_bytes if stats.stored_bytes else 1.0
+    print(f"store:         {root}", file=out)
+    print(f"wheels:        {stats.wheels}", file=out)
+    print(f"files:         {stats.files}", file=out)
+    print(f"objects:       {stats.objects}", file=out)
+    print(f"logical bytes: {stats.logical_bytes} ({human(stats.logical_bytes)})", file=out)
+    print(f"stored bytes:  {stats.stored_bytes} ({human(stats.stored_bytes)})", file=out)
+    print(f"dedup:         {ratio:.2f}x, {human(saved)} saved", file=out)
+    return EXIT_OK
+
+
+def cmd_store_verify(args: argparse.Namespace, out: TextIO) -> int:
+    with open_store(args) as store:
+        report = store.verify(jobs=args.jobs)
+    for problem in report.problems:
+        print(problem, file=out)
+    if report.unreferenced:
+        print(
+            f"note: {len(report.unreferenced)} objects no wheel refers to"
+            " (left by an interrupted ingest; harmless)",
+            file=out,
+        )
+    if report.leftovers:
+        print(f"note: {len(report.leftovers)} staging directories of interrupted ingests", file=out)
+    verdict = "ok" if report.ok else f"{len(report.problems)} problems"
+    print(f"{verdict}: {report.objects_checked} objects, {report.wheels} wheels checked", file=out)
+    return EXIT_OK if report.ok else EXIT_FAILURE
