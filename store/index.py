@@ -156,11 +156,32 @@ class WheelInfo:
 
 @dataclass(frozen=True)
 class StoreStats:
+    """What the store holds. Deduplication is measured over wheel files only:
+    ``logical_bytes`` against ``wheel_object_bytes``. Bytecode has no logical counterpart (no
+    wheel ships it), so it is counted apart; an object both kinds use counts as a wheel file's.
+    """
+
     wheels: int
     files: int
     objects: int
     logical_bytes: int  # the sum of file sizes over every wheel
-    stored_bytes: int  # the bytes the objects hold: each distinct content once
+    stored_bytes: int  # the bytes all objects hold: each distinct content once
+    wheel_objects: int = 0  # the distinct objects wheel files use
+    wheel_object_bytes: int = 0
+    bytecode_modules: int = 0  # compiled modules, summed over interpreters
+    bytecode_interpreters: int = 0  # distinct interpreter magic numbers
+    bytecode_objects: int = 0  # the distinct objects compiled modules use (no wheel file does)
+    bytecode_bytes: int = 0
+
+    @property
+    def saved_bytes(self) -> int:
+        """What storing each distinct wheel file once saves."""
+        return self.logical_bytes - self.wheel_object_bytes
+
+    @property
+    def dedup(self) -> float:
+        """Logical bytes of wheel files over the bytes of the objects they use."""
+        return self.logical_bytes / self.wheel_object_bytes if self.wheel_object_bytes else 1.0
 
 
 class Index:
@@ -375,4 +396,16 @@ class Index:
         ((wheels,),) = self._query("SELECT COUNT(*) FROM wheels")
         ((files, logical),) = self._query("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files")
         ((objects, stored),) = self._query("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM objects")
-        return StoreStats(int(wheels), int(files), int(objects), int(logical), int(stored))  # type: ignore[call-overload]
+        ((wheel_objects, wheel_bytes),) = self._query(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM objects"
+            " WHERE digest IN (SELECT digest FROM files)"
+        )
+        ((modules, magics),) = self._query("SELECT COUNT(*), COUNT(DISTINCT magic) FROM bytecode")
+        ((pyc_objects, pyc_bytes),) = self._query(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM objects"
+            " WHERE digest IN (SELECT digest FROM bytecode)"
+            " AND digest NOT IN (SELECT digest FROM files)"
+        )
+        counts = [wheels, files, objects, logical, stored, wheel_objects, wheel_bytes]
+        counts += [modules, magics, pyc_objects, pyc_bytes]
+        return StoreStats(*(int(n) for n in counts))  # type: ignore[call-overload]

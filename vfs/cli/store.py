@@ -66,18 +66,34 @@ def cmd_store_stats(args: argparse.Namespace, out: TextIO) -> int:
         stats = store.stats()
         root = store.root
     if args.json:
-        json.dump({"store": str(root), **asdict(stats)}, out, indent=2)
+        # The first six keys are those of earlier versions; the rest were added after them.
+        fields = {"store": str(root), **asdict(stats), "saved_bytes": stats.saved_bytes}
+        json.dump(fields, out, indent=2)
         out.write("\n")
         return EXIT_OK
-    saved = stats.logical_bytes - stats.stored_bytes
-    ratio = stats.logical_bytes / stats.stored_bytes if stats.stored_bytes else 1.0
+
+    def size(n: int) -> str:
+        return f"{n} bytes ({human(n)})"
+
+    other = stats.objects - stats.wheel_objects - stats.bytecode_objects
+    magics = stats.bytecode_interpreters
+    compiled = f"{stats.bytecode_modules} modules compiled for {magics} interpreter"
+    compiled += "" if magics == 1 else "s"
     print(f"store:         {root}", file=out)
     print(f"wheels:        {stats.wheels}", file=out)
-    print(f"files:         {stats.files}", file=out)
-    print(f"objects:       {stats.objects}", file=out)
-    print(f"logical bytes: {stats.logical_bytes} ({human(stats.logical_bytes)})", file=out)
-    print(f"stored bytes:  {stats.stored_bytes} ({human(stats.stored_bytes)})", file=out)
-    print(f"dedup:         {ratio:.2f}x, {human(saved)} saved", file=out)
+    print(f"files:         {stats.files}, {size(stats.logical_bytes)} unpacked", file=out)
+    print(f"objects:       {stats.objects}, {size(stats.stored_bytes)} stored", file=out)
+    print(f"  wheel files: {stats.wheel_objects}, {size(stats.wheel_object_bytes)}", file=out)
+    print(
+        f"  bytecode:    {stats.bytecode_objects}, {size(stats.bytecode_bytes)}, {compiled}",
+        file=out,
+    )
+    if other:
+        print(f"  other:       {other} (no wheel file or module uses them)", file=out)
+    print(
+        f"dedup:         {stats.dedup:.2f}x over wheel files, {human(stats.saved_bytes)} saved",
+        file=out,
+    )
     return EXIT_OK
 
 
