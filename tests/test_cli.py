@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
-from collections.abc import Callable
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
 from importlib.metadata import version
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 
-from tests.conftest import RunPkgfs
+from pkgfs.vfs.cli import run_command
+from tests.conftest import PKGFS, RunPkgfs
 
 MakeWheel = Callable[..., Path]
 
@@ -114,3 +123,125 @@ def test_unusable_store_is_one_line(pkgfs: RunPkgfs, tmp_path: Path) -> None:
     assert result.code == 1
     assert result.err.count("\n") == 1
     assert result.err.startswith(f"pkgfs: error: cannot create store at {blocker / 'store'}")
+
+
+# -- the error boundary: no traceback for a broken environment ------------------------------
+
+
+def test_broken_pipe_exits_quietly(pkgfs: RunPkgfs, make_wheel: MakeWheel, store_dir: Path) -> None:
+    assert pkgfs("store", "add", make_wheel()).code == 0
+    environ = {**os.environ, "PKGFS_STORE": str(store_dir)}
+    for args in (["store", "ls"], ["store", "ls", "--json"], ["store", "stats"]):
+        with subprocess.Popen(
+            [*PKGFS, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environ
+        ) as proc:
+            assert proc.stdout is not None
+            assert proc.stderr is not None
+            proc.stdout.close()  # the reader is gone before pkgfs writes a byte: `| head -0`
+            err = proc.stderr.read().decode()
+            assert proc.wait(timeout=30) == 141, err  # 128 + SIGPIPE, as the shell says it
+        assert err == ""
+
+
+def test_head_closing_a_long_listing(
+    pkgfs: RunPkgfs, make_wheel: MakeWheel, store_dir: Path
+) -> None:
+    # Enough output to overflow the pipe buffer (64 KiB): `head -1` exits while pkgfs still
+    # writes, so the write itself fails.
+    wheels = [make_wheel(name=f"w{i}", files={f"w{i}.py": ""}) for i in range(400)]
+    assert pkgfs("store", "add", *wheels).code == 0
+    once = f"{shlex.join(PKGFS)} store ls --json | head -1"  # about 100 KiB of JSON
+    proc = subprocess.run(
+        ["bash", "-c", "; ".join([once] * 3)],  # one line read of each
+        capture_output=True, text=True, env={**os.environ, "PKGFS_STORE": str(store_dir)},
+        check=False,
+    )  # fmt: skip
+    assert proc.stderr == ""
+    assert proc.stdout.splitlines() == ["["] * 3
+
+
+def test_unexpected_errors_ask_to_be_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    def buggy(args: argparse.Namespace, out: TextIO) -> int:
+        raise RuntimeError("a bug")
+
+    assert run_command(buggy, argparse.Namespace(), io.StringIO()) == 1
+    err = capsys.readouterr().err
+    first, second, *_ = err.splitlines()
+    assert first.startswith("pkgfs: internal error (a bug in pkgfs ")
+    assert "please report it" in first
+    assert second == "Traceback (most recent call last):"
+    assert err.endswith("RuntimeError: a bug\n")
+
+
+def _unprivileged() -> list[str]:
+    """The prefix that runs a command as a user who owns nothing here ([] if we are one)."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: cannot drop privileges")
+    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory every user may enter (pytest's tmp_path is its owner's only)."""
+    path = Path(tempfile.mkdtemp(prefix="pkgfs-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def _run_unprivileged(store: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [*_unprivileged(), *PKGFS, "--store", str(store), *map(str, args)],
+        capture_output=True, text=True, check=False,
+        env={**os.environ, "HOME": str(store.parent)},
+    )  # fmt: skip
+    if "No module named" in proc.stderr or proc.returncode == 126:
+        pytest.skip(f"this interpreter is not usable by an unprivileged user: {proc.stderr}")
+    return proc
+
+
+def _read_only(*trees: Path) -> None:
+    for tree in trees:
+        for path in [tree, *tree.rglob("*")]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+
+
+@pytest.fixture
+def stored_one(shared_dir: Path, make_wheel: MakeWheel) -> tuple[Path, Path]:
+    """(a store holding the wheel "one", the wheel "two" where any user may read it)."""
+    store = shared_dir / "store"
+    one = make_wheel(name="one")
+    added = subprocess.run([*PKGFS, "--store", store, "store", "add", one], check=False)
+    assert added.returncode == 0
+    two = shared_dir / "two-1.0-py3-none-any.whl"
+    shutil.copy(make_wheel(name="two", files={"two.py": "TWO = 2\n"}), two)
+    two.chmod(0o644)
+    return store, two
+
+
+def _one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 1, proc
+    assert "Traceback" not in proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("pkgfs: error: "), line
+    return line
+
+
+def test_read_only_store_is_one_line(stored_one: tuple[Path, Path]) -> None:
+    store, two = stored_one
+    _read_only(store)  # as another user's store, or one on a read-only mount
+    for args in (("store", "add", two), ("store", "ls"), ("store", "verify")):
+        assert str(store) in _one_error_line(_run_unprivileged(store, *args))
+
+
+def test_os_error_inside_a_command_is_one_line(stored_one: tuple[Path, Path]) -> None:
+    store, two = stored_one
+    for path in [store, *store.rglob("*")]:
+        path.chmod(0o777 if path.is_dir() else 0o666)
+    _read_only(store / "objects-v1")  # the index opens; writing an object fails with EACCES
+    line = _one_error_line(_run_unprivileged(store, "store", "add", two))
+    # Which write fails first varies (a fan-out directory, a rename into one); each names
+    # its paths inside the store and the reason.
+    assert line.startswith(f"pkgfs: error: {store}/"), line

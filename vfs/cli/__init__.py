@@ -1,24 +1,30 @@
 """The ``pkgfs`` command line.
 
-Exit status: 0 success, 1 failure, 2 usage error. Errors are one line on stderr, naming the
-file and the problem; a traceback means a bug in pkgfs.
+Exit status: 0 success, 1 failure, 2 usage error, 130 interrupted, 141 when the reader of
+stdout went away. Errors are one line on stderr, naming the file and the problem; a traceback
+means a bug in pkgfs, and says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
+import os
+import select
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from pkgfs.store.errors import PkgfsError
+from pkgfs.store.errors import PkgfsError, one_line, redact
 from pkgfs.vfs.fuse.spawn import fork_daemon
 
-from .output import EXIT_FAILURE
+from .output import EXIT_BROKEN_PIPE, EXIT_FAILURE, EXIT_INTERRUPTED
 
-__all__ = ["main"]
+__all__ = ["main", "run_command"]
 
 Command = Callable[[argparse.Namespace, TextIO], int]
 
@@ -172,19 +178,110 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run one ``pkgfs`` command; its exit status.
+
+    This is the one error boundary: a :class:`PkgfsError`, or an :class:`OSError` that
+    escapes a command (EACCES on a store directory, ENOSPC...), is one ``pkgfs: error:``
+    line and status 1; Ctrl-C is status 130; a reader that closes our stdout early
+    (``pkgfs store ls | head -1``) ends the command quietly with status 141, as a tool
+    killed by SIGPIPE. Anything else is a bug in pkgfs: its traceback is printed below a
+    line asking to report it. argparse exits 2 on a usage error.
+    """
+    _redact_log_records()
     args = _build_parser().parse_args(argv)
     run: Command = args.run
     daemon = None
     if getattr(args, "fork_daemon", False) and not args.foreground:
         daemon = args.daemon = fork_daemon()  # first: see fuse/spawn.py
     try:
-        return run(args, out or sys.stdout)
-    except PkgfsError as exc:
-        print(f"pkgfs: error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
-        print("pkgfs: interrupted", file=sys.stderr)
-        return 130
+        return run_command(run, args, out or sys.stdout)
     finally:
         if daemon is not None:
             daemon.cancel()  # unless the mount started it
+
+
+def run_command(run: Command, args: argparse.Namespace, out: TextIO) -> int:
+    """``run(args, out)`` inside the error boundary described in :func:`main`."""
+    try:
+        status = run(args, out)
+        out.flush()  # a closed pipe shows here, not as "Exception ignored" at exit
+        return status
+    except BrokenPipeError as exc:
+        if not _stdout_is_broken(out):  # a socket's peer went away, not our reader
+            _report(_describe_os_error(exc))
+            return EXIT_FAILURE
+        _silence(out)
+        return EXIT_BROKEN_PIPE
+    except (PkgfsError, OSError) as exc:  # ours are one line; an OSError is made one
+        _report(str(exc) if isinstance(exc, PkgfsError) else _describe_os_error(exc))
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("pkgfs: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception:
+        print(
+            f"pkgfs: internal error (a bug in pkgfs {_version()}): please report it, with the"
+            " command and this traceback:",
+            file=sys.stderr,
+        )
+        traceback.print_exc()
+        return EXIT_FAILURE
+
+
+def _report(message: str) -> None:
+    print(f"pkgfs: error: {one_line(message)}", file=sys.stderr)
+
+
+def _describe_os_error(exc: OSError) -> str:
+    """``path: reason`` for an OSError, as the shell's tools say it."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    paths = [p for p in (exc.filename, exc.filename2) if p is not None]
+    if not paths:
+        return reason
+    return f"{' -> '.join(os.fsdecode(p) for p in paths)}: {reason}"
+
+
+def _stdout_is_broken(out: TextIO) -> bool:
+    """Whether ``out`` is a pipe whose reader went away (POLLERR on its write end)."""
+    try:
+        fd = out.fileno()
+    except (OSError, ValueError):
+        return out is sys.stdout  # no descriptor to ask: trust where the write went
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def _silence(out: TextIO) -> None:
+    # The Python docs' "Note on SIGPIPE": point stdout at /dev/null, so that the flush at
+    # interpreter exit writes nowhere instead of printing "Exception ignored ...".
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+        os.close(devnull)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version("pkgfs")
+    except PackageNotFoundError:
+        return "(unknown version)"
+
+
+def _redact_log_records() -> None:
+    """Every log message pkgfs writes (the daemon's log included) with URL credentials
+    replaced by ``***``."""
+    factory = logging.getLogRecordFactory()
+    if getattr(factory, "redacts", False):
+        return
+
+    def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        with contextlib.suppress(Exception):  # a bad format is the handler's to report
+            record.msg, record.args = redact(record.getMessage()), None
+        return record
+
+    make.redacts = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(make)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["EXIT_FAILURE", "EXIT_OK", "human"]
+__all__ = ["EXIT_BROKEN_PIPE", "EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "human"]
 
 EXIT_OK, EXIT_FAILURE = 0, 1  # argparse exits 2 on a usage error
+EXIT_INTERRUPTED = 128 + 2  # SIGINT, as the shell reports a command Ctrl-C stopped
+# SIGPIPE: what `seq 1000000 | head -1` reports under `set -o pipefail`. Not 0: the output
+# was cut short, and a script that asked for pipefail asked to hear that.
+EXIT_BROKEN_PIPE = 128 + 13
 
 
 def human(n: float) -> str:
