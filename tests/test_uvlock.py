@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 from pkgfs.store.lock import LockError, choose_wheels, read_lock
+from tests.conftest import RunPkgfs
 from tests.targets import cpython_linux
 
 REG = 'source = { registry = "https://index.example/simple" }'
@@ -230,3 +232,131 @@ def test_malformed_lock(project: Path) -> None:
     (project / "uv.lock").write_text("version = 2\n")
     with pytest.raises(LockError, match=r"uv.lock version 2; pkgfs reads version 1"):
         read_lock(project / "uv.lock", cpython_linux())
+
+
+IDNA = f'name = "idna"\nversion = "3.10"\n{REG}\nwheels = [{_wheel("idna", "3.10")}]'
+HTTPX_DEPENDENCIES = 'dependencies = [{ name = "idna" }]'
+
+
+def _malformed(old: str, new: str) -> str:
+    assert old in LOCK
+    return LOCK.replace(old, new, 1)
+
+
+MALFORMED = {
+    "wheel not a table": (
+        _malformed(IDNA, IDNA.replace(f"[{_wheel('idna', '3.10')}]", '["x"]')),
+        "package 'idna': wheels[0] must be a table",
+    ),
+    "wheels not an array": (
+        _malformed(IDNA, IDNA.replace(f"[{_wheel('idna', '3.10')}]", '"x"')),
+        "package 'idna': wheels must be an array of tables",
+    ),
+    "no version": (
+        _malformed(IDNA, IDNA.replace('version = "3.10"\n', "")),
+        "package 'idna': missing key 'version'",
+    ),
+    "no name": (
+        _malformed(IDNA, IDNA.replace('name = "idna"\n', "")),
+        "package[2]: missing key 'name'",
+    ),
+    "dependencies a string": (
+        _malformed(HTTPX_DEPENDENCIES, 'dependencies = "x"'),
+        "package 'httpx': dependencies must be an array of tables",
+    ),
+    "dependency without a name": (
+        _malformed(HTTPX_DEPENDENCIES, 'dependencies = [{ version = "3.10" }]'),
+        "package 'httpx': dependencies[0]: missing key 'name'",
+    ),
+    "extra a string": (
+        _malformed('{ name = "httpx", extra = ["socks"] }', '{ name = "httpx", extra = "socks" }'),
+        "package 'app': dependencies[0].extra must be an array of strings",
+    ),
+    "source a number": (
+        _malformed(IDNA, IDNA.replace(REG, "source = 3")),
+        "package 'idna': source must be a table",
+    ),
+    "source of no known kind": (
+        _malformed(IDNA, IDNA.replace(REG, 'source = { ftp = "x" }')),
+        "package 'idna': source has none of the keys registry, git, directory, editable,"
+        " virtual, path, url",
+    ),
+    "no source": (
+        _malformed(IDNA, IDNA.replace(REG + "\n", "")),
+        "package 'idna': missing key 'source'",
+    ),
+    "hash a number": (
+        _malformed(IDNA, IDNA.replace('hash = "sha256:' + "0" * 64 + '"', "hash = 5")),
+        "package 'idna': wheels[0].hash must be a string",
+    ),
+    "size a string": (
+        _malformed(IDNA, IDNA.replace("size = 100", 'size = "100"')),
+        "package 'idna': wheels[0].size must be an integer",
+    ),
+    "sdist an array": (
+        _malformed(IDNA, IDNA + '\nsdist = ["x"]'),
+        "package 'idna': sdist must be a table",
+    ),
+    "extras not arrays": (
+        _malformed('socks = [{ name = "socksio" }]', 'socks = { name = "socksio" }'),
+        "package 'httpx': optional-dependencies.socks must be an array of tables",
+    ),
+    "a group not a table": (
+        _malformed('dev = [{ name = "pytest" }]', 'dev = ["pytest"]'),
+        "package 'app': dev-dependencies.dev[0] must be a table",
+    ),
+    "resolution markers a string": (
+        _malformed(
+            """resolution-markers = ["python_full_version >= '3.12'"]""",
+            """resolution-markers = "python_full_version >= '3.12'\"""",
+        ),
+        "package 'numpy': resolution-markers must be an array of strings",
+    ),
+    "a marker that cannot be compared": (
+        _malformed("marker = \"sys_platform == 'win32'\"", "marker = \"python_version ~= 'x'\""),
+        "invalid marker \"python_version ~= 'x'\": Undefined <Op('~=')> on ",
+    ),
+    "package not a table": (
+        'version = 1\nrequires-python = ">=3.10"\npackage = ["x"]\n',
+        "package[0] must be a table",
+    ),
+    "package not an array": (
+        'version = 1\nrequires-python = ">=3.10"\npackage = "x"\n',
+        "package must be an array of tables",
+    ),
+    "requires-python a number": (
+        _malformed('requires-python = ">=3.10"', "requires-python = 3.10"),
+        "requires-python must be a string",
+    ),
+    "workspace members a string": (
+        LOCK.replace('source = {{ virtual = "." }}', 'source = {{ editable = "app" }}')
+        + '\n[manifest]\nmembers = "app"\n',
+        "manifest.members must be an array of strings",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_malformed_package_is_one_line_naming_the_key(
+    pkgfs: RunPkgfs, project: Path, case: str
+) -> None:
+    text, message = MALFORMED[case]
+    lock = project / "uv.lock"
+    lock.write_text(text)
+    result = pkgfs("lock", "show", "--lock", lock, "--python", sys.executable)
+    assert (result.code, result.out) == (1, ""), result.err
+    (line,) = result.err.splitlines()
+    assert line.startswith(f"pkgfs: error: {lock}: {message}")
+
+
+def test_default_groups_of_the_wrong_type(pkgfs: RunPkgfs, project: Path) -> None:
+    (project / "pyproject.toml").write_text("[tool.uv]\ndefault-groups = 3\n")
+    result = pkgfs("lock", "show", "--lock", project / "uv.lock", "--python", sys.executable)
+    assert result.code == 1
+    assert result.err == (
+        f"pkgfs: error: {project / 'pyproject.toml'}:"
+        ' tool.uv.default-groups must be "all" or an array of strings\n'
+    )
+    (project / "pyproject.toml").write_text('tool = "x"\n')  # no [tool.uv]: uv's defaults
+    result = pkgfs("lock", "show", "--lock", project / "uv.lock", "--python", sys.executable)
+    assert "Traceback" not in result.err

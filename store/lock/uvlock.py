@@ -13,17 +13,21 @@ this reader follows, each from uv's behaviour:
   marker holds for the target; ``extra`` adds that package's
   ``[package.optional-dependencies]``. When a name has several versions (a forked
   resolution), ``version``/``source`` pick one, else ``resolution-markers`` do.
+
+Every ``[[package]]`` table is validated into a :class:`UvPackage` when the file is read, so
+a malformed lock is refused in one line naming the file and the key, never half-walked.
 """
 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urljoin
 
-from packaging.markers import InvalidMarker, Marker
+from packaging.markers import InvalidMarker, Marker, UndefinedComparison, UndefinedEnvironmentName
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import NormalizedName, canonicalize_name
 
@@ -32,9 +36,222 @@ from pkgfs.store.errors import LockError
 from .model import LockedPackage, Lockfile, WheelLink
 from .target import Target
 
-__all__ = ["read_uv_lock"]
+__all__ = [
+    "UvDependency",
+    "UvFile",
+    "UvLock",
+    "UvPackage",
+    "UvSource",
+    "parse_uv_lock",
+    "read_uv_lock",
+]
 
-Table = Mapping[str, Any]
+T = TypeVar("T")
+
+# The keys of a package's ``source`` table, one of which names its kind (uv's ``Source``).
+SOURCE_KINDS = ("registry", "git", "directory", "editable", "virtual", "path", "url")
+# Source trees: uv leaves out ``version`` when theirs is dynamic.
+_SOURCE_TREES = ("directory", "editable", "virtual")
+
+
+@dataclass(frozen=True)
+class UvSource:
+    """Where a package comes from: ``kind`` is one of :data:`SOURCE_KINDS`."""
+
+    kind: str
+    value: str
+
+
+@dataclass(frozen=True)
+class UvFile:
+    """One ``wheels`` entry, or the ``sdist``: at least one of url, path and filename."""
+
+    url: str | None
+    path: str | None
+    filename: str | None
+    hash: str | None
+    size: int | None
+
+
+@dataclass(frozen=True)
+class UvDependency:
+    """One entry of ``dependencies`` (or of an extra's or a group's list)."""
+
+    name: NormalizedName
+    version: str | None = None
+    source: UvSource | None = None
+    marker: str | None = None
+    extras: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class UvPackage:
+    """One ``[[package]]`` table, every key checked for its type."""
+
+    name: NormalizedName
+    version: str | None  # None only for a source tree with a dynamic version
+    source: UvSource
+    wheels: tuple[UvFile, ...] = ()
+    sdist: UvFile | None = None
+    dependencies: tuple[UvDependency, ...] = ()
+    optional_dependencies: Mapping[str, tuple[UvDependency, ...]] = field(default_factory=dict)
+    dev_dependencies: Mapping[str, tuple[UvDependency, ...]] = field(default_factory=dict)
+    resolution_markers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class UvLock:
+    """A whole uv.lock, validated: its packages in file order."""
+
+    path: Path
+    requires_python: SpecifierSet
+    packages: tuple[UvPackage, ...]
+    members: tuple[NormalizedName, ...] = ()  # [manifest] members: a workspace's roots
+
+
+class _Checked:
+    """A TOML table of the lock. Each getter checks a key's type, or raises one LockError
+    naming the lock, the package and the key (``package 'foo': wheels[0].hash``)."""
+
+    def __init__(
+        self, lock: Path, table: Mapping[str, Any], label: str = "", path: str = ""
+    ) -> None:
+        self.lock, self.table, self.label, self.path = lock, table, label, path
+
+    def _name(self, key: str) -> str:
+        dotted = f"{self.path}.{key}" if self.path else key
+        return f"{self.label}: {dotted}" if self.label else dotted
+
+    def here(self) -> str:
+        """Where this table is: ``package 'foo': wheels[0]``, or "" at the top."""
+        return ": ".join(part for part in (self.label, self.path) if part)
+
+    def _child(self, table: Mapping[str, Any], key: str) -> _Checked:
+        return _Checked(self.lock, table, self.label, f"{self.path}.{key}" if self.path else key)
+
+    def fail(self, key: str, problem: str) -> LockError:
+        return LockError(self.lock, f"{self._name(key)} {problem}")
+
+    def has(self, key: str) -> bool:
+        return key in self.table
+
+    def get(self, key: str, kind: type[T], what: str, *, required: bool = False) -> T | None:
+        if key not in self.table:
+            if required:
+                here = self.here()
+                raise LockError(self.lock, f"{here + ': ' if here else ''}missing key {key!r}")
+            return None
+        value = self.table[key]
+        # TOML booleans are ints to Python; a size is never a boolean.
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.fail(key, f"must be {what}")
+        return value
+
+    def string(self, key: str, *, required: bool = False) -> str | None:
+        return self.get(key, str, "a string", required=required)
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        values = self.get(key, list, "an array of strings") or []
+        for i, value in enumerate(values):
+            if not isinstance(value, str):
+                raise self.fail(f"{key}[{i}]", "must be a string")
+        return tuple(values)
+
+    def table_at(self, key: str) -> _Checked | None:
+        value = self.get(key, dict, "a table")
+        return None if value is None else self._child(value, key)
+
+    def tables(self, key: str, parse: Callable[[_Checked], T]) -> tuple[T, ...]:
+        values = self.get(key, list, "an array of tables") or []
+        parsed = []
+        for i, value in enumerate(values):
+            if not isinstance(value, dict):
+                raise self.fail(f"{key}[{i}]", "must be a table")
+            parsed.append(parse(self._child(value, f"{key}[{i}]")))
+        return tuple(parsed)
+
+    def groups(self, key: str) -> dict[str, tuple[UvDependency, ...]]:
+        """A table of arrays of dependencies: ``optional-dependencies``, ``dev-dependencies``."""
+        table = self.table_at(key)
+        if table is None:
+            return {}
+        return {name: table.tables(name, _dependency) for name in table.table}
+
+
+def _source(table: _Checked | None) -> UvSource | None:
+    if table is None:
+        return None
+    for kind in SOURCE_KINDS:
+        if table.has(kind):
+            return UvSource(kind, table.string(kind) or "")
+    raise LockError(table.lock, f"{table.here()} has none of the keys {', '.join(SOURCE_KINDS)}")
+
+
+def _file(table: _Checked) -> UvFile:
+    return UvFile(
+        url=table.string("url"),
+        path=table.string("path"),
+        filename=table.string("filename"),
+        hash=table.string("hash"),
+        size=table.get("size", int, "an integer"),
+    )
+
+
+def _dependency(table: _Checked) -> UvDependency:
+    return UvDependency(
+        name=canonicalize_name(table.string("name", required=True) or ""),
+        version=table.string("version"),
+        source=_source(table.table_at("source")),
+        marker=table.string("marker"),
+        extras=table.strings("extra"),
+    )
+
+
+def _package(lock: Path, index: int, value: object) -> UvPackage:
+    if not isinstance(value, dict):
+        raise LockError(lock, f"package[{index}] must be a table")
+    name = _Checked(lock, value, f"package[{index}]").string("name", required=True) or ""
+    table = _Checked(lock, value, f"package {name!r}")
+    source = _source(table.table_at("source"))
+    if source is None:
+        raise LockError(lock, f"package {name!r}: missing key 'source'")
+    version = table.string("version", required=source.kind not in _SOURCE_TREES)
+    sdist = table.table_at("sdist")
+    return UvPackage(
+        name=canonicalize_name(name),
+        version=version,
+        source=source,
+        wheels=table.tables("wheels", _file),
+        sdist=None if sdist is None else _file(sdist),
+        dependencies=table.tables("dependencies", _dependency),
+        optional_dependencies=table.groups("optional-dependencies"),
+        dev_dependencies=table.groups("dev-dependencies"),
+        resolution_markers=table.strings("resolution-markers"),
+    )
+
+
+def parse_uv_lock(lock: Path, data: Mapping[str, Any]) -> UvLock:
+    """The validated records of a uv.lock whose TOML is ``data``.
+
+    Raises :class:`LockError`, naming ``lock`` and the key, for a version other than 1, an
+    invalid ``requires-python``, or any key of the wrong type or missing.
+    """
+    top = _Checked(lock, data)
+    if data.get("version") != 1:
+        raise LockError(lock, f"uv.lock version {data.get('version')!r}; pkgfs reads version 1")
+    try:
+        requires_python = SpecifierSet(top.string("requires-python") or "")
+    except InvalidSpecifier as exc:
+        raise LockError(lock, f"invalid requires-python: {exc}") from None
+    manifest = top.table_at("manifest")
+    members = manifest.strings("members") if manifest is not None else ()
+    packages = top.get("package", list, "an array of tables") or []
+    return UvLock(
+        path=lock,
+        requires_python=requires_python,
+        packages=tuple(_package(lock, i, p) for i, p in enumerate(packages)),
+        members=tuple(canonicalize_name(m) for m in members),
+    )
 
 
 def _marker_holds(lock: Path, text: str | None, target: Target) -> bool:
@@ -42,70 +259,58 @@ def _marker_holds(lock: Path, text: str | None, target: Target) -> bool:
         return True
     try:
         return Marker(text).evaluate(dict(target.environment))
-    except InvalidMarker as exc:
+    except (InvalidMarker, UndefinedComparison, UndefinedEnvironmentName) as exc:
         raise LockError(lock, f"invalid marker {text!r}: {exc}") from None
 
 
-def _sha256(lock: Path, name: str, entry: Table) -> str:
-    text = str(entry.get("hash", ""))
+def _sha256(lock: Path, name: str, entry: UvFile) -> str:
+    text = entry.hash or ""
     algorithm, _, value = text.partition(":")
     if algorithm != "sha256" or not value:
         raise LockError(lock, f"package {name!r}: a wheel has no sha256 hash ({text!r})")
     return value.lower()
 
 
-def _wheel_links(lock: Path, package: Table) -> tuple[WheelLink, ...]:
-    name = str(package["name"])
-    source: Table = package.get("source", {})
+def _wheel_links(lock: Path, package: UvPackage) -> tuple[WheelLink, ...]:
     links = []
-    for wheel in package.get("wheels", []):
-        url = wheel.get("url")
-        filename = wheel.get("filename")
-        if url is None and "path" in wheel:
-            url = wheel["path"]
-        if url is None and "path" in source:  # a local wheel: source = { path = "x.whl" }
-            url = source["path"]
+    for wheel in package.wheels:
+        url = wheel.url
+        if url is None and wheel.path is not None:
+            url = wheel.path
+        if url is None and package.source.kind == "path":  # source = { path = "x.whl" }
+            url = package.source.value
         if url is not None and "://" not in url:
             url = urljoin(lock.parent.absolute().as_uri() + "/", url)
-        filename = filename or (url.rsplit("/", 1)[-1] if url else None)
+        filename = wheel.filename or (url.rsplit("/", 1)[-1] if url else None)
         if not filename:
-            raise LockError(lock, f"package {name!r}: a wheel has neither url nor filename")
-        links.append(WheelLink(filename, url, _sha256(lock, name, wheel), wheel.get("size")))
+            raise LockError(lock, f"package {package.name!r}: a wheel has neither url nor filename")
+        links.append(WheelLink(filename, url, _sha256(lock, package.name, wheel), wheel.size))
     return tuple(links)
-
-
-def _source_kind(source: Table) -> str:
-    for kind in ("registry", "git", "directory", "editable", "virtual", "path", "url"):
-        if kind in source:
-            return kind
-    return "registry"
 
 
 class _Graph:
     """The packages of a uv.lock by name, and the walk from the roots."""
 
-    def __init__(self, lock: Path, data: Table, target: Target) -> None:
-        self.lock = lock
+    def __init__(self, uv: UvLock, target: Target) -> None:
+        self.lock = uv.path
         self.target = target
-        self.by_name: dict[NormalizedName, list[Table]] = {}
-        for package in data.get("package", []):
-            name = canonicalize_name(str(package.get("name", "")))
-            self.by_name.setdefault(name, []).append(package)
+        self.by_name: dict[NormalizedName, list[UvPackage]] = {}
+        for package in uv.packages:
+            self.by_name.setdefault(package.name, []).append(package)
 
-    def entry(self, dependency: Table) -> Table:
-        name = canonicalize_name(str(dependency.get("name", "")))
+    def entry(self, dependency: UvDependency) -> UvPackage:
+        name = dependency.name
         candidates = self.by_name.get(name, [])
-        if "version" in dependency:
-            candidates = [p for p in candidates if p.get("version") == dependency["version"]]
-        if "source" in dependency and len(candidates) > 1:
-            candidates = [p for p in candidates if p.get("source") == dependency["source"]]
+        if dependency.version is not None:
+            candidates = [p for p in candidates if p.version == dependency.version]
+        if dependency.source is not None and len(candidates) > 1:
+            candidates = [p for p in candidates if p.source == dependency.source]
         if len(candidates) > 1:
             candidates = [
                 p
                 for p in candidates
                 if any(
-                    _marker_holds(self.lock, m, self.target)
-                    for m in p.get("resolution-markers", [""])
+                    _marker_holds(self.lock, m, self.target) for m in p.resolution_markers or [""]
                 )
             ]
         if len(candidates) != 1:
@@ -113,88 +318,92 @@ class _Graph:
             raise LockError(self.lock, f"{found} [[package]] entries for dependency {name!r}")
         return candidates[0]
 
-    def walk(self, roots: Iterable[Table], groups: set[str] | None) -> list[Table]:
+    def walk(self, roots: Iterable[UvPackage], groups: set[str] | None) -> list[UvPackage]:
         """Every package reachable from the roots for the target, roots excluded."""
-        selected: dict[tuple[str, str], Table] = {}
-        pending: list[Table] = []
+        selected: dict[tuple[str, str | None], UvPackage] = {}
+        pending: list[UvDependency] = []
         for root in roots:
-            pending.extend(root.get("dependencies", []))
-            for group, members in root.get("dev-dependencies", {}).items():
+            pending.extend(root.dependencies)
+            for group, members in root.dev_dependencies.items():
                 if groups is None or group in groups:
                     pending.extend(members)
-        root_keys = {(str(r["name"]), str(r.get("version"))) for r in roots}
+        root_keys = {(r.name, r.version) for r in roots}
         while pending:
             dependency = pending.pop()
-            if not _marker_holds(self.lock, dependency.get("marker"), self.target):
+            if not _marker_holds(self.lock, dependency.marker, self.target):
                 continue
             package = self.entry(dependency)
-            key = (str(package["name"]), str(package.get("version")))
-            extras = dependency.get("extra", [])
-            optional: Table = package.get("optional-dependencies", {})
-            for extra in extras:
-                pending.extend(optional.get(extra, []))
+            key = (package.name, package.version)
+            for extra in dependency.extras:
+                pending.extend(package.optional_dependencies.get(extra, ()))
             if key in selected or key in root_keys:
                 continue
             selected[key] = package
-            pending.extend(package.get("dependencies", []))
-        return sorted(selected.values(), key=lambda p: str(p["name"]))
+            pending.extend(package.dependencies)
+        return sorted(selected.values(), key=lambda p: p.name)
 
 
 def _default_groups(lock: Path) -> set[str] | None:
-    """uv's default groups for the project beside the lock; None meaning all of them."""
+    """uv's default groups for the project beside the lock; None meaning all of them.
+
+    Raises :class:`LockError` naming pyproject.toml when ``default-groups`` is neither
+    ``"all"`` nor an array of strings.
+    """
+    pyproject = lock.parent / "pyproject.toml"
     try:
-        project = tomllib.loads((lock.parent / "pyproject.toml").read_text(encoding="utf-8"))
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
         return {"dev"}
-    configured = project.get("tool", {}).get("uv", {}).get("default-groups", ["dev"])
-    return None if configured == "all" else set(configured)
+    tool = project.get("tool")
+    uv = tool.get("uv") if isinstance(tool, dict) else None
+    configured = uv.get("default-groups", ["dev"]) if isinstance(uv, dict) else ["dev"]
+    if configured == "all":
+        return None
+    if not isinstance(configured, list) or not all(isinstance(g, str) for g in configured):
+        raise LockError(pyproject, 'tool.uv.default-groups must be "all" or an array of strings')
+    return set(configured)
 
 
 def read_uv_lock(lock: Path, target: Target) -> Lockfile:
+    """The packages ``uv sync --frozen`` would install from ``lock`` for ``target``.
+
+    Raises :class:`LockError` (one line naming the file and the key) when the lock cannot
+    be read, is not TOML, is malformed (see :func:`parse_uv_lock`), has no root project,
+    does not admit the target's Python, or names a dependency it does not hold.
+    """
     try:
         data = tomllib.loads(lock.read_text(encoding="utf-8"))
     except OSError as exc:
         raise LockError(lock, exc.strerror or str(exc)) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise LockError(lock, f"not valid TOML: {exc}") from None
-    if data.get("version") != 1:
-        raise LockError(lock, f"uv.lock version {data.get('version')!r}; pkgfs reads version 1")
-    try:
-        requires_python = SpecifierSet(str(data.get("requires-python", "")))
-    except InvalidSpecifier as exc:
-        raise LockError(lock, f"invalid requires-python: {exc}") from None
-    if not requires_python.contains(target.python_version, prereleases=True):
+    uv = parse_uv_lock(lock, data)
+    if not uv.requires_python.contains(target.python_version, prereleases=True):
         raise LockError(
             lock,
-            f"requires Python {requires_python}; the target {target.python} is"
+            f"requires Python {uv.requires_python}; the target {target.python} is"
             f" {target.python_version}: pass --python",
         )
-    graph = _Graph(lock, data, target)
-    packages: list[Table] = data.get("package", [])
     roots = [
-        p
-        for p in packages
-        if p.get("source", {}).get("virtual") == "." or p.get("source", {}).get("editable") == "."
+        p for p in uv.packages if p.source.kind in ("virtual", "editable") and p.source.value == "."
     ]
     if not roots:
-        members = {canonicalize_name(m) for m in data.get("manifest", {}).get("members", [])}
-        roots = [p for p in packages if canonicalize_name(str(p.get("name", ""))) in members]
+        roots = [p for p in uv.packages if p.name in uv.members]
     if not roots:
         raise LockError(lock, "no root project (a virtual or editable source at '.')")
     notes = [
-        f"skipped {r['name']} {r.get('version', '')}, the project itself: it is not a wheel"
+        f"skipped {' '.join(filter(None, (r.name, r.version)))}, the project itself:"
+        " it is not a wheel"
         for r in roots
     ]
-    locked = []
-    for package in graph.walk(roots, _default_groups(lock)):
-        source: Table = package.get("source", {})
-        locked.append(
-            LockedPackage(
-                name=canonicalize_name(str(package["name"])),
-                version=str(package.get("version", "?")),
-                wheels=_wheel_links(lock, package),
-                has_sdist="sdist" in package,
-                source=_source_kind(source),
-            )
+    locked = [
+        LockedPackage(
+            name=package.name,
+            version=package.version or "?",
+            wheels=_wheel_links(lock, package),
+            has_sdist=package.sdist is not None,
+            source=package.source.kind,
         )
+        for package in _Graph(uv, target).walk(roots, _default_groups(lock))
+    ]
     return Lockfile(path=lock, kind="uv.lock", packages=locked, notes=notes)
