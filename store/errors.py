@@ -22,6 +22,7 @@ __all__ = [
     "PkgfsError",
     "StoreError",
     "TargetError",
+    "UnsafePathError",
     "ViewError",
     "WheelError",
     "one_line",
@@ -89,6 +90,10 @@ class TargetError(PkgfsError, OSError):
 
 class BytecodeError(PkgfsError, OSError):
     """The target interpreter could not be run to compile."""
+
+
+class UnsafePathError(PkgfsError, ValueError):
+    """A name that a wheel, a lock or a saved view gives would lead outside its directory."""
 
 
 class ViewError(PkgfsError, ValueError):

