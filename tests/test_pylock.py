@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 from pkgfs.store.lock import LockError, choose_wheels, read_lock
+from tests.conftest import RunPkgfs
 from tests.targets import cpython_linux
 
 HEAD = """lock-version = "1.0"
@@ -122,3 +124,27 @@ def test_wheel_without_sha256(tmp_path: Path) -> None:
 def test_malformed(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(LockError, match=message):
         _select(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("marker = \"python_version ~= 'x'\"\n", "a marker cannot be evaluated for the target: "),
+        ("", "package 'six': wheel six-1.17.0-py3-none-any.whl: 'zz' is not a sha256 digest"),
+    ],
+)
+def test_what_packaging_lets_through_is_one_line(
+    pkgfs: RunPkgfs, tmp_path: Path, extra: str, message: str
+) -> None:
+    wheel = "six-1.17.0-py3-none-any.whl"
+    digest = "zz" if not extra else "1" * 64
+    text = HEAD + (
+        f'[[packages]]\nname = "six"\nversion = "1.17.0"\n{extra}'
+        f'wheels = [{{ url = "https://files.example/{wheel}", hashes = {{ sha256 = "{digest}" }} }}]\n'
+    )
+    lock = tmp_path / "pylock.toml"
+    lock.write_text(text)
+    result = pkgfs("lock", "show", "--lock", lock, "--python", sys.executable)
+    assert (result.code, result.out) == (1, ""), result.err
+    (line,) = result.err.splitlines()
+    assert line.startswith(f"pkgfs: error: {lock}: {message}"), line

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 from pkgfs.store.lock import LockError
 from pkgfs.store.lock.requirements import read_requirements
+from tests.conftest import RunPkgfs
 from tests.targets import cpython_linux
 
 H1, H2, H3 = "a" * 64, "b" * 64, "c" * 64
@@ -98,3 +100,23 @@ def test_refusals_name_the_line(tmp_path: Path, text: str, message: str) -> None
 def test_direct_url_is_not_a_registry_package(tmp_path: Path) -> None:
     lock = _read(tmp_path, "proj @ https://example.invalid/proj.tar.gz --hash=sha256:" + H1)
     assert [(p.name, p.source) for p in lock.packages] == [("proj", "url")]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "six==1.0; python_version ~= 'x' --hash=sha256:" + H1,
+            "requirements.txt:1: marker 'python_version ~= \"x\"' cannot be evaluated: ",
+        ),
+        ("six===foo --hash=sha256:" + H1, "requirements.txt:1: six: 'foo' is not a version"),
+        ("six==1.0 --hash=sha256:zz", "requirements.txt:1: --hash=sha256:zz is not a sha256"),
+    ],
+)
+def test_bad_values_are_one_line(pkgfs: RunPkgfs, tmp_path: Path, text: str, message: str) -> None:
+    lock = tmp_path / "requirements.txt"
+    lock.write_text(text + "\n")
+    result = pkgfs("lock", "show", "--lock", lock, "--python", sys.executable, "--offline")
+    assert (result.code, result.out) == (1, ""), result.err
+    (line,) = result.err.splitlines()
+    assert line.startswith(f"pkgfs: error: {tmp_path}/{message}"), line

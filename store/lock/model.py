@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.utils import NormalizedName
 
-__all__ = ["LockedPackage", "LockedWheel", "Lockfile", "WheelLink"]
+__all__ = ["LockedPackage", "LockedWheel", "Lockfile", "WheelLink", "sha256_hex"]
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def sha256_hex(text: str) -> str | None:
+    """``text`` as a sha256 digest (64 lowercase hex digits), or None when it is not one."""
+    digest = text.strip().lower()
+    return digest if _SHA256_HEX.fullmatch(digest) else None
 
 
 @dataclass(frozen=True)

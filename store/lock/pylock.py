@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import cast
 from urllib.parse import urljoin
 
-from packaging.markers import Environment
+from packaging.markers import Environment, UndefinedComparison, UndefinedEnvironmentName
 from packaging.pylock import (
     PackageArchive,
     PackageDirectory,
@@ -26,7 +26,7 @@ from packaging.pylock import (
 
 from pkgfs.store.errors import LockError
 
-from .model import LockedPackage, Lockfile, WheelLink
+from .model import LockedPackage, Lockfile, WheelLink, sha256_hex
 from .target import Target
 
 __all__ = ["read_pylock"]
@@ -38,14 +38,25 @@ def _wheel_link(lock: Path, package: str, wheel: PackageWheel) -> WheelLink:
     sha256 = wheel.hashes.get("sha256")
     if sha256 is None:
         raise LockError(lock, f"package {package!r}: wheel {wheel.filename} has no sha256 hash")
+    digest = sha256_hex(sha256)
+    if digest is None:
+        raise LockError(
+            lock, f"package {package!r}: wheel {wheel.filename}: {sha256!r} is not a sha256 digest"
+        )
     url = wheel.url
     if url is None and wheel.path is not None:
         # PEP 751: a relative "path" is relative to the lock file's directory.
         url = urljoin(lock.parent.absolute().as_uri() + "/", wheel.path)
-    return WheelLink(wheel.filename, url, sha256.lower(), wheel.size)
+    return WheelLink(wheel.filename, url, digest, wheel.size)
 
 
 def read_pylock(lock: Path, target: Target) -> Lockfile:
+    """The packages PEP 751's installation steps select from ``lock`` for ``target``.
+
+    Raises :class:`LockError` (one line naming the file) when the lock cannot be read, is
+    not TOML, fails packaging.pylock's validation or selection, holds a marker that cannot
+    be evaluated, or a wheel without a sha256 digest.
+    """
     try:
         data = tomllib.loads(lock.read_text(encoding="utf-8"))
         pylock = Pylock.from_dict(data)
@@ -57,6 +68,9 @@ def read_pylock(lock: Path, target: Target) -> Lockfile:
         raise LockError(lock, f"not valid TOML: {exc}") from None
     except (PylockValidationError, PylockSelectError) as exc:
         raise LockError(lock, str(exc)) from None
+    except (UndefinedComparison, UndefinedEnvironmentName) as exc:
+        # packaging.pylock validates a marker's syntax, not that its comparisons can be made.
+        raise LockError(lock, f"a marker cannot be evaluated for the target: {exc}") from None
     packages = []
     for package, source in selected:
         version = str(package.version) if package.version else "?"

@@ -24,12 +24,14 @@ import shlex
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from packaging.markers import Marker, UndefinedComparison, UndefinedEnvironmentName
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from pkgfs.store.errors import LockError
 
-from .model import LockedPackage, Lockfile
+from .model import LockedPackage, Lockfile, sha256_hex
 from .target import Target
 
 __all__ = ["read_requirements"]
@@ -134,6 +136,12 @@ class _Reader:
         elif name in ("-e", "--editable"):
             lockfile.notes.append(f"skipped {value}: an editable project is not a wheel")
 
+    def _holds(self, where: str, marker: Marker) -> bool:
+        try:
+            return marker.evaluate(dict(self.target.environment))
+        except (UndefinedComparison, UndefinedEnvironmentName) as exc:
+            raise LockError(where, f"marker {str(marker)!r} cannot be evaluated: {exc}") from None
+
     def _requirement(self, where: str, line: str) -> None:
         text, *options = re.split(r"\s+(?=--)", line)
         hashes = set()
@@ -143,12 +151,15 @@ class _Reader:
                 raise LockError(where, f"unsupported per-requirement option {option.strip()!r}")
             algorithm, _, digest = value.partition(":")
             if algorithm == "sha256" and digest:
-                hashes.add(digest.lower())
+                checked = sha256_hex(digest)
+                if checked is None:
+                    raise LockError(where, f"--hash={value} is not a sha256 digest")
+                hashes.add(checked)
         try:
             requirement = Requirement(text)
         except InvalidRequirement as exc:
             raise LockError(where, f"invalid requirement {text!r}: {exc}") from None
-        if requirement.marker and not requirement.marker.evaluate(dict(self.target.environment)):
+        if requirement.marker and not self._holds(where, requirement.marker):
             return
         name = canonicalize_name(requirement.name)
         if requirement.url:
@@ -157,6 +168,12 @@ class _Reader:
         pins = [s for s in requirement.specifier if s.operator in ("==", "===")]
         if len(pins) != 1 or "*" in pins[0].version:
             raise LockError(where, f"{requirement.name} is not pinned with ==: lock it first")
+        try:
+            Version(pins[0].version)  # "===" takes any string; wheel names hold versions
+        except InvalidVersion:
+            raise LockError(
+                where, f"{requirement.name}: {pins[0].version!r} is not a version: pin it with =="
+            ) from None
         if not hashes:
             raise LockError(
                 where, f"{requirement.name} has no --hash=sha256:...: hashes are required"
@@ -169,6 +186,12 @@ class _Reader:
 def read_requirements(
     lock: Path, target: Target, environ: Mapping[str, str] = os.environ
 ) -> Lockfile:
+    """The pinned, hashed requirements of ``lock`` (and the files it includes) for ``target``.
+
+    Raises :class:`LockError` naming the file and line for a file that cannot be read, an
+    unsupported option, an invalid requirement or marker, a requirement not pinned with
+    ``==`` to a version, or one without a ``--hash=sha256:`` digest.
+    """
     reader = _Reader(lock, target, environ)
     reader.read(lock)
     lockfile = reader.lockfile

@@ -90,7 +90,8 @@ def _choose(
         if package.source in ("vcs", "git", "directory", "editable", "archive", "url", "path"):
             raise LockError(
                 lock,
-                f"{what} comes from a {package.source} source, not a wheel: {_build_hint(package)}",
+                f"{what} comes from {'an' if package.source in ('archive', 'editable') else 'a'}"
+                f" {package.source} source, not a wheel: {_build_hint(package)}",
             )
         if package.has_sdist:
             raise LockError(lock, f"{what} has only an sdist: {_build_hint(package)}")

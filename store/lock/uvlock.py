@@ -33,7 +33,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 
 from pkgfs.store.errors import LockError
 
-from .model import LockedPackage, Lockfile, WheelLink
+from .model import LockedPackage, Lockfile, WheelLink, sha256_hex
 from .target import Target
 
 __all__ = [
@@ -268,7 +268,10 @@ def _sha256(lock: Path, name: str, entry: UvFile) -> str:
     algorithm, _, value = text.partition(":")
     if algorithm != "sha256" or not value:
         raise LockError(lock, f"package {name!r}: a wheel has no sha256 hash ({text!r})")
-    return value.lower()
+    digest = sha256_hex(value)
+    if digest is None:
+        raise LockError(lock, f"package {name!r}: hash {text!r} is not a sha256 digest")
+    return digest
 
 
 def _wheel_links(lock: Path, package: UvPackage) -> tuple[WheelLink, ...]:
