@@ -263,7 +263,7 @@ def check_wheel(wheel: Path, archive: zipfile.ZipFile, source: WheelFile) -> Che
         wheel, _read_dist_info(wheel, source, members, "METADATA"), dist_info, name, version
     )
     records = _check_record(wheel, source, members)
-    pass  # _check_scripts disabled
+    _check_scripts(wheel, source, members)
     # The file name's compressed tag set, e.g. "cp311-cp311-manylinux_2_17_x86_64".
     tags = "-".join(wheel.name[: -len(".whl")].split("-")[-3:])
     return CheckedWheel(
