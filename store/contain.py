@@ -76,7 +76,7 @@ def unsafe_path_in(paths: Iterable[str]) -> str | None:
     """
     paths = list(paths)
     joined = "/" + "/".join(paths) + "/"
-    if any(s in joined for s in ("//", "/./", "/../", "\\", "\x00")):
+    if paths and any(s in joined for s in ("//", "/./", "/../", "\\", "\x00")):
         return next(p for p in paths if not is_safe_path(p))
     return None
 

@@ -9,8 +9,9 @@ for a name, and the link lets exactly one of them create it.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
-__all__ = ["OBJECT_MODE", "create_staged", "is_digest", "object_file", "publish"]
+__all__ = ["OBJECT_MODE", "all_digests", "create_staged", "is_digest", "object_file", "publish"]
 
 # Objects are shared by every wheel and every environment: nobody may write to them.
 # The executable bit belongs to a wheel's file, not to its content, so it lives in the index.
@@ -22,6 +23,16 @@ _HEX = frozenset("0123456789abcdef")
 def is_digest(text: str) -> bool:
     """True for a sha256 hex digest as the store names objects (64 lowercase hex digits)."""
     return len(text) == 64 and _HEX.issuperset(text)
+
+
+_NOT_HEX = str.maketrans("", "", "0123456789abcdef")
+
+
+def all_digests(texts: Iterable[str]) -> bool:
+    """:func:`is_digest` of every one of ``texts``, checked at once (a saved view's objects
+    at every mount): a name that is not a digest could lead outside ``objects-v1/``."""
+    texts = list(texts)
+    return set(map(len, texts)) <= {64} and not "".join(texts).translate(_NOT_HEX)
 
 
 def object_file(objects_dir: str, digest: str) -> str:

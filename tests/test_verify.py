@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from pkgfs.store import Store
+from pkgfs.vfs.env.saved import load_or_compose
 from tests.conftest import RunPkgfs
 
 MakeWheel = Callable[..., Path]
@@ -106,3 +112,71 @@ def test_unreferenced_objects_and_staging_are_notes_not_problems(
     assert "note: 1 objects no wheel refers to" in result.out
     assert "note: 1 staging directories of interrupted ingests" in result.out
     assert result.out.endswith("ok: 5 objects, 1 wheels checked\n")
+
+
+def _edit_index(store_dir: Path, sql: str) -> None:
+    """What someone with write access to the store could do to it."""
+    with contextlib.closing(sqlite3.connect(store_dir / "index-v1.sqlite")) as db, db:
+        assert db.execute(sql).rowcount == 1
+
+
+UNSAFE_ROWS = {
+    "file path": (
+        "UPDATE files SET path = '../../evil' WHERE path = 'demo/core.py'",
+        "demo-1.0-py3-none-any.whl: index row: unsafe path purelib/'../../evil'",
+    ),
+    "absolute file path": (
+        "UPDATE files SET path = '/etc/evil' WHERE path = 'demo/core.py'",
+        "unsafe path purelib/'/etc/evil'",
+    ),
+    "script in a subdirectory": (
+        "UPDATE files SET path = 'sub/tool' WHERE scheme = 'scripts'",
+        "unsafe path scripts/'sub/tool'",
+    ),
+    "entry point name": (
+        "UPDATE entry_points SET name = '../../evil'",
+        "entry point '../../evil' is not a plain file name",
+    ),
+    ".dist-info name": (
+        "UPDATE wheels SET dist_info = '../demo-1.0.dist-info'",
+        ".dist-info name '../demo-1.0.dist-info' is unsafe",
+    ),
+}
+
+
+@pytest.mark.parametrize("row", UNSAFE_ROWS)
+def test_index_rows_naming_unsafe_paths_are_reported(
+    row: str, pkgfs: RunPkgfs, make_wheel: MakeWheel, store_dir: Path
+) -> None:
+    wheel = make_wheel(
+        files={"demo/core.py": "X = 1\n", "demo-1.0.data/scripts/tool": "#!python\n"},
+        entry_points="[console_scripts]\ndemo = demo.core:main\n",
+    )
+    assert pkgfs("store", "add", wheel).code == 0
+    assert pkgfs("store", "verify").code == 0
+    sql, expected = UNSAFE_ROWS[row]
+    _edit_index(store_dir, sql)
+
+    result = pkgfs("store", "verify")
+
+    assert result.code == 1
+    assert expected in result.out
+    assert result.out.splitlines()[-1] == "1 problems: 5 objects, 1 wheels checked"
+
+
+def test_a_damaged_saved_view_is_reported(
+    pkgfs: RunPkgfs, make_wheel: MakeWheel, store_dir: Path
+) -> None:
+    with Store.open(store_dir) as store:
+        sha256 = store.add(make_wheel()).sha256
+        load_or_compose(store, [sha256], "/venv/bin/python", "lib/python3.11/site-packages")
+    assert pkgfs("store", "verify").code == 0
+    (saved,) = (store_dir / "views-v1").iterdir()
+    saved.write_bytes(saved.read_bytes()[:-1])
+
+    result = pkgfs("store", "verify")
+
+    assert result.code == 1
+    assert f"{saved}: saved view does not match its checksum (damaged;" in result.out
+    (store_dir / "views-v1" / "stray").symlink_to(saved)
+    assert f"{store_dir / 'views-v1' / 'stray'}: not a saved view" in pkgfs("store", "verify").out

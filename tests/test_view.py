@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import hashlib
 import io
 import marshal
 import os
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -326,3 +328,44 @@ def test_missing_wheel_is_not_in_the_store(store: Store, make_wheel: MakeWheel) 
     with pytest.raises(ViewError, match="not in the store"):
         load_or_compose(store, ["f" * 64], PYTHON, SITE)
     assert not (store.root / "views-v1").exists()  # nothing saved for a failed compose
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        (
+            "UPDATE files SET path = '../../evil' WHERE path = 'demo/core.py'",
+            "demo-1.0-py3-none-any.whl: unsafe path '../../evil' in the store index:"
+            " run pkgfs store verify",
+        ),
+        (
+            "UPDATE files SET path = 'x/../../../evil' WHERE path LIKE '%share/x'",
+            "unsafe path 'x/../../../evil' in the store index",
+        ),
+        (
+            "UPDATE entry_points SET name = '../../evil' WHERE name = 'demo-cli'",
+            "demo-1.0-py3-none-any.whl: script name '../../evil' in the store index is not a plain",
+        ),
+        (
+            "UPDATE files SET path = 'sub/tool' WHERE path = 'tool'",
+            "script name 'sub/tool' in the store index is not a plain file name",
+        ),
+        (
+            "UPDATE files SET digest = '../../../etc/passwd' WHERE path = 'demo/core.py'",
+            "unsafe path 'demo/core.py' in the store index",
+        ),
+    ],
+)
+def test_an_index_row_edited_to_an_unsafe_path_is_refused(
+    store: Store, make_wheel: MakeWheel, sql: str, expected: str
+) -> None:
+    sha256 = store.add(make_wheel(files=RICH_FILES, entry_points=RICH_ENTRY_POINTS)).sha256
+    with contextlib.closing(sqlite3.connect(store.layout.index)) as db, db:
+        db.execute("PRAGMA foreign_keys = OFF")
+        assert db.execute(sql).rowcount == 1
+
+    with pytest.raises(ViewError) as refused:
+        load_or_compose(store, [sha256], PYTHON, SITE)
+    assert expected in str(refused.value)
+    assert "\n" not in str(refused.value)
+    assert not (store.root / "views-v1").exists()  # nothing saved

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from pkgfs.store.contain import contained
 from pkgfs.store.errors import FetchError
 from pkgfs.store.hashing import hash_file
 from pkgfs.store.lock.model import LockedWheel
@@ -49,7 +50,7 @@ def download(wheel: LockedWheel, directory: Path, cancel: threading.Event | None
             raise FetchError(f"{path}: {exc.strerror}") from None
         _check(wheel, digest, size, str(path))
         return path
-    target = directory / wheel.filename
+    target = contained(directory, wheel.filename)  # a lock's name: one plain file name
     hasher = hashlib.sha256()
     size = 0
     with open_url(url) as response, open(target, "wb") as out:

@@ -2,9 +2,10 @@
 
 One file per (wheels, site-packages layout, bytecode): every environment of those wheels,
 wherever it lives, loads it instead of composing again. The file is marshal data behind a
-sha256 of itself, so a truncated or tampered file is detected and composed afresh; its
-paths are checked again on load, so even a file that passes the checksum cannot name a
-path outside site-packages.
+sha256 of itself (``pkgfs.store.sealed``), so a truncated or damaged file is detected and
+composed afresh. Its paths are checked again on load (``view.check_shared``), so even a
+file whose checksum was recomputed by whoever edited it cannot name a path outside
+site-packages, a script outside bin/, or an object outside the store.
 """
 
 from __future__ import annotations
@@ -16,34 +17,19 @@ import tempfile
 from collections.abc import Sequence
 
 from pkgfs.store.core import Store
+from pkgfs.store.sealed import seal, unseal
 
 from .view import (
     VIEW_FORMAT,
     Bytecode,
     SharedView,
     View,
+    check_shared,
     compose_shared,
     finish_view,
 )
 
-__all__ = ["load_or_compose", "seal", "unseal", "view_key"]
-
-_MAGIC = b"pkgfs-view-v1\n"
-
-
-def seal(blob: bytes) -> bytes:
-    """``blob`` behind a header naming its sha256: what a saved view file holds."""
-    return _MAGIC + hashlib.sha256(blob).hexdigest().encode() + b"\n" + blob
-
-
-def unseal(data: bytes) -> bytes:
-    """The blob of a sealed file; ``ValueError`` if it is truncated, tampered or foreign."""
-    if not data.startswith(_MAGIC):
-        raise ValueError("not a saved view")
-    digest, blob = data[len(_MAGIC) : len(_MAGIC) + 64], data[len(_MAGIC) + 65 :]
-    if hashlib.sha256(blob).hexdigest().encode() != digest:
-        raise ValueError("saved view does not match its checksum")
-    return blob
+__all__ = ["load_or_compose", "view_key"]
 
 
 def view_key(
@@ -70,14 +56,24 @@ def load_or_compose(
     bytecode: Bytecode | None = None,
 ) -> View:
     """The view for these wheels and this environment: the shared part from its saved file
-    (composed and saved if new), finished for ``python``."""
+    (composed and saved if new, damaged or unsafe), finished for ``python``.
+
+    Raises :class:`ViewError` if the wheels cannot be composed (a conflict, a wheel missing
+    from the store, an index row naming an unsafe path), ``OSError`` if the store cannot be
+    read or the view saved.
+    """
     path = store.layout.views / view_key(store, wheels, site_packages, bytecode)
     try:
         shared = SharedView.load(unseal(path.read_bytes()))
+        check_shared(shared)  # a checksum an attacker recomputed still names safe paths only
     except (OSError, ValueError, EOFError, TypeError, AttributeError):
+        # Damaged, tampered or from another format (ViewError is a ValueError): a cache,
+        # so composed again from the index, and saved whole over it.
         shared = compose_shared(store, wheels, site_packages, bytecode)
         path.parent.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent)
+        # Staged in the store's tmp/, so a crash leaves a leftover verify knows, never a
+        # half-written file in views-v1/.
+        fd, tmp = tempfile.mkstemp(dir=store.layout.tmp, prefix="view-")
         with open(fd, "wb") as f:
             f.write(seal(shared.dump()))
         os.replace(tmp, path)

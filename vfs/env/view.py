@@ -25,15 +25,18 @@ import marshal
 import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Literal, NamedTuple, cast
 
 from installer.scripts import InvalidScript, Script
 from installer.utils import fix_shebang
 
 from pkgfs.store.bytecode import VIEW_MTIME
+from pkgfs.store.contain import is_plain_name, is_safe_path, unsafe_path_in
 from pkgfs.store.core import Store
 from pkgfs.store.errors import ViewError
 from pkgfs.store.hashing import record_hash_of, record_hash_of_hex
+from pkgfs.store.objects import all_digests, is_digest
 
 __all__ = [
     "DATA_DIR",
@@ -44,6 +47,7 @@ __all__ = [
     "View",
     "ViewError",
     "ViewFile",
+    "check_shared",
     "compose_shared",
     "compose_view",
     "finish_view",
@@ -185,6 +189,11 @@ class _Composer:
             parent = posixpath.dirname(parent)
 
     def _place(self, table: dict[str, ViewFile], path: str, file: ViewFile, wheel: str) -> None:
+        # The index is a file too: a row edited to "../../x" must not become a view path.
+        if not is_safe_path(path) or (file.digest is not None and not is_digest(file.digest)):
+            raise ViewError(
+                f"{wheel}: unsafe path {path!r} in the store index: run pkgfs store verify"
+            )
         existing = table.get(path)
         if existing is not None and (existing.digest, existing.data) != (file.digest, file.data):
             raise ViewError(f"path conflict: {path} differs between {self.owner[path]} and {wheel}")
@@ -220,6 +229,7 @@ class _Composer:
                 )
                 rows.append((f.path, record_hash_of_hex(f.digest), str(f.size)))
             elif f.scheme == "scripts":
+                _check_script_name(filename, f.path)
                 scripts.append(("file", f.path, f.digest))
             else:
                 # data -> the venv root; headers -> include/site/pythonX.Y/NAME (as pip does).
@@ -237,6 +247,7 @@ class _Composer:
                     )
                 )
         for entry in self.store.entry_points(sha256):
+            _check_script_name(filename, entry.name)
             scripts.append(("entry", entry.name, entry.module, entry.attr, entry.section))
         self._place(
             self.view.files,
@@ -247,6 +258,40 @@ class _Composer:
         rows.append((installer_path, record_hash_of(INSTALLER_NAME), str(len(INSTALLER_NAME))))
         self.parts.append(_WheelPart(filename, dist_info, _csv(sorted(rows)), scripts))
         self.view.wheels.append((name, version, filename))
+
+
+def _check_script_name(wheel: str, name: str) -> None:
+    # Checked at ingest (pkgfs.store.wheel); again here, as the index may have been edited.
+    if not is_plain_name(name):
+        raise ViewError(
+            f"{wheel}: script name {name!r} in the store index is not a plain file name:"
+            " run pkgfs store verify"
+        )
+
+
+def check_shared(shared: SharedView) -> None:
+    """Raise :class:`ViewError` unless every path of a loaded shared view is a normalized
+    relative path, every script and ``.dist-info`` name a plain file name, and every object
+    a digest. A saved view's checksum stops damage, not someone who recomputes it: this
+    is what keeps such a file from leading a write outside bin/ or a read outside the store.
+    """
+    view = shared.view
+    unsafe = unsafe_path_in(chain(view.files, view.data, view.scripts, view.dirs - {""}))
+    if unsafe is not None:
+        raise ViewError(f"saved view: unsafe path {unsafe!r}")
+    files = chain(view.files.values(), view.data.values(), view.scripts.values())
+    digests = [f.digest for f in files if f.digest is not None]
+    names = [*view.scripts, *(p.dist_info for p in shared.parts)]
+    for part in shared.parts:
+        for script in part.scripts:
+            names.append(script[1])
+            if script[0] == "file":
+                digests.append(script[2])
+    if not all_digests(digests):
+        raise ViewError("saved view: an object name is not a sha256 digest")
+    bad = next((name for name in names if not is_plain_name(name)), None)
+    if bad is not None:
+        raise ViewError(f"saved view: {bad!r} is not a plain file name")
 
 
 def finish_view(store: Store, shared: SharedView, python: str, site_packages: str) -> View:
