@@ -82,7 +82,8 @@ def cmd_mount(args: argparse.Namespace, out: TextIO) -> int:
             from pkgfs.vfs.fuse.daemon import serve  # noqa: PLC0415 (trio and pyfuse3 only when serving)
 
             if venv is not None:
-                populate_venv(venv, view, state)
+                for warning in populate_venv(venv, view, state):
+                    print(f"pkgfs: warning: {warning}", file=sys.stderr)
             print(f"mounted {len(config.wheels)} packages at {mountpoint}", file=out, flush=True)
             try:
                 return serve(config, view, _raise_if)
@@ -94,7 +95,8 @@ def cmd_mount(args: argparse.Namespace, out: TextIO) -> int:
         _raise_if(daemon.start(state))
         os.statvfs(mountpoint)  # the mount answers
         if venv is not None:
-            populate_venv(venv, view, state)
+            for warning in populate_venv(venv, view, state):
+                print(f"pkgfs: warning: {warning}", file=sys.stderr)
     except BaseException:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)

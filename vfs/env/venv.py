@@ -2,20 +2,28 @@
 
 A mounted site-packages is the view; what an installer writes elsewhere in the venv (the
 scripts in ``bin/``, links to ``.data/data`` and ``.data/headers``) is written here, at
-mount, and removed at unmount.
+mount, through the containment of ``pkgfs.store.contain``, and removed at unmount where
+it is still what was written.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from pkgfs.store.contain import Made, Root, is_plain_name, is_plain_path
+from pkgfs.store.errors import UnsafePathError
 
 from .view import DATA_DIR, View
 
 __all__ = ["Venv", "depopulate_venv", "populate_venv", "venv_of"]
+
+_RECORD = "scripts.json"  # in the mount's state directory: what populate_venv made
+_FORMAT = 2  # 1 was a bare list of paths, removed whatever they held
 
 
 @dataclass(frozen=True)
@@ -54,47 +62,123 @@ def venv_of(mountpoint: Path) -> Venv | None:
     return Venv(root=root, site_packages=path)
 
 
-def populate_venv(venv: Venv, view: View, state: Path) -> None:
-    """Put the view's scripts into the venv, as pip would, and link its data files there;
-    remember what was made, for unmount to remove."""
-    made = []
-    for name, file in view.scripts.items():
-        path = venv.bin / name
-        _write_file(path, file.data or b"", 0o755)
-        made.append(str(path))
-    # Data and headers are served by the mount under DATA_DIR: the venv gets a symlink at
-    # the topmost directory of each that it lacks (share -> .../.pkgfs-data/share), so they
-    # cost no copy, and writes through the links land in the overlay, never the store.
-    linked: set[str] = set()
+def populate_venv(venv: Venv, view: View, state: Path) -> list[str]:
+    """Put the view's scripts into the venv's ``bin/``, as pip would, and link its data
+    files there; record in ``state``'s scripts.json exactly what was made, for unmount.
+
+    Every write goes through :class:`pkgfs.store.contain.Root`: nothing below the venv is
+    followed through a symlink, and nothing the venv already has is replaced. A script
+    whose name the venv already uses (its own ``python``, ``pip`` or ``activate``) is
+    skipped, as installer skips with ``overwrite_existing=False``; so is a name that is
+    not one plain file name. Returns one line per thing skipped, for the caller to warn
+    with. What an earlier mount of this state left (its daemon killed) is removed first,
+    where still unchanged. Raises ``OSError`` if the venv or the state cannot be written.
+    """
+    warnings = depopulate_venv(state)
+    made: list[Made] = []
+    try:
+        with Root(venv.root) as root:
+            warnings += _write_scripts(root, venv, view, made)
+            warnings += _link_data(root, venv, view, made)
+    finally:
+        record = {"format": _FORMAT, "venv": str(venv.root), "made": [m.to_json() for m in made]}
+        fd, tmp = tempfile.mkstemp(dir=state, prefix=".scripts-")
+        with open(fd, "w") as f:
+            json.dump(record, f, indent=1)
+        os.replace(tmp, state / _RECORD)
+    return warnings
+
+
+def _write_scripts(root: Root, venv: Venv, view: View, made: list[Made]) -> list[str]:
+    warnings = []
+    for name, file in sorted(view.scripts.items()):
+        if not is_plain_name(name):  # refused at ingest and at load: only a bug gets here
+            warnings.append(f"{venv.bin}: script {name!r} is not a plain file name; skipped")
+            continue
+        try:
+            script = root.create_file(f"bin/{name}", file.data or b"", 0o755)
+        except OSError as exc:  # bin/ is a symlink or a file: write nothing through it
+            return [*warnings, f"{venv.bin}: {exc.strerror}; no scripts written"]
+        if script is None:
+            warnings.append(f"{venv.bin / name}: exists, kept; the locked script {name} is skipped")
+        else:
+            made.append(script)
+    return warnings
+
+
+def _link_data(root: Root, venv: Venv, view: View, made: list[Made]) -> list[str]:
+    """Data and headers are served by the mount under DATA_DIR: the venv gets a symlink at
+    the topmost directory of each that it lacks (share -> .../.pkgfs-data/share), so they
+    cost no copy, and writes through the links land in the overlay, never the store."""
+    warnings = []
+    done: set[str] = set()  # prefixes linked, or found in the way
     for relative in sorted(view.data):
         parts = relative.split("/")
         for depth in range(1, len(parts) + 1):
             prefix = "/".join(parts[:depth])
-            if prefix in linked:
+            if prefix in done:
                 break
-            link = venv.root / prefix
-            if not link.exists() and not link.is_symlink():
-                link.parent.mkdir(parents=True, exist_ok=True)
-                link.symlink_to(venv.site_packages / DATA_DIR / prefix)
-                linked.add(prefix)
-                made.append(str(link))
+            if not is_plain_path(prefix):
+                done.add(prefix)
+                warnings.append(f"{venv.root}: data path {prefix!r} is not plain names; skipped")
                 break
-            if not link.is_dir() or link.is_symlink():
-                break  # a file, or someone else's link, is in the way: leave it
-    (state / "scripts.json").write_text(json.dumps(made))
+            kind = _kind(root, prefix)
+            if kind == "missing":
+                link = root.create_symlink(prefix, str(venv.site_packages / DATA_DIR / prefix))
+                if link is not None:
+                    made.append(link)
+                done.add(prefix)
+                break
+            if kind != "directory":  # a file or a link is in the way: leave it
+                done.add(prefix)
+                warnings.append(f"{venv.root / prefix}: exists, kept; {relative} is not linked")
+                break
+    return warnings
 
 
-def _write_file(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.pkgfs-tmp")
-    tmp.write_bytes(data)
-    tmp.chmod(mode)
-    os.replace(tmp, path)
+def _kind(root: Root, relative: str) -> str:
+    """ "missing", "directory", or "other" (a file, a symlink, or a path through one)."""
+    try:
+        info = root.lstat(relative)
+    except OSError:
+        return "other"
+    if info is None:
+        return "missing"
+    return "directory" if stat.S_ISDIR(info.st_mode) else "other"
 
 
-def depopulate_venv(state: Path) -> None:
-    """Remove the scripts and data links that populate_venv made (listed in scripts.json)."""
-    with contextlib.suppress(OSError, ValueError):
-        for path in json.loads((state / "scripts.json").read_text()):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-        (state / "scripts.json").unlink()
+def depopulate_venv(state: Path) -> list[str]:
+    """Remove what :func:`populate_venv` made (listed in ``state``'s scripts.json) where it
+    is still exactly that: a script the user edited or replaced, a file something wrote in
+    its place, stays. Never follows a symlink. Returns one line per path left in place;
+    raises nothing for a venv or a record that is gone."""
+    path = state / _RECORD
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        return [f"{path}: unreadable ({exc}); nothing removed from the venv"]
+    warnings = []
+    try:
+        if not isinstance(record, dict) or record.get("format") != _FORMAT:
+            raise ValueError("from another version of pkgfs")
+        venv = Path(record["venv"])
+        made = [Made.from_json(row) for row in record["made"]]
+        with Root(venv) as root:
+            for item in reversed(made):
+                if not root.remove(item) and _exists(root, item.path):
+                    warnings.append(f"{venv / item.path}: changed since mount, left in place")
+    except FileNotFoundError:
+        pass  # the venv is gone, and what was made with it
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        warnings.append(f"{path}: {exc}; nothing removed from the venv")
+    path.unlink(missing_ok=True)
+    return warnings
+
+
+def _exists(root: Root, relative: str) -> bool:
+    try:
+        return root.lstat(relative) is not None
+    except (OSError, UnsafePathError):
+        return False
