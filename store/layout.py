@@ -5,8 +5,8 @@
     $STORE/
       objects-v1/ab/cdef...   one immutable, read-only file per distinct content, named by sha256
       index-v1.sqlite         which wheels exist and which object backs each of their files
-      views-v1/<key>          saved views: a lock's wheels composed into one tree (pkgfs.vfs.env)
-      tmp/                    staging of ingests in progress; garbage after a crash
+      views-v1/<key>          saved views: a lock's wheels as one tree, checksummed (sealed.py)
+      tmp/                    staging of ingests and views in progress; garbage after a crash
 
 A format change gets a new bucket (``objects-v2``, ``index-v2``) rather than a migration in
 place, so an older pkgfs never misreads a newer store.

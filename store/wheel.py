@@ -3,7 +3,8 @@
 installer validates RECORD against the archive's members and maps ``.data`` directories to
 schemes; what it leaves to the caller is refusing archives that are unsafe or inconsistent
 (path traversal, links and devices, duplicate members, decompression bombs, a RECORD that
-lists files the archive lacks, a METADATA that disagrees with the file name). Everything
+lists files the archive lacks, a METADATA that disagrees with the file name, a script whose
+name would leave the venv's bin/). Everything
 here reads only the central directory and the three small ``.dist-info`` files, so a bad
 wheel is refused before a single byte of it is written.
 """
