@@ -15,10 +15,14 @@ Layout (file links on the project pages are relative URLs, which clients resolve
     /files/<filename>             the file's bytes, faults applied
 
 Only the standard library and ``packaging`` are used; the server listens on 127.0.0.1 only.
+It can also misbehave the ways real indexes and proxies do: malformed project pages
+(``page_faults``), downloads that are slow, cut or mislabelled (``faults``), and HTTP basic
+authentication that rejects a client without the right credentials (``auth``).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import email.parser
 import hashlib
@@ -28,6 +32,7 @@ import socket
 import socketserver
 import tarfile
 import threading
+import time
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -46,14 +51,23 @@ from packaging.utils import (
 )
 from packaging.version import Version
 
-__all__ = ["Fault", "IndexServer"]
+__all__ = ["Fault", "IndexServer", "PageFault"]
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 JSON_LATEST = "application/vnd.pypi.simple.latest+json"
 HTML_V1 = "application/vnd.pypi.simple.v1+html"
 API_VERSION = "1.1"  # PEP 700: "versions" and per-file "size" are required from 1.1 on
 
-Fault = Literal["truncate", "corrupt", "missing"]
+Fault = Literal["truncate", "corrupt", "missing", "slow", "bad-length"]
+PageFault = Literal[
+    "not-json",
+    "json-not-an-object",
+    "files-not-a-list",
+    "file-without-url",
+    "file-without-filename",
+    "hashes-not-a-table",
+    "bad-href",
+]
 
 
 @dataclass(frozen=True)
@@ -140,15 +154,27 @@ class IndexServer:
     * ``faults[filename]`` changing how that file downloads from the next request on:
       ``"truncate"`` announces the full Content-Length, sends half the bytes and closes the
       connection; ``"corrupt"`` sends the full length with bytes flipped, so the sha256 no
-      longer matches; ``"missing"`` answers 404 (the listing still links to it).
+      longer matches; ``"missing"`` answers 404 (the listing still links to it); ``"slow"``
+      sends the right bytes at ``slow_bytes_per_second``; ``"bad-length"`` sends the right
+      bytes under a Content-Length that is not a number.
+    * ``page_faults[project]`` (a normalized name) serving that project's page malformed:
+      ``"not-json"``, ``"json-not-an-object"``, ``"files-not-a-list"``,
+      ``"file-without-url"``, ``"file-without-filename"`` and ``"hashes-not-a-table"``
+      break the PEP 691 JSON (sent whatever the client accepts); ``"bad-href"`` sends
+      PEP 503 HTML whose link is not a URL.
+    * ``auth=(user, password)`` requiring HTTP basic authentication on every request; a
+      request without those credentials is answered 401 (and still recorded).
     * ``requests`` holding the path (with any query) of every request received, in arrival
       order, so a test can assert which files were fetched, or that none were.
     * ``hashes_in_html`` switching the PEP 503 ``#sha256=`` link fragments on and off; the
       PEP 691 JSON always carries the hashes.
     """
 
-    def __init__(self, wheels: Iterable[Path] = ()) -> None:
+    def __init__(self, wheels: Iterable[Path] = (), *, auth: tuple[str, str] | None = None) -> None:
         self.faults: dict[str, Fault] = {}
+        self.page_faults: dict[str, PageFault] = {}
+        self.slow_bytes_per_second = 100
+        self.auth = auth
         self.requests: list[str] = []
         self.hashes_in_html: bool = True
         self._lock = threading.Lock()
@@ -303,6 +329,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self) -> None:
         index = self.server.index
         index._record(self.path)
+        if not self._authorized(index):
+            return
         path = urlsplit(self.path).path
         if path == "/simple":
             # PEP 503: "the repository SHOULD redirect the URLs without a / to add a /".
@@ -315,6 +343,23 @@ class _Handler(BaseHTTPRequestHandler):
             self._download(index, unquote(path.removeprefix("/files/")))
         else:
             self._not_found()
+
+    def _authorized(self, index: IndexServer) -> bool:
+        if index.auth is None:
+            return True
+        expected = base64.b64encode(":".join(index.auth).encode()).decode()
+        if self.headers.get("Authorization", "") == f"Basic {expected}":
+            return True
+        # RFC 7617: 401 with a challenge naming the scheme and a realm.
+        body = b"401 Unauthorized\n"
+        self.send_response(HTTPStatus.UNAUTHORIZED)
+        self.send_header("WWW-Authenticate", 'Basic realm="indexserver"')
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not self._head:
+            self.wfile.write(body)
+        return False
 
     def _wants_json(self) -> bool:
         # PEP 691 content negotiation: the client lists the formats it accepts; we answer
@@ -348,6 +393,10 @@ class _Handler(BaseHTTPRequestHandler):
             # unnormalized URLs to the canonical normalized URL", and SHOULD add the "/".
             self._redirect(f"/simple/{normalized}/")
             return
+        page_fault = index.page_faults.get(normalized)
+        if page_fault is not None:
+            self._malformed_page(page_fault, dists)
+            return
         if self._wants_json():
             self._send_json(
                 {
@@ -360,6 +409,30 @@ class _Handler(BaseHTTPRequestHandler):
             return
         links = "".join(self._html_link(dist) for dist in dists)
         self._send_html(f"Links for {normalized}", links)
+
+    def _malformed_page(self, fault: PageFault, dists: list[_Dist]) -> None:
+        if fault == "not-json":
+            self._send(HTTPStatus.OK, JSON_V1, b'{"meta": {"api-version": "1.1"}, "files": [')
+            return
+        if fault == "bad-href":
+            # urljoin() refuses this: an IPv6 literal whose bracket never closes.
+            link = f'<a href="http://[::1/files/{html.escape(dists[0].filename)}">x</a>\n'
+            self._send_html("Links", link)
+            return
+        files: Any = [_json_file(dist) for dist in dists]
+        if fault == "json-not-an-object":
+            self._send(HTTPStatus.OK, JSON_V1, json.dumps(files).encode())
+            return
+        if fault == "files-not-a-list":
+            files = {dist.filename: _json_file(dist) for dist in dists}
+        else:
+            key = {"file-without-url": "url", "file-without-filename": "filename"}.get(fault)
+            for file in files:
+                if key is not None:
+                    del file[key]
+                else:  # hashes-not-a-table
+                    file["hashes"] = [file["hashes"]["sha256"]]
+        self._send_json({"meta": {"api-version": API_VERSION}, "name": "x", "files": files})
 
     def _html_link(self, dist: _Dist) -> str:
         # PEP 503: the URL MAY carry "#<hashname>=<hashvalue>"; data-requires-python holds
@@ -390,16 +463,22 @@ class _Handler(BaseHTTPRequestHandler):
                 + bytes(b ^ 0xFF for b in data[middle : middle + 16])
                 + data[middle + 16 :]
             )
-        elif fault not in (None, "truncate"):
+        elif fault not in (None, "truncate", "slow", "bad-length"):
             self.send_error(HTTPStatus.INTERNAL_SERVER_ERROR, f"unknown fault {fault!r}")
             return
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(data)))
-        if fault == "truncate":
-            self.send_header("Connection", "close")
+        self.send_header(
+            "Content-Length", f"{len(data)} bytes" if fault == "bad-length" else str(len(data))
+        )
+        if fault in ("truncate", "bad-length"):
+            self.send_header("Connection", "close")  # the body ends when the connection does
+            self.close_connection = True
         self.end_headers()
         if self._head:
+            return
+        if fault == "slow":
+            self._send_slowly(data, self.server.index.slow_bytes_per_second)
             return
         if fault == "truncate":
             # Promise len(data) bytes, deliver half, hang up: the client sees a short body.
@@ -407,6 +486,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self.wfile.write(data)
+
+    def _send_slowly(self, data: bytes, rate: int) -> None:
+        # Ten writes a second, each flushed: the client sees a trickle, never a stall.
+        step = max(1, rate // 10)
+        for start in range(0, len(data), step):
+            self.wfile.write(data[start : start + step])
+            self.wfile.flush()
+            time.sleep(0.1)
 
     # -- responses ------------------------------------------------------------------------
 
