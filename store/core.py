@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
@@ -146,7 +147,15 @@ _worker_store: Store | None = None
 
 def _open_worker_store(root: Path) -> None:
     global _worker_store  # noqa: PLW0603 (one store per worker process, opened once)
+    # Ctrl-C reaches the workers too (the terminal signals the whole process group); the
+    # parent reports it. A worker just stops: an ingest cut short leaves only staging
+    # files, and a KeyboardInterrupt here would print a traceback per worker.
+    signal.signal(signal.SIGINT, _exit_quietly)
     _worker_store = Store(root)
+
+
+def _exit_quietly(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _attempt_in_worker(wheel: Path) -> IngestResult | PkgfsError:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -216,3 +219,53 @@ def test_requirements_resolve_from_the_store_without_an_index(
     assert result.code == 0, result.err
     assert _selection(json.loads(result.out)) == _selection(expected_wheels())
     assert len(index_server.requests) == seen
+
+
+def test_content_length_that_is_not_a_number(
+    pkgfs: RunPkgfs, lockproject: Path, index_server: IndexServer
+) -> None:
+    wheel = "zeta-1.0-py3-none-any.whl"
+    index_server.faults[wheel] = "bad-length"
+    result = pkgfs("sync", "--lock", lockproject / "pylock.toml", "--no-compile")
+    assert result.code == 1
+    assert "Traceback" not in result.err
+    (line,) = [x for x in result.err.splitlines() if x.startswith("pkgfs: error:")]
+    assert line == (
+        f"pkgfs: error: {index_server.url}/files/{wheel}: the server sent a"
+        f" Content-Length that is not a number: '{(LOCKPROJECT / 'wheels' / wheel).stat().st_size} bytes'"
+    )
+    names = {w["name"] for w in json.loads(pkgfs("store", "ls", "--json").out)}
+    assert names == {"alpha", "beta", "epsilon"}
+
+
+def test_ctrl_c_stops_promptly_and_says_what_was_kept(
+    pkgfs: RunPkgfs, lockproject: Path, index_server: IndexServer, store_dir: Path, tmp_path: Path
+) -> None:
+    # zeta trickles in at 100 bytes a second (about 9 s); the other three arrive at once.
+    index_server.faults["zeta-1.0-py3-none-any.whl"] = "slow"
+    environ = {**os.environ, "PKGFS_STORE": str(store_dir), "HOME": str(tmp_path / "home")}
+    command = [*PKGFS, "sync", "--lock", str(lockproject / "uv.lock"), "--no-compile"]
+    # A session of its own, signalled as a group: what Ctrl-C in a terminal does, so the
+    # ingest workers get SIGINT too.
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ,
+        start_new_session=True,
+    ) as proc:  # fmt: skip
+        assert proc.stderr is not None
+        said: list[str] = []
+        while len([line for line in said if line.startswith("added ")]) < 3:
+            said.append(proc.stderr.readline())
+            assert said[-1], said  # the three fast wheels come before the end
+        started = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        elapsed = time.monotonic() - started
+    assert proc.returncode == 130, err
+    assert elapsed < 2.0, f"{elapsed:.1f} s after SIGINT"
+    assert out == ""
+    assert err == (
+        "pkgfs: interrupted; kept 3 wheels ingested before it: alpha 1.0, beta 2.0, epsilon 1.0\n"
+    )
+    names = {w["name"] for w in json.loads(pkgfs("store", "ls", "--json").out)}
+    assert names == {"alpha", "beta", "epsilon"}
+    assert pkgfs("store", "verify").code == 0

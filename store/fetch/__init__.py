@@ -7,16 +7,26 @@ downloads and ingests many at once.
 
 from pkgfs.store.errors import FetchError
 
-from .download import download
+from .download import Cancel, download
 from .finder import Finder
-from .sync import SyncOutcome, partition_present, sync_wheels, unreachable_offline
+from .http import remember_credentials
+from .sync import (
+    SyncInterrupted,
+    SyncOutcome,
+    partition_present,
+    sync_wheels,
+    unreachable_offline,
+)
 
 __all__ = [
+    "Cancel",
     "FetchError",
     "Finder",
+    "SyncInterrupted",
     "SyncOutcome",
     "download",
     "partition_present",
+    "remember_credentials",
     "sync_wheels",
     "unreachable_offline",
 ]

@@ -6,10 +6,15 @@ whose bytes do not match is refused before anything of it reaches the store.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
+import os
+import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from pkgfs.store.contain import contained
@@ -19,9 +24,9 @@ from pkgfs.store.lock.model import LockedWheel
 
 from .http import open_url
 
-__all__ = ["download"]
+__all__ = ["Cancel", "download"]
 
-_CHUNK = 1 << 20
+_CHUNK = 1 << 16
 
 
 def _check(wheel: LockedWheel, digest: str, size: int, where: str) -> None:
@@ -33,10 +38,68 @@ def _check(wheel: LockedWheel, digest: str, size: int, where: str) -> None:
         raise FetchError(f"{where}: sha256 {digest[:16]}... is not the lock's ({listed})")
 
 
-def download(wheel: LockedWheel, directory: Path, cancel: threading.Event | None = None) -> Path:
+class Cancel:
+    """Stops downloads: after :meth:`set`, each running download ends within a moment with
+    a :class:`FetchError`, even one waiting on a stalled server (its connection is shut
+    down under it), and none starts."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def set(self) -> None:
+        self._event.set()
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+    @contextlib.contextmanager
+    def watching(self, response: Any) -> Iterator[None]:
+        """While inside, :meth:`set` shuts down the connection ``response`` reads from."""
+        try:
+            # A duplicate of the descriptor: shutting it down shuts down the connection
+            # itself, and closing it leaves the response's own descriptor alone.
+            connection = socket.socket(fileno=os.dup(response.fileno()))
+        except (AttributeError, OSError, ValueError):  # not a socket: nothing to unblock
+            yield
+            return
+        with self._lock:
+            self._connections.add(connection)
+        try:
+            if self.is_set():
+                connection.shutdown(socket.SHUT_RDWR)
+            yield
+        finally:
+            with self._lock:
+                self._connections.discard(connection)
+            connection.close()
+
+
+def _content_length(url: str, header: str | None) -> int | None:
+    # RFC 9110: Content-Length = 1*DIGIT. http.client reads on to the end of the connection
+    # when it is not a number; we refuse it, as nothing then says how long the file is.
+    if header is None:
+        return None
+    if not header.strip().isdigit():
+        raise FetchError(
+            f"{url}: the server sent a Content-Length that is not a number: {header!r}"
+        )
+    return int(header)
+
+
+def download(wheel: LockedWheel, directory: Path, cancel: Cancel | None = None) -> Path:
     """The verified wheel file: a local file in place, or a download into ``directory``.
 
-    Setting ``cancel`` stops a download at its next chunk.
+    Setting ``cancel`` stops a download within a moment. Raises :class:`FetchError` (one
+    line naming the file or the redacted URL) when the wheel has no URL, cannot be read or
+    fetched, is cut off or interrupted, has a Content-Length that is not a number, or does
+    not match the lock's size or sha256.
     """
     url = wheel.wheel.url
     if url is None:
@@ -53,18 +116,24 @@ def download(wheel: LockedWheel, directory: Path, cancel: threading.Event | None
     target = contained(directory, wheel.filename)  # a lock's name: one plain file name
     hasher = hashlib.sha256()
     size = 0
-    with open_url(url) as response, open(target, "wb") as out:
-        declared = response.headers.get("Content-Length")
+    cancel = cancel or Cancel()
+    if cancel.is_set():
+        raise FetchError(f"{url}: interrupted")
+    with open_url(url) as response, open(target, "wb") as out, cancel.watching(response):
+        declared = _content_length(url, response.headers.get("Content-Length"))
         try:
-            while chunk := response.read(_CHUNK):
-                if cancel is not None and cancel.is_set():
-                    raise FetchError(f"{url}: interrupted")
+            # read1: whatever has arrived, so a slow server cannot hold a cancel back.
+            while chunk := response.read1(_CHUNK):
                 hasher.update(chunk)
                 out.write(chunk)
                 size += len(chunk)
         except (http.client.IncompleteRead, OSError) as exc:
+            if cancel.is_set():
+                raise FetchError(f"{url}: interrupted") from None
             raise FetchError(f"{url}: download cut off after {size} bytes ({exc})") from None
-    if declared is not None and int(declared) != size:
+        if cancel.is_set():
+            raise FetchError(f"{url}: interrupted")
+    if declared is not None and declared != size:
         raise FetchError(f"{url}: download cut off: {size} of {declared} bytes")
     _check(wheel, hasher.hexdigest(), size, url)
     return target

@@ -12,9 +12,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +22,15 @@ from pkgfs.store.errors import PkgfsError
 from pkgfs.store.index import IngestResult
 from pkgfs.store.lock.model import LockedWheel
 
-from .download import download
+from .download import Cancel, download
 
-__all__ = ["SyncOutcome", "partition_present", "sync_wheels", "unreachable_offline"]
+__all__ = [
+    "SyncInterrupted",
+    "SyncOutcome",
+    "partition_present",
+    "sync_wheels",
+    "unreachable_offline",
+]
 
 DOWNLOADS = 8  # wheels fetched at once
 
@@ -35,6 +40,15 @@ class SyncOutcome:
     wheel: LockedWheel
     result: IngestResult | None = None  # None: it was already in the store
     error: PkgfsError | None = None
+
+
+class SyncInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`sync_wheels`: ``kept`` are the wheels ingested before it, which
+    stay in the store; nothing of the others was stored."""
+
+    def __init__(self, kept: Sequence[SyncOutcome]) -> None:
+        super().__init__(f"interrupted; {len(kept)} wheels were kept")
+        self.kept = list(kept)
 
 
 def unreachable_offline(wheels: Sequence[LockedWheel]) -> list[LockedWheel]:
@@ -55,7 +69,7 @@ def partition_present(
 
 
 def _fetch_and_add(
-    store: Store, ingest: IngestPool, wheel: LockedWheel, cancel: threading.Event
+    store: Store, ingest: IngestPool, wheel: LockedWheel, cancel: Cancel
 ) -> SyncOutcome:
     directory = Path(tempfile.mkdtemp(prefix="download-", dir=store.layout.tmp))
     try:
@@ -77,9 +91,14 @@ def sync_wheels(
     on_outcome: Callable[[SyncOutcome], None] = lambda _: None,
     jobs: int = DOWNLOADS,
 ) -> list[SyncOutcome]:
-    """Download, verify and ingest ``missing``; report each outcome as it happens."""
-    outcomes = {}
-    cancel = threading.Event()
+    """Download, verify and ingest ``missing``; report each outcome as it happens.
+
+    A wheel that cannot be fetched or ingested is an outcome with its ``error``, not an
+    exception. Ctrl-C stops the downloads within a moment and raises
+    :class:`SyncInterrupted` naming the wheels that were ingested before it.
+    """
+    outcomes: dict[LockedWheel, SyncOutcome] = {}
+    cancel = Cancel()
     with (
         IngestPool(store, min(os.cpu_count() or 1, len(missing))) as ingest,
         ThreadPoolExecutor(max_workers=max(1, min(jobs, len(missing)))) as pool,
@@ -90,10 +109,24 @@ def sync_wheels(
                 outcome = future.result()
                 on_outcome(outcome)
                 outcomes[futures[future]] = outcome
-        except BaseException:
-            # Ctrl-C: stop downloads at their next chunk and start no more. Wheels already
-            # ingested stay; a half-downloaded file is only a leftover in the store's tmp/.
+        except BaseException as exc:
+            # Ctrl-C: stop downloads now (their connections are shut down) and start no
+            # more. Wheels already ingested stay; a half-downloaded file is only a leftover
+            # in the store's tmp/.
             cancel.set()
             pool.shutdown(wait=True, cancel_futures=True)
+            if isinstance(exc, KeyboardInterrupt):
+                raise SyncInterrupted(_kept(futures, outcomes)) from None
             raise
     return [outcomes[wheel] for wheel in missing]
+
+
+def _kept(
+    futures: dict[Future[SyncOutcome], LockedWheel], outcomes: dict[LockedWheel, SyncOutcome]
+) -> list[SyncOutcome]:
+    """The outcomes that stored a wheel, reported or finished while the others stopped."""
+    kept = dict(outcomes)
+    for future, wheel in futures.items():
+        if future.done() and not future.cancelled() and future.exception() is None:
+            kept[wheel] = future.result()
+    return [o for o in kept.values() if o.result is not None]

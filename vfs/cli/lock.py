@@ -13,10 +13,13 @@ from typing import TextIO
 
 from pkgfs.store import Store
 from pkgfs.store.bytecode import compile_wheels
+from pkgfs.store.errors import redact
 from pkgfs.store.fetch import (
     Finder,
+    SyncInterrupted,
     SyncOutcome,
     partition_present,
+    remember_credentials,
     sync_wheels,
     unreachable_offline,
 )
@@ -31,6 +34,8 @@ from pkgfs.store.lock import (
     probe_target,
     read_lock,
 )
+
+from .output import EXIT_INTERRUPTED
 
 __all__ = [
     "cmd_lock_show",
@@ -61,17 +66,24 @@ def _index_urls(args: argparse.Namespace, lockfile: Lockfile) -> list[str]:
 
 
 def resolve_lock(args: argparse.Namespace, store: Store, err: TextIO) -> Resolved:
-    """Discover and read the lock for the target, and choose its wheels. Says which lock."""
+    """Discover and read the lock for the target, and choose its wheels. Says which lock.
+
+    Credentials in an index URL are remembered for that host (the lock's own wheel URLs
+    may point there) and never printed. Raises :class:`LockError` for a lock that cannot
+    be found, read or satisfied, :class:`TargetError` for a target that cannot be run,
+    and :class:`FetchError` for an index that cannot be read.
+    """
     lock = args.lock or discover_lock(Path.cwd())
     if args.lock is None:
-        print(f"pkgfs: using {lock}", file=err)
+        print(f"pkgfs: using {redact(str(lock))}", file=err)
     python = args.python or default_python(lock.absolute().parent)
     target = probe_target(python)
     lockfile = read_lock(lock, target)
     for note in lockfile.notes:
-        print(f"pkgfs: {lock.name}: {note}", file=err)
+        print(redact(f"pkgfs: {lock.name}: {note}"), file=err)
+    index_urls = [remember_credentials(url) for url in _index_urls(args, lockfile)]
     finder = Finder(
-        index_urls=_index_urls(args, lockfile),
+        index_urls=index_urls,
         find_links=[*args.find_links, *lockfile.find_links],
         offline=args.offline,
         index=store.index,
@@ -91,7 +103,7 @@ def cmd_lock_show(args: argparse.Namespace, out: TextIO) -> int:
                 "version": w.version,
                 "wheel": w.filename,
                 "sha256": w.wheel.sha256,
-                "url": w.wheel.url,
+                "url": None if w.wheel.url is None else redact(w.wheel.url),
                 "in_store": w.name in stored,
             }
             for w in resolved.wheels
@@ -176,12 +188,25 @@ def sync_locked(
     return present, outcomes
 
 
+def _say_kept(interrupted: SyncInterrupted) -> None:
+    kept = sorted(f"{o.wheel.name} {o.wheel.version}" for o in interrupted.kept)
+    listed = f": {', '.join(kept)}" if kept else ""
+    print(
+        f"pkgfs: interrupted; kept {len(kept)} wheels ingested before it{listed}",
+        file=sys.stderr,
+    )
+
+
 def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
     with Store.open(getattr(args, "store", None)) as store:
         resolved = resolve_lock(args, store, sys.stderr)
-        present, outcomes = sync_locked(
-            store, resolved, args.offline, resolved.lockfile.path, not args.no_compile
-        )
+        try:
+            present, outcomes = sync_locked(
+                store, resolved, args.offline, resolved.lockfile.path, not args.no_compile
+            )
+        except SyncInterrupted as interrupted:
+            _say_kept(interrupted)
+            return EXIT_INTERRUPTED
     failed = [o for o in outcomes if o.error is not None]
     summary = f"{len(resolved.wheels)} wheels: {len(present)} already in the store"
     summary += f", {len(outcomes) - len(failed)} added"
