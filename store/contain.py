@@ -110,8 +110,12 @@ class Made:
     symlink: str | None = None
 
     def to_json(self) -> dict[str, str]:
-        kind = {"sha256": self.sha256} if self.sha256 is not None else {"symlink": self.symlink}
-        return {"path": self.path, **{k: v for k, v in kind.items() if v is not None}}
+        row = {"path": self.path}
+        if self.sha256 is not None:
+            row["sha256"] = self.sha256
+        if self.symlink is not None:
+            row["symlink"] = self.symlink
+        return row
 
     @classmethod
     def from_json(cls, row: object) -> Made:
@@ -233,21 +237,11 @@ class Root:
             os.close(fd)
         return Made(relative, symlink=target)
 
-    def is_unchanged(self, made: Made) -> bool:
-        """Whether ``made.path`` still holds exactly what was made there."""
-        try:
-            fd, name = self._parent(made.path)
-        except (OSError, UnsafePathError):
-            return False
-        try:
-            return self._holds(fd, name, made)
-        finally:
-            os.close(fd)
-
     def remove(self, made: Made) -> bool:
         """Remove ``made.path`` if it still holds exactly what was made there; False (and
         nothing removed) if it is gone, edited, or replaced. A symlink is removed itself,
-        never followed."""
+        never followed. (A change in the instant between the check and the unlink is not
+        seen: the user racing their own unmount.)"""
         try:
             fd, name = self._parent(made.path)
         except (OSError, UnsafePathError):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from pkgfs.store.errors import UnsafePathError
 from pkgfs.store.fetch.download import download
 from pkgfs.store.lock.model import LockedWheel, WheelLink
 from tests.conftest import snapshot
+from tests.indexserver import IndexServer
 
 PLAIN = ["tool", "app-cli", "python3.11", "a b", "x=", "é"]
 NOT_PLAIN = ["", ".", "..", ".hidden", "../x", "/etc/x", "sub/tool", "a\\b", "a\x00b", "/"]
@@ -156,16 +159,22 @@ def test_made_round_trips_through_json() -> None:
 @pytest.mark.parametrize(
     "filename", ["../escaped-1.0-py3-none-any.whl", "{tmp}/abs-1.0-py3-none-any.whl"]
 )
-def test_a_download_named_by_a_lock_stays_in_its_directory(tmp_path: Path, filename: str) -> None:
+def test_a_download_named_by_a_lock_stays_in_its_directory(
+    tmp_path: Path, make_wheel: Callable[..., Path], filename: str
+) -> None:
+    wheel_file = make_wheel()
+    digest = hashlib.sha256(wheel_file.read_bytes()).hexdigest()
     directory = tmp_path / "downloads"
     directory.mkdir()
-    # The lock names a URL no one answers: the name is refused before any connection.
-    link = WheelLink(filename.format(tmp=tmp_path), "http://127.0.0.1:9/escaped.whl", "0" * 64)
-    wheel = LockedWheel(name="escaped", version="1.0", wheel=link, hashes=frozenset({"0" * 64}))  # type: ignore[arg-type]
-    with pytest.raises(UnsafePathError, match="not one plain file name"):
-        download(wheel, directory)
-    assert [p.name for p in tmp_path.iterdir()] == ["downloads"]
-    assert os.listdir(directory) == []
+    before = snapshot(tmp_path)
+    with IndexServer([wheel_file]) as server:
+        # A real server offers the bytes the lock names, under a name the lock made up.
+        url = f"{server.url}/files/{wheel_file.name}"
+        link = WheelLink(filename.format(tmp=tmp_path), url, digest)
+        wheel = LockedWheel(name="demo", version="1.0", wheel=link, hashes=frozenset({digest}))  # type: ignore[arg-type]
+        with pytest.raises(UnsafePathError, match="not one plain file name"):
+            download(wheel, directory)
+    assert snapshot(tmp_path) == before
 
 
 def test_contained_refuses_a_symlink_in_place(tmp_path: Path, outside: Path) -> None:
