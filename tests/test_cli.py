@@ -18,7 +18,7 @@ from typing import TextIO
 import pytest
 
 from pkgfs.vfs.cli import run_command
-from tests.conftest import PKGFS, RunPkgfs
+from tests.conftest import LOCKPROJECT, PKGFS, RunPkgfs
 
 MakeWheel = Callable[..., Path]
 
@@ -245,3 +245,26 @@ def test_os_error_inside_a_command_is_one_line(stored_one: tuple[Path, Path]) ->
     # Which write fails first varies (a fan-out directory, a rename into one); each names
     # its paths inside the store and the reason.
     assert line.startswith(f"pkgfs: error: {store}/"), line
+
+
+def test_a_target_that_is_no_python(pkgfs: RunPkgfs, tmp_path: Path) -> None:
+    lock = LOCKPROJECT / "uv.lock"
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho '{\"tags\": 5}'\n")
+    fake.chmod(0o755)
+    for python in ("true", fake):
+        result = pkgfs("lock", "show", "--lock", lock, "--python", python)
+        assert (result.code, result.out) == (1, ""), result.err
+        (line,) = result.err.splitlines()
+        assert line.endswith(": did not answer as a Python interpreter does"), line
+
+
+def test_a_damaged_interpreter_cache_is_asked_again(pkgfs: RunPkgfs, tmp_path: Path) -> None:
+    lock = LOCKPROJECT / "uv.lock"
+    environ = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    assert pkgfs("lock", "show", "--lock", lock, env=environ).code == 0
+    (cached,) = (tmp_path / "cache" / "pkgfs" / "interpreters").glob("*.json")
+    for damage in ("{}", '{"tags": ["not a tag"]}', "[]"):
+        cached.write_text(damage)
+        result = pkgfs("lock", "show", "--lock", lock, env=environ)
+        assert result.code == 0, result.err

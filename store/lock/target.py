@@ -97,29 +97,62 @@ def _cache_dir(environ: Mapping[str, str]) -> Path:
 
 
 def probe_target(python: str | os.PathLike[str], environ: Mapping[str, str] = os.environ) -> Target:
-    """Ask ``python`` for its tags and markers, or take the cached answer."""
+    """Ask ``python`` for its tags and markers, or take the cached answer.
+
+    Raises :class:`TargetError` when ``python`` is not an executable file, cannot be run,
+    fails, or does not answer as a Python interpreter with packaging would. A cached
+    answer that is damaged is asked again.
+    """
     path = _resolve(python)
     # Keyed by the real executable: a venv's python is a symlink to its base, and the answer
     # (tags, markers, magic) is the base's, so every new venv of a base shares one probe.
     real = os.path.realpath(path)
-    info = os.stat(real)
+    try:
+        info = os.stat(real)
+    except OSError as exc:
+        raise TargetError(f"{python}: {exc.strerror}") from None
     key = f"{real}\0{info.st_size}\0{info.st_mtime_ns}\0{packaging.__version__}\0{_PROBE_VERSION}"
     cache = _cache_dir(environ) / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
     try:
-        answer = json.loads(cache.read_text())
+        target = _target(path, json.loads(cache.read_text()))
     except (OSError, ValueError):
+        target = None
+    if target is None:
         answer = _run_probe(path)
+        target = _target(path, answer)
+        if target is None:
+            raise TargetError(f"{path}: did not answer as a Python interpreter does")
         _write_cache(cache, answer)
+    return target
+
+
+def _target(path: Path, answer: object) -> Target | None:
+    """The Target a probe's answer describes, or None for an answer of the wrong shape."""
+    if not isinstance(answer, dict):
+        return None
+    tags, environment = answer.get("tags"), answer.get("environment")
+    magic, cache_tag = answer.get("magic"), answer.get("cache_tag")
+    if not (
+        isinstance(tags, list)
+        and tags
+        and all(isinstance(t, str) for t in tags)
+        and isinstance(environment, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in environment.items())
+        and "python_full_version" in environment
+        and isinstance(magic, str)
+        and isinstance(cache_tag, str)
+    ):
+        return None
+    try:
+        parsed = tuple(tag for text in tags for tag in parse_tag(text))
+    except ValueError:  # not interpreter-abi-platform
+        return None
     return Target(
-        python=path,
-        tags=tuple(tag for text in answer["tags"] for tag in parse_tag(text)),
-        environment=answer["environment"],
-        magic=answer["magic"],
-        cache_tag=answer["cache_tag"],
+        python=path, tags=parsed, environment=environment, magic=magic, cache_tag=cache_tag
     )
 
 
-def _run_probe(path: Path) -> dict[str, object]:
+def _run_probe(path: Path) -> object:
     here = os.path.dirname(os.path.dirname(os.path.abspath(packaging.__file__)))
     try:
         # -I: ignore the environment and user site; -S: no site-packages at all.
@@ -132,11 +165,15 @@ def _run_probe(path: Path) -> dict[str, object]:
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise TargetError(f"{path}: cannot run it: {exc}") from None
+    except UnicodeDecodeError:
+        raise TargetError(f"{path}: did not answer as a Python interpreter does") from None
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise TargetError(f"{path}: cannot ask it for its tags: {last}")
-    answer: dict[str, object] = json.loads(proc.stdout)
-    return answer
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        raise TargetError(f"{path}: did not answer as a Python interpreter does") from None
 
 
 def _write_cache(cache: Path, answer: Mapping[str, object]) -> None:
