@@ -30,7 +30,9 @@ __all__ = [
 ]
 
 # user:token@ in a URL: credentials are never printed, logged or written to a state file.
-_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+# Up to the authority's last "@" (RFC 3986: the host follows the last one), so a password
+# with a raw "@" in it is hidden whole.
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@")
 
 
 def redact(text: str) -> str:
