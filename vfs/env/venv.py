@@ -137,7 +137,8 @@ def _link_data(root: Root, venv: Venv, view: View, made: list[Made]) -> list[str
 
 
 def _kind(root: Root, relative: str) -> str:
-    """ "missing", "directory", or "other" (a file, a symlink, or a path through one)."""
+    """Whether ``relative`` is missing, a directory, or other: a file, a symlink, or a
+    path through one."""
     try:
         info = root.lstat(relative)
     except OSError:
