@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,17 +52,29 @@ class Finder:
         self._pages: dict[str, list[WheelLink]] = {}
 
     def stored_links(self, name: NormalizedName, version: str) -> list[WheelLink]:
-        """The wheels of ``name==version`` the store already holds."""
+        """The wheels of ``name==version`` the store already holds (none for a version
+        that does not parse: no wheel can carry it)."""
         if self.index is None:
             return []
-        wanted = str(Version(version))
+        try:
+            wanted = str(Version(version))
+        except InvalidVersion:
+            return []
         return [
             WheelLink(w.filename, None, w.sha256) for w in self.index.wheels_named(name, wanted)
         ]
 
     def links(self, name: NormalizedName, version: str) -> list[WheelLink]:
-        """Every wheel of ``name==version``: stored, in find-links, and on the indexes."""
-        wanted = Version(version)
+        """Every wheel of ``name==version``: stored, in find-links, and on the indexes.
+
+        Raises :class:`FetchError` (one line naming the directory or the redacted URL) for
+        a find-links directory that cannot be listed or read, and for an index page that
+        cannot be fetched or is malformed.
+        """
+        try:
+            wanted = Version(version)
+        except InvalidVersion:
+            return []
         found = self.stored_links(name, version)
         for source in self.find_links:
             if "://" not in source or source.startswith("file:"):
@@ -80,7 +93,10 @@ class Finder:
     def _page(self, url: str, accept: str | None = None) -> list[WheelLink]:
         if url not in self._pages:
             with open_url(url, accept) as response:
-                body = response.read()
+                try:
+                    body = response.read()
+                except (http.client.HTTPException, OSError) as exc:  # IncompleteRead, resets
+                    raise FetchError(f"{url}: the page was cut off: {exc!r}") from None
                 content_type = response.headers.get("Content-Type", "")
                 self._pages[url] = parse_project_page(body, content_type, response.geturl())
         return self._pages[url]
@@ -96,6 +112,9 @@ class Finder:
         for entry in entries:
             link = WheelLink(entry.name, Path(entry.path).absolute().as_uri(), None)
             if entry.name.endswith(".whl") and _is(link, name, version):
-                sha256, size = hash_file(entry.path)
+                try:
+                    sha256, size = hash_file(entry.path)
+                except OSError as exc:
+                    raise FetchError(f"{entry.path}: cannot read it: {exc.strerror}") from None
                 links.append(WheelLink(entry.name, link.url, sha256, size))
         return links

@@ -59,7 +59,8 @@ def unreachable_offline(wheels: Sequence[LockedWheel]) -> list[LockedWheel]:
 def partition_present(
     store: Store, wheels: Sequence[LockedWheel]
 ) -> tuple[list[LockedWheel], list[LockedWheel]]:
-    """(already stored, missing): by sha256 only, without touching the network."""
+    """(already stored, missing): by sha256 only, without touching the network. Raises
+    nothing of its own; the index's :class:`StoreError` when it cannot be read."""
     present: list[LockedWheel] = []
     missing: list[LockedWheel] = []
     for wheel in wheels:

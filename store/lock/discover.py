@@ -15,7 +15,10 @@ _CANDIDATES = ("pylock.toml", "uv.lock", "requirements.txt")
 
 
 def lock_kind(path: Path) -> str:
-    """``pylock.toml``, ``uv.lock`` or ``requirements.txt``: how to read ``path``."""
+    """``pylock.toml``, ``uv.lock`` or ``requirements.txt``: how to read ``path``.
+
+    Raises :class:`LockError` for a file name that is none of those formats.
+    """
     # PEP 751: the file name MUST be pylock.toml or match pylock.*.toml.
     if is_valid_pylock_path(path):
         return "pylock.toml"
@@ -32,7 +35,8 @@ def discover_lock(directory: Path) -> Path:
     """The lockfile of the project in ``directory``.
 
     pylock.toml, else uv.lock, else requirements.txt. A single ``pylock.NAME.toml``
-    stands in for ``pylock.toml``; several are ambiguous.
+    stands in for ``pylock.toml``. Raises :class:`LockError` when there is none, or
+    several ``pylock.NAME.toml`` and no ``pylock.toml``.
     """
     for name in _CANDIDATES:
         path = directory / name

@@ -25,7 +25,12 @@ __all__ = ["choose_wheels", "read_lock"]
 
 
 def read_lock(lock: Path, target: Target) -> Lockfile:
-    """Read ``lock`` (any supported format) for ``target``: the packages it selects."""
+    """Read ``lock`` (any supported format) for ``target``: the packages it selects.
+
+    Raises :class:`LockError`, one line naming the file (and the key or line), for a lock
+    that is missing, of no known format, unreadable or malformed, or that the target's
+    Python does not satisfy.
+    """
     if not lock.is_file():
         raise LockError(lock, "no such lockfile" if not lock.exists() else "not a file")
     readers = {
@@ -109,7 +114,13 @@ def _choose(
 
 
 def choose_wheels(lockfile: Lockfile, target: Target, finder: Finder | None) -> list[LockedWheel]:
-    """One wheel per package, the most specific one the target supports (tag priority)."""
+    """One wheel per package, the most specific one the target supports (tag priority).
+
+    Raises :class:`LockError` for a package selected twice, one with no wheel for the
+    target (an sdist, a VCS or directory source: the message says how to build one), or a
+    hashed requirement whose wheel is nowhere; :class:`FetchError` from ``finder`` for an
+    index or find-links source that cannot be read.
+    """
     seen: dict[str, str] = {}
     chosen = []
     for package in lockfile.packages:

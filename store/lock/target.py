@@ -176,7 +176,7 @@ def _run_probe(path: Path) -> object:
         raise TargetError(f"{path}: did not answer as a Python interpreter does") from None
 
 
-def _write_cache(cache: Path, answer: Mapping[str, object]) -> None:
+def _write_cache(cache: Path, answer: object) -> None:
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".tmp")

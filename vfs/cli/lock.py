@@ -13,7 +13,7 @@ from typing import TextIO
 
 from pkgfs.store import Store
 from pkgfs.store.bytecode import compile_wheels
-from pkgfs.store.errors import redact
+from pkgfs.store.errors import StoreError, redact
 from pkgfs.store.fetch import (
     Finder,
     SyncInterrupted,
@@ -92,6 +92,10 @@ def resolve_lock(args: argparse.Namespace, store: Store, err: TextIO) -> Resolve
 
 
 def cmd_lock_show(args: argparse.Namespace, out: TextIO) -> int:
+    """``pkgfs lock show``: the wheel chosen for each package, and whether it is stored.
+
+    Raises what :func:`resolve_lock` raises; :func:`pkgfs.vfs.cli.main` reports it.
+    """
     with Store.open(getattr(args, "store", None)) as store:
         resolved = resolve_lock(args, store, sys.stderr)
         present, _ = partition_present(store, resolved.wheels)
@@ -151,8 +155,17 @@ class _Progress:
 
 
 def stored_wheels(store: Store, wheels: list[LockedWheel]) -> list[str]:
-    """The sha256 under which the store holds each of ``wheels`` (all must be stored)."""
-    return [next(h for h in w.hashes if store.index.has_wheel(h)) for w in wheels]
+    """The sha256 under which the store holds each of ``wheels``.
+
+    Raises :class:`StoreError` naming the first wheel that is not stored.
+    """
+    digests = []
+    for wheel in wheels:
+        digest = next((h for h in sorted(wheel.hashes) if store.index.has_wheel(h)), None)
+        if digest is None:
+            raise StoreError(f"{wheel.filename} is not in the store {store.root}: pkgfs sync first")
+        digests.append(digest)
+    return digests
 
 
 def sync_locked(
@@ -161,7 +174,10 @@ def sync_locked(
     """Get the resolved wheels into the store: (those already there, outcomes of the rest),
     then their bytecode for the target interpreter unless told not to.
 
-    Offline, wheels that only the network could bring are refused in one line naming ``where``.
+    Offline, wheels that only the network could bring are refused in one line naming
+    ``where`` (:class:`LockError`). A wheel that cannot be fetched or ingested is an outcome
+    with its error, not an exception; Ctrl-C raises :class:`SyncInterrupted` naming the
+    wheels kept; :class:`BytecodeError` when the target cannot be run to compile.
     """
     present, missing = partition_present(store, resolved.wheels)
     remote = unreachable_offline(missing) if offline else []
@@ -198,6 +214,11 @@ def _say_kept(interrupted: SyncInterrupted) -> None:
 
 
 def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
+    """``pkgfs sync``: exit 0 when every wheel is stored, 1 when some failed (each said in
+    one line), 130 on Ctrl-C (saying which wheels were kept).
+
+    Raises what :func:`resolve_lock` and :func:`sync_locked` raise, Ctrl-C excepted.
+    """
     with Store.open(getattr(args, "store", None)) as store:
         resolved = resolve_lock(args, store, sys.stderr)
         try:

@@ -16,6 +16,8 @@ __all__ = ["cmd_store_add", "cmd_store_ls", "cmd_store_stats", "cmd_store_verify
 
 
 def open_store(args: argparse.Namespace) -> Store:
+    """The store ``--store`` names, else the default one; :class:`StoreError` when it
+    cannot be created or its index cannot be opened."""
     # --store is SUPPRESSed unless given, before or after the subcommand.
     return Store.open(getattr(args, "store", None))
 
@@ -34,6 +36,9 @@ def _describe(result: IngestResult) -> str:
 
 
 def cmd_store_add(args: argparse.Namespace, out: TextIO) -> int:
+    """``pkgfs store add``: one line per wheel; exit 1 if any was refused (each refusal a
+    :class:`WheelError` line). Raises :class:`StoreError`, or an :class:`OSError` from a
+    store it cannot write, for :func:`pkgfs.vfs.cli.main` to report."""
     status = EXIT_OK
     with open_store(args) as store:
         for outcome in store.add_many(args.wheels, jobs=args.jobs):
@@ -46,6 +51,8 @@ def cmd_store_add(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_store_ls(args: argparse.Namespace, out: TextIO) -> int:
+    """``pkgfs store ls``: the ingested wheels. Raises :class:`StoreError` for a store that
+    cannot be opened (read-only, another user's), for :func:`pkgfs.vfs.cli.main`."""
     with open_store(args) as store:
         wheels = store.wheels()
     if args.json:
@@ -98,6 +105,8 @@ def cmd_store_stats(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_store_verify(args: argparse.Namespace, out: TextIO) -> int:
+    """``pkgfs store verify``: every problem on a line, exit 1 if any. Raises
+    :class:`StoreError` for a store that cannot be opened, for :func:`pkgfs.vfs.cli.main`."""
     with open_store(args) as store:
         report = store.verify(jobs=args.jobs)
     for problem in report.problems:
