@@ -62,7 +62,7 @@ COMPILE_ONCE = (
 SHARED_VIEW = (
     "**pkgfs's largest per-environment disk figure** (the top of its range) is the first"
     " environment of each lock in the run: it also writes the composed view into the store"
-    " (`views-v1/`), which every later environment of that lock shares."
+    " (`views-v2/`), which every later environment of that lock shares."
 )
 
 # Keys: "mount:<measure>" for the mount benchmark's measures, else "<benchmark>:<what>".

@@ -4,7 +4,7 @@ The pipeline's first half, in the order a wheel travels: ``layout`` and ``object
 bytes live), ``index`` (what the store holds), ``wheel`` (checks before unpacking),
 ``ingest``, ``verify``, ``bytecode``; then ``lock/`` (lockfiles read for a target) and
 ``fetch/`` (indexes, downloads, sync). Beside them, ``contain`` (which names are safe, and
-writes that stay inside their root) and ``sealed`` (the checksummed files of ``views-v1/``).
+writes that stay inside their root) and ``sealed`` (the checksummed files of ``views-v2/``).
 This layer knows wheels and files only; it never imports trio, pyfuse3 or ``pkgfs.vfs``.
 """
 

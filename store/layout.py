@@ -5,11 +5,12 @@
     $STORE/
       objects-v1/ab/cdef...   one immutable, read-only file per distinct content, named by sha256
       index-v1.sqlite         which wheels exist and which object backs each of their files
-      views-v1/<key>          saved views: a lock's wheels as one tree, checksummed (sealed.py)
+      views-v2/<key>          saved views: a lock's wheels as one tree, checksummed (sealed.py)
       tmp/                    staging of ingests and views in progress; garbage after a crash
 
 A format change gets a new bucket (``objects-v2``, ``index-v2``) rather than a migration in
-place, so an older pkgfs never misreads a newer store.
+place, so an older pkgfs never misreads a newer store. Saved views are on their second:
+``views-v1/`` held them unsealed, and a store that has one simply no longer reads it.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class StoreLayout:
 
     @property
     def views(self) -> Path:
-        return self.root / "views-v1"
+        return self.root / "views-v2"
 
     @property
     def tmp(self) -> Path:

@@ -1,4 +1,4 @@
-"""Sealed files: a blob behind a header naming its sha256, as the store's ``views-v1/`` holds.
+"""Sealed files: a blob behind a header naming its sha256, as the store's ``views-v2/`` holds.
 
 A saved view is a cache anyone who can write the store could edit; the seal makes a
 truncated or damaged file detectable by the mount that loads it (which composes afresh)
@@ -13,7 +13,7 @@ import hashlib
 
 __all__ = ["seal", "unseal"]
 
-_MAGIC = b"pkgfs-view-v1\n"
+_MAGIC = b"pkgfs-view-v2\n"
 
 
 def seal(blob: bytes) -> bytes:

@@ -60,7 +60,7 @@ def test_a_tampered_view_with_a_recomputed_checksum_is_composed_again(
     store: Store, demo: str, tamper: str
 ) -> None:
     view = load_or_compose(store, [demo], PYTHON, SITE)
-    (saved,) = (store.root / "views-v1").iterdir()
+    (saved,) = (store.root / "views-v2").iterdir()
     good = saved.read_bytes()
     shared = SharedView.load(unseal(good))
     TAMPERS[tamper](shared)
@@ -73,7 +73,7 @@ def test_a_tampered_view_with_a_recomputed_checksum_is_composed_again(
 
 def test_a_truncated_view_is_composed_again(store: Store, demo: str) -> None:
     view = load_or_compose(store, [demo], PYTHON, SITE)
-    (saved,) = (store.root / "views-v1").iterdir()
+    (saved,) = (store.root / "views-v2").iterdir()
     good = saved.read_bytes()
     for length in (0, 10, 40, len(good) // 2, len(good) - 1):
         saved.write_bytes(good[:length])

@@ -175,7 +175,7 @@ def test_a_symlink_in_the_venv_is_never_followed(project: Project, tmp_path: Pat
 def test_a_tampered_saved_view_writes_nothing_outside_bin(project: Project, tmp_path: Path) -> None:
     project.pkgfs("mount", project.site)
     project.pkgfs("unmount", project.site)
-    (saved,) = (tmp_path / "store" / "views-v1").iterdir()
+    (saved,) = (tmp_path / "store" / "views-v2").iterdir()
     good = saved.read_bytes()
     shared = SharedView.load(unseal(good))
     for name in ("../../escaped", "../../../escaped", str(tmp_path / "escaped")):

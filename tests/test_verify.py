@@ -171,12 +171,12 @@ def test_a_damaged_saved_view_is_reported(
         sha256 = store.add(make_wheel()).sha256
         load_or_compose(store, [sha256], "/venv/bin/python", "lib/python3.11/site-packages")
     assert pkgfs("store", "verify").code == 0
-    (saved,) = (store_dir / "views-v1").iterdir()
+    (saved,) = (store_dir / "views-v2").iterdir()
     saved.write_bytes(saved.read_bytes()[:-1])
 
     result = pkgfs("store", "verify")
 
     assert result.code == 1
     assert f"{saved}: saved view does not match its checksum (damaged;" in result.out
-    (store_dir / "views-v1" / "stray").symlink_to(saved)
-    assert f"{store_dir / 'views-v1' / 'stray'}: not a saved view" in pkgfs("store", "verify").out
+    (store_dir / "views-v2" / "stray").symlink_to(saved)
+    assert f"{store_dir / 'views-v2' / 'stray'}: not a saved view" in pkgfs("store", "verify").out

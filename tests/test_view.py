@@ -275,7 +275,7 @@ def test_load_or_compose_saves_one_view_that_every_environment_shares(
     sha256, _ = rich
     composed = load_or_compose(store, [sha256], PYTHON, SITE)
     assert composed == compose(store, sha256)
-    (saved,) = (store.root / "views-v1").iterdir()
+    (saved,) = (store.root / "views-v2").iterdir()
     saved_bytes = saved.read_bytes()
 
     # The same view again, from the saved file: it is not rewritten.
@@ -285,7 +285,7 @@ def test_load_or_compose_saves_one_view_that_every_environment_shares(
     # Another environment (another interpreter path) shares the saved file; only its
     # scripts and RECORDs, made per environment, differ.
     other = load_or_compose(store, [sha256], "/other/bin/python", SITE)
-    assert [p.name for p in (store.root / "views-v1").iterdir()] == [saved.name]
+    assert [p.name for p in (store.root / "views-v2").iterdir()] == [saved.name]
     assert other == compose(store, sha256, python="/other/bin/python")
     assert other.scripts != composed.scripts
     for name, script in composed.scripts.items():
@@ -306,7 +306,7 @@ def test_load_or_compose_recomposes_over_a_bad_saved_view(
 ) -> None:
     sha256, _ = rich
     view = load_or_compose(store, [sha256], PYTHON, SITE)
-    (saved,) = (store.root / "views-v1").iterdir()
+    (saved,) = (store.root / "views-v2").iterdir()
     good = saved.read_bytes()
     if garbage == "truncated":
         saved.write_bytes(good[:200])
@@ -318,7 +318,7 @@ def test_load_or_compose_recomposes_over_a_bad_saved_view(
 
     assert load_or_compose(store, [sha256], PYTHON, SITE) == view
     assert saved.read_bytes() == good  # and saved again, whole
-    assert [p.name for p in (store.root / "views-v1").iterdir()] == [saved.name]
+    assert [p.name for p in (store.root / "views-v2").iterdir()] == [saved.name]
 
 
 def test_missing_wheel_is_not_in_the_store(store: Store, make_wheel: MakeWheel) -> None:
@@ -327,7 +327,7 @@ def test_missing_wheel_is_not_in_the_store(store: Store, make_wheel: MakeWheel) 
         compose(store, present, "0" * 64)
     with pytest.raises(ViewError, match="not in the store"):
         load_or_compose(store, ["f" * 64], PYTHON, SITE)
-    assert not (store.root / "views-v1").exists()  # nothing saved for a failed compose
+    assert not (store.root / "views-v2").exists()  # nothing saved for a failed compose
 
 
 @pytest.mark.parametrize(
@@ -368,4 +368,4 @@ def test_an_index_row_edited_to_an_unsafe_path_is_refused(
         load_or_compose(store, [sha256], PYTHON, SITE)
     assert expected in str(refused.value)
     assert "\n" not in str(refused.value)
-    assert not (store.root / "views-v1").exists()  # nothing saved
+    assert not (store.root / "views-v2").exists()  # nothing saved

@@ -1,4 +1,4 @@
-"""Saved views: the shared part of a view, composed once and kept in the store's ``views-v1/``.
+"""Saved views: the shared part of a view, composed once and kept in the store's ``views-v2/``.
 
 One file per (wheels, site-packages layout, bytecode): every environment of those wheels,
 wherever it lives, loads it instead of composing again. The file is marshal data behind a
@@ -72,7 +72,7 @@ def load_or_compose(
         shared = compose_shared(store, wheels, site_packages, bytecode)
         path.parent.mkdir(exist_ok=True)
         # Staged in the store's tmp/, so a crash leaves a leftover verify knows, never a
-        # half-written file in views-v1/.
+        # half-written file in views-v2/.
         fd, tmp = tempfile.mkstemp(dir=store.layout.tmp, prefix="view-")
         with open(fd, "wb") as f:
             f.write(seal(shared.dump()))

@@ -9,7 +9,7 @@ and ``.data/scripts`` of every wheel, with a shebang for the environment's inter
 
 Composing happens in two parts. The shared part (the tree, and each wheel's RECORD rows
 for its files) depends only on the wheels, the site-packages layout and the bytecode the
-store has for the interpreter: it is saved as one compact file (``views-v1/<key>``,
+store has for the interpreter: it is saved as one compact file (``views-v2/<key>``,
 marshal, by ``pkgfs.vfs.env.saved``) that every environment of those wheels loads instead
 of composing again. The
 environment's own part, its scripts and the RECORDs that list them, costs O(wheels +
