@@ -21,15 +21,29 @@ __all__ = ["IngestPool", "Store"]
 class Store:
     """A content-addressed store of unpacked wheels. Safe to share between threads."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, read_only: bool = False) -> None:
         self.layout = StoreLayout(root)
-        self.layout.create()
-        self.index = Index(self.layout.index)
+        if not read_only:
+            self.layout.create()
+        self.index = Index(self.layout.index, read_only=read_only)
 
     @classmethod
     def open(cls, root: str | os.PathLike[str] | None = None) -> Store:
-        """The store at ``root``, else at ``$PKGFS_STORE``, else the XDG default; created if new."""
+        """The store at ``root``, else at ``$PKGFS_STORE``, else the XDG default; created if new.
+
+        Raises :class:`StoreError` when it cannot be created or its index opened.
+        """
         return cls(resolve_store_path(root))
+
+    @classmethod
+    def open_read_only(cls, root: str | os.PathLike[str] | None = None) -> Store:
+        """An existing store, found as :meth:`open` finds it, for reading only: nothing is
+        created or written, so another user's store, or one on a read-only mount, can be
+        listed and verified. Adding to it fails.
+
+        Raises :class:`StoreError` when there is no store there or its index cannot be read.
+        """
+        return cls(resolve_store_path(root), read_only=True)
 
     @property
     def root(self) -> Path:

@@ -7,6 +7,7 @@ lets readers go on while an ingest commits.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -184,13 +185,40 @@ class StoreStats:
         return self.logical_bytes / self.wheel_object_bytes if self.wheel_object_bytes else 1.0
 
 
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    # mode=ro still needs a WAL database's -shm file, which a directory we cannot write
+    # cannot hold; there immutable=1 reads the file as it is. A writer would have to be
+    # another user with write access at work this moment: a listing may then miss its
+    # last commit, as it would a moment later.
+    uri = path.absolute().as_uri()
+    query = "mode=ro" if os.access(path.parent, os.W_OK) else "immutable=1"
+    return sqlite3.connect(
+        f"{uri}?{query}", uri=True, isolation_level=None, check_same_thread=False
+    )
+
+
 class Index:
     """A connection to the store's index, safe to share between threads."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        """Open (and create or upgrade) the index at ``path``; with ``read_only``, open an
+        existing one without writing anything, not even SQLite's WAL files.
+
+        Raises :class:`StoreError` when it cannot be opened, is from a newer pkgfs, or,
+        read-only, needs an upgrade.
+        """
         self.path = path
         self._lock = threading.RLock()
         try:
+            if read_only:
+                self._db = _connect_read_only(path)
+                version = self._db.execute("PRAGMA user_version").fetchone()[0]
+                if version != SCHEMA_VERSION:
+                    raise StoreError(
+                        f"{path}: index schema {version}, and this pkgfs reads"
+                        f" {SCHEMA_VERSION} without writing: open it once with write access"
+                    )
+                return
             # isolation_level=None: we issue BEGIN ourselves, so a write transaction takes
             # its lock up front (BEGIN IMMEDIATE) instead of failing on upgrade.
             self._db = sqlite3.connect(

@@ -229,11 +229,17 @@ def _one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
     return line
 
 
-def test_read_only_store_is_one_line(stored_one: tuple[Path, Path]) -> None:
+def test_read_only_store_is_read_and_not_written(stored_one: tuple[Path, Path]) -> None:
     store, two = stored_one
     _read_only(store)  # as another user's store, or one on a read-only mount
-    for args in (("store", "add", two), ("store", "ls"), ("store", "verify")):
-        assert str(store) in _one_error_line(_run_unprivileged(store, *args))
+    listed = _run_unprivileged(store, "store", "ls")
+    assert listed.returncode == 0, listed.stderr
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == ["one"]
+    verified = _run_unprivileged(store, "store", "verify")
+    assert verified.returncode == 0, verified.stderr
+    assert verified.stdout.endswith("ok: 4 objects, 1 wheels checked\n")
+    assert str(store) in _one_error_line(_run_unprivileged(store, "store", "add", two))
+    assert not (store / "index-v1.sqlite-shm").exists()
 
 
 def test_os_error_inside_a_command_is_one_line(stored_one: tuple[Path, Path]) -> None:

@@ -8,11 +8,18 @@ import sys
 from dataclasses import asdict
 from typing import TextIO
 
-from pkgfs.store import IngestResult, PkgfsError, Store
+from pkgfs.store import IngestResult, PkgfsError, Store, StoreError
 
 from .output import EXIT_FAILURE, EXIT_OK, human
 
-__all__ = ["cmd_store_add", "cmd_store_ls", "cmd_store_stats", "cmd_store_verify", "open_store"]
+__all__ = [
+    "cmd_store_add",
+    "cmd_store_ls",
+    "cmd_store_stats",
+    "cmd_store_verify",
+    "open_store",
+    "open_store_for_reading",
+]
 
 
 def open_store(args: argparse.Namespace) -> Store:
@@ -20,6 +27,19 @@ def open_store(args: argparse.Namespace) -> Store:
     cannot be created or its index cannot be opened."""
     # --store is SUPPRESSed unless given, before or after the subcommand.
     return Store.open(getattr(args, "store", None))
+
+
+def open_store_for_reading(args: argparse.Namespace) -> Store:
+    """As :func:`open_store`, and, when the store cannot be opened for writing (another
+    user's, a read-only mount), opened read-only instead; :class:`StoreError` when neither
+    can be done, saying why it could not be opened for writing."""
+    try:
+        return open_store(args)
+    except StoreError as cannot_write:
+        try:
+            return Store.open_read_only(getattr(args, "store", None))
+        except StoreError:
+            raise cannot_write from None
 
 
 def _describe(result: IngestResult) -> str:
@@ -51,9 +71,9 @@ def cmd_store_add(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_store_ls(args: argparse.Namespace, out: TextIO) -> int:
-    """``pkgfs store ls``: the ingested wheels. Raises :class:`StoreError` for a store that
-    cannot be opened (read-only, another user's), for :func:`pkgfs.vfs.cli.main`."""
-    with open_store(args) as store:
+    """``pkgfs store ls``: the ingested wheels, from a read-only store too. Raises
+    :class:`StoreError` for a store that cannot be opened, for :func:`pkgfs.vfs.cli.main`."""
+    with open_store_for_reading(args) as store:
         wheels = store.wheels()
     if args.json:
         json.dump([asdict(w) for w in wheels], out, indent=2)
@@ -105,9 +125,10 @@ def cmd_store_stats(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_store_verify(args: argparse.Namespace, out: TextIO) -> int:
-    """``pkgfs store verify``: every problem on a line, exit 1 if any. Raises
-    :class:`StoreError` for a store that cannot be opened, for :func:`pkgfs.vfs.cli.main`."""
-    with open_store(args) as store:
+    """``pkgfs store verify``: every problem on a line, exit 1 if any; a read-only store
+    too. Raises :class:`StoreError` for a store that cannot be opened, for
+    :func:`pkgfs.vfs.cli.main`."""
+    with open_store_for_reading(args) as store:
         report = store.verify(jobs=args.jobs)
     for problem in report.problems:
         print(problem, file=out)
