@@ -143,6 +143,17 @@ def test_broken_pipe_exits_quietly(pkgfs: RunPkgfs, make_wheel: MakeWheel, store
         assert err == ""
 
 
+def test_closed_stderr_exits_quietly(pkgfs: RunPkgfs, tmp_path: Path) -> None:
+    # The error line itself cannot be written: nothing to say it with, and nothing to say.
+    with subprocess.Popen(
+        [*PKGFS, "--store", str(tmp_path / "store"), "store", "add", str(tmp_path / "no.whl")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    ) as proc:  # fmt: skip
+        assert proc.stderr is not None
+        proc.stderr.close()
+        assert proc.wait(timeout=30) == 141
+
+
 def test_head_closing_a_long_listing(
     pkgfs: RunPkgfs, make_wheel: MakeWheel, store_dir: Path
 ) -> None:

@@ -182,9 +182,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
 
     This is the one error boundary: a :class:`PkgfsError`, or an :class:`OSError` that
     escapes a command (EACCES on a store directory, ENOSPC...), is one ``pkgfs: error:``
-    line and status 1; Ctrl-C is status 130; a reader that closes our stdout early
-    (``pkgfs store ls | head -1``) ends the command quietly with status 141, as a tool
-    killed by SIGPIPE. Anything else is a bug in pkgfs: its traceback is printed below a
+    line and status 1; Ctrl-C is status 130; a reader that closes our stdout or stderr
+    early (``pkgfs store ls | head -1``) ends the command quietly with status 141, as a
+    tool killed by SIGPIPE. Anything else is a bug in pkgfs: its traceback is printed below a
     line asking to report it. argparse exits 2 on a usage error.
     """
     _redact_log_records()
@@ -207,10 +207,12 @@ def run_command(run: Command, args: argparse.Namespace, out: TextIO) -> int:
         out.flush()  # a closed pipe shows here, not as "Exception ignored" at exit
         return status
     except BrokenPipeError as exc:
-        if not _stdout_is_broken(out):  # a socket's peer went away, not our reader
+        gone = [stream for stream in (out, sys.stderr) if _reader_is_gone(stream)]
+        if not gone:  # a socket's peer went away, not a reader of ours
             _report(_describe_os_error(exc))
             return EXIT_FAILURE
-        _silence(out)
+        for stream in gone:
+            _silence(stream)
         return EXIT_BROKEN_PIPE
     except (PkgfsError, OSError) as exc:  # ours are one line; an OSError is made one
         _report(str(exc) if isinstance(exc, PkgfsError) else _describe_os_error(exc))
@@ -241,23 +243,23 @@ def _describe_os_error(exc: OSError) -> str:
     return f"{' -> '.join(os.fsdecode(p) for p in paths)}: {reason}"
 
 
-def _stdout_is_broken(out: TextIO) -> bool:
-    """Whether ``out`` is a pipe whose reader went away (POLLERR on its write end)."""
+def _reader_is_gone(stream: TextIO) -> bool:
+    """Whether ``stream`` is a pipe whose reader went away (POLLERR on its write end)."""
     try:
-        fd = out.fileno()
+        fd = stream.fileno()
     except (OSError, ValueError):
-        return out is sys.stdout  # no descriptor to ask: trust where the write went
+        return False  # not a file: it cannot have raised EPIPE
     poller = select.poll()
     poller.register(fd, select.POLLOUT)
     return any(events & select.POLLERR for _, events in poller.poll(0))
 
 
-def _silence(out: TextIO) -> None:
-    # The Python docs' "Note on SIGPIPE": point stdout at /dev/null, so that the flush at
-    # interpreter exit writes nowhere instead of printing "Exception ignored ...".
+def _silence(stream: TextIO) -> None:
+    # The Python docs' "Note on SIGPIPE": point the stream at /dev/null, so that the flush
+    # at interpreter exit writes nowhere instead of printing "Exception ignored ...".
     with contextlib.suppress(OSError, ValueError):
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, out.fileno())
+        os.dup2(devnull, stream.fileno())
         os.close(devnull)
 
 
