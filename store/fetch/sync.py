@@ -13,12 +13,12 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import BrokenExecutor, Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 from pkgfs.store.core import IngestPool, Store
-from pkgfs.store.errors import PkgfsError
+from pkgfs.store.errors import PkgfsError, StoreError
 from pkgfs.store.index import IngestResult
 from pkgfs.store.lock.model import LockedWheel
 
@@ -82,6 +82,8 @@ def _fetch_and_add(
         return SyncOutcome(wheel, result=result)
     except PkgfsError as exc:
         return SyncOutcome(wheel, error=exc)
+    except BrokenExecutor:  # a worker was killed (the OOM killer, Ctrl-C reaching it)
+        return SyncOutcome(wheel, error=StoreError(f"{wheel.filename}: the ingest worker died"))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

@@ -188,13 +188,16 @@ def sync_locked(
     if compile_bytecode and not any(o.error for o in outcomes):
         target = resolved.target
         started = time.monotonic()
-        report = compile_wheels(
-            store,
-            stored_wheels(store, resolved.wheels),
-            target.python,
-            target.magic,
-            progress=lambda line: print(f"pkgfs: {line}", file=sys.stderr),
-        )
+        try:
+            report = compile_wheels(
+                store,
+                stored_wheels(store, resolved.wheels),
+                target.python,
+                target.magic,
+                progress=lambda line: print(f"pkgfs: {line}", file=sys.stderr),
+            )
+        except KeyboardInterrupt:  # every wheel is in by now; only bytecode is missing
+            raise SyncInterrupted([o for o in outcomes if o.result is not None]) from None
         if report.wheels:
             print(
                 f"pkgfs: compiled {report.modules} modules for {target.cache_tag} in"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from concurrent.futures import BrokenExecutor
 from dataclasses import asdict
 from typing import TextIO
 
@@ -61,12 +62,15 @@ def cmd_store_add(args: argparse.Namespace, out: TextIO) -> int:
     store it cannot write, for :func:`pkgfs.vfs.cli.main` to report."""
     status = EXIT_OK
     with open_store(args) as store:
-        for outcome in store.add_many(args.wheels, jobs=args.jobs):
-            if isinstance(outcome, PkgfsError):
-                print(f"pkgfs: error: {outcome}", file=sys.stderr)
-                status = EXIT_FAILURE
-            else:
-                print(_describe(outcome), file=out)
+        try:
+            for outcome in store.add_many(args.wheels, jobs=args.jobs):
+                if isinstance(outcome, PkgfsError):
+                    print(f"pkgfs: error: {outcome}", file=sys.stderr)
+                    status = EXIT_FAILURE
+                else:
+                    print(_describe(outcome), file=out)
+        except BrokenExecutor:  # a worker was killed: what was added before stays
+            raise StoreError(f"{store.root}: an ingest worker died; run the add again") from None
     return status
 
 
