@@ -285,3 +285,21 @@ def test_a_damaged_interpreter_cache_is_asked_again(pkgfs: RunPkgfs, tmp_path: P
         cached.write_text(damage)
         result = pkgfs("lock", "show", "--lock", lock, env=environ)
         assert result.code == 0, result.err
+
+
+def test_log_records_are_redacted() -> None:
+    # The daemon logs to a file through the root logger; main() sets the record factory
+    # before it forks, so whatever any layer logs has its URLs' credentials hidden.
+    script = (
+        "import logging, sys\n"
+        "from pkgfs.vfs.cli import main\n"
+        "try:\n"
+        "    main(['--version'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "logging.basicConfig(stream=sys.stderr, format='%(message)s')\n"
+        "logging.getLogger('pkgfs.vfs').warning('fetching %s', 'https://alice:T0K@host/x')\n"
+    )
+    proc = subprocess.run([*PKGFS[:1], "-c", script], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "fetching https://***@host/x\n"
