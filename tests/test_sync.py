@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -269,3 +274,46 @@ def test_ctrl_c_stops_promptly_and_says_what_was_kept(
     names = {w["name"] for w in json.loads(pkgfs("store", "ls", "--json").out)}
     assert names == {"alpha", "beta", "epsilon"}
     assert pkgfs("store", "verify").code == 0
+
+
+def _tiny_filesystem_prefix(mountpoint: Path, size: str) -> list[str]:
+    """A command prefix that runs the rest with a ``size`` tmpfs at ``mountpoint`` (in a
+    mount namespace of its own: nothing outlives the command)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare for a private tmpfs")
+    probe = subprocess.run(
+        ["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size={size} tmpfs {mountpoint}"],
+        capture_output=True, check=False,
+    )  # fmt: skip
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {probe.stderr.decode().strip()}")
+    script = f'mount -t tmpfs -o size={size} tmpfs {shlex.quote(str(mountpoint))} && exec "$@"'
+    return ["unshare", "-m", "sh", "-c", script, "sh"]
+
+
+def test_a_full_disk_during_a_download_is_one_line(
+    tmp_path: Path, make_wheel: Callable[..., Path]
+) -> None:
+    # 400 KiB that do not compress, on a 256 KiB filesystem holding the store.
+    blob = base64.b64encode(os.urandom(300_000)).decode()
+    wheel = make_wheel(name="big", files={"big/data.py": f"DATA = {blob!r}\n"})
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    prefix = _tiny_filesystem_prefix(disk, "256k")
+    with IndexServer([wheel]) as index:
+        lock = tmp_path / "pylock.toml"
+        lock.write_text(
+            'lock-version = "1.0"\ncreated-by = "test"\n[[packages]]\nname = "big"\n'
+            f'version = "1.0"\nwheels = [{{ url = "{index.url}/files/{wheel.name}",'
+            f' hashes = {{ sha256 = "{digest}" }} }}]\n'
+        )
+        command = [*PKGFS, "--store", disk / "store", "sync", "--lock", lock, "--no-compile"]
+        proc = subprocess.run(
+            [*prefix, *map(str, command)], capture_output=True, text=True, check=False
+        )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("pkgfs: error:")]
+    assert line.startswith(f"pkgfs: error: {disk / 'store' / 'tmp'}/download-"), line
+    assert line.endswith(f"/{wheel.name}: cannot write the download: No space left on device")

@@ -121,16 +121,22 @@ def download(wheel: LockedWheel, directory: Path, cancel: Cancel | None = None) 
         raise FetchError(f"{url}: interrupted")
     with open_url(url) as response, open(target, "wb") as out, cancel.watching(response):
         declared = _content_length(url, response.headers.get("Content-Length"))
-        try:
-            # read1: whatever has arrived, so a slow server cannot hold a cancel back.
-            while chunk := response.read1(_CHUNK):
-                hasher.update(chunk)
+        while True:
+            try:
+                # read1: whatever has arrived, so a slow server cannot hold a cancel back.
+                chunk = response.read1(_CHUNK)
+            except (http.client.IncompleteRead, OSError) as exc:
+                if cancel.is_set():
+                    raise FetchError(f"{url}: interrupted") from None
+                raise FetchError(f"{url}: download cut off after {size} bytes ({exc})") from None
+            if not chunk:
+                break
+            hasher.update(chunk)
+            try:
                 out.write(chunk)
-                size += len(chunk)
-        except (http.client.IncompleteRead, OSError) as exc:
-            if cancel.is_set():
-                raise FetchError(f"{url}: interrupted") from None
-            raise FetchError(f"{url}: download cut off after {size} bytes ({exc})") from None
+            except OSError as exc:  # ENOSPC, EDQUOT: the store's disk, not the network
+                raise FetchError(f"{target}: cannot write the download: {exc.strerror}") from None
+            size += len(chunk)
         if cancel.is_set():
             raise FetchError(f"{url}: interrupted")
     if declared is not None and declared != size:
