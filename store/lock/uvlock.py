@@ -64,7 +64,8 @@ class UvSource:
 
 @dataclass(frozen=True)
 class UvFile:
-    """One ``wheels`` entry, or the ``sdist``: at least one of url, path and filename."""
+    """One ``wheels`` entry, or the ``sdist``, as the lock gives it (a wheel without url,
+    path or filename is refused when its link is made)."""
 
     url: str | None
     path: str | None
