@@ -30,6 +30,7 @@ _authorization: dict[tuple[str, str], str] = {}  # (scheme, host[:port]) -> head
 
 
 def user_agent() -> str:
+    """``pkgfs/VERSION``, as every request says who it is."""
     return f"pkgfs/{installed_version('pkgfs')}"
 
 

@@ -41,6 +41,8 @@ def _lazy(module: str, name: str) -> Command:
 
 
 def add_lock_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of every command that reads a lock: --lock, --python, --offline,
+    --index-url and --find-links."""
     add = parser.add_argument
     add("--lock", type=Path, metavar="FILE",
         help="the lockfile (default: pylock.toml, uv.lock or requirements.txt, found in the"

@@ -12,6 +12,7 @@ EXIT_BROKEN_PIPE = 128 + 13
 
 
 def human(n: float) -> str:
+    """``n`` bytes for people: ``512 B``, ``1.5 KiB``... up to GiB."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
