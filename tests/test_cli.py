@@ -246,6 +246,9 @@ def test_read_only_store_is_read_and_not_written(stored_one: tuple[Path, Path]) 
     listed = _run_unprivileged(store, "store", "ls")
     assert listed.returncode == 0, listed.stderr
     assert [line.split()[0] for line in listed.stdout.splitlines()] == ["one"]
+    stats = _run_unprivileged(store, "store", "stats", "--json")
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["wheels"] == 1
     verified = _run_unprivileged(store, "store", "verify")
     assert verified.returncode == 0, verified.stderr
     assert verified.stdout.endswith("ok: 4 objects, 1 wheels checked\n")

@@ -93,7 +93,7 @@ def cmd_store_ls(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_store_stats(args: argparse.Namespace, out: TextIO) -> int:
-    with open_store(args) as store:
+    with open_store_for_reading(args) as store:
         stats = store.stats()
         root = store.root
     if args.json:
