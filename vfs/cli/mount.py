@@ -3,25 +3,36 @@
 Mounting resolves the lock, syncs and compiles what is missing, composes the view, then
 has the daemon (forked early, see ``pkgfs.vfs.fuse.spawn``) mount it, and finally writes the
 venv's scripts and data links.
+
+A mount is all or nothing. The mount's state directory (and its ``--overlay DIR``) is locked
+(``flock``) by the command while it prepares and by the daemon for the mount's life, so two
+mounts never share an overlay. Any failure once the daemon was told to mount (a venv that
+cannot be written, Ctrl-C, SIGTERM, a full disk) stops and reaps the daemon, unmounts what
+is left, and only then removes what this mount created: no live mount, no daemon, and no
+overlay deleted under a live mount.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import os
 import shutil
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
-from pkgfs.store import Store
-from pkgfs.store.errors import MountError
+from pkgfs.store import Store, resolve_store_path
+from pkgfs.store.errors import MountError, PkgfsError
 from pkgfs.store.lock import discover_lock
 from pkgfs.vfs.env.state import MountConfig, MountRecord, mount_dir
 from pkgfs.vfs.env.venv import Venv, depopulate_venv, populate_venv, venv_of
 from pkgfs.vfs.env.view import View
 from pkgfs.vfs.fuse.mounts import (
+    BusyError,
     check_fuse,
     fusermount,
     in_mountinfo,
@@ -35,36 +46,75 @@ from .lock import resolve_lock, stored_wheels, sync_locked
 __all__ = ["cmd_mount", "cmd_unmount"]
 
 
-def _prepare_mountpoint(mountpoint: Path, err: TextIO) -> None:
-    if not mountpoint.exists():
-        if in_mountinfo(mountpoint):  # a stale mount: stat fails with ENOTCONN
-            pass
-        else:
-            raise MountError(f"{mountpoint}: no such directory")
-    state = mount_state(mountpoint)
-    if state == "ok":
+def _check_mountpoint(mountpoint: Path) -> None:
+    if not mountpoint.exists() and not in_mountinfo(mountpoint):
+        # (a stale mount exists, but stat fails with ENOTCONN)
+        raise MountError(f"{mountpoint}: no such directory")
+    if mount_state(mountpoint) == "ok":
         raise MountError(f"{mountpoint}: already mounted: pkgfs unmount it first")
-    if state == "stale":
+
+
+def _clear_stale(mountpoint: Path, err: TextIO) -> None:
+    if mount_state(mountpoint) == "stale":
         fusermount(mountpoint, lazy=True)
         print(f"pkgfs: {mountpoint}: cleared a stale mount (its daemon had died)", file=err)
     if not mountpoint.is_dir():
         raise MountError(f"{mountpoint}: not a directory")
 
 
-def _overlay_dirs(
-    args: argparse.Namespace, state: Path, store: Store, mountpoint: Path
-) -> tuple[Path, Path]:
-    base = Path(args.overlay).absolute() if args.overlay else state
-    for forbidden, what in ((store.root, "inside the store"), (mountpoint, "below the mountpoint")):
-        if base == forbidden or forbidden in base.parents:
-            raise MountError(f"{base}: the overlay cannot be {what}")
-    return base / "upper", base / "work"
+def _lock(directory: Path, busy: str) -> int:
+    """An open descriptor of ``directory`` holding its exclusive ``flock``; ``MountError``
+    with the message ``busy`` when another process holds it."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise MountError(busy) from None
+    return fd
+
+
+@contextlib.contextmanager
+def _locks(mountpoint: Path, state: Path, overlay: Path) -> Iterator[list[int]]:
+    """Lock the mount's state directory and its overlay directory, for as long as the
+    command runs; the daemon is handed the same open files and holds them after."""
+    held = [
+        _lock(
+            state,
+            f"{mountpoint}: busy: another pkgfs mount of it is under way, or its daemon still"
+            f" serves processes that used it before a lazy unmount (pid in {state / 'mount.json'})",
+        )
+    ]
+    try:
+        if overlay != state:
+            overlay.mkdir(parents=True, exist_ok=True)
+            held.append(
+                _lock(overlay, f"{overlay}: busy: another mount uses this --overlay directory")
+            )
+        yield held
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back (they are delivered after): a second Ctrl-C must not
+    cut a roll-back short."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def cmd_mount(args: argparse.Namespace, out: TextIO) -> int:
+    """``pkgfs mount``. Raises ``PkgfsError`` (one line) when it cannot mount, having
+    undone everything it did; ``KeyboardInterrupt`` on SIGINT or SIGTERM, likewise."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # undone like Ctrl-C
     mountpoint = Path(args.mountpoint).absolute()
-    check_fuse()
-    _prepare_mountpoint(mountpoint, sys.stderr)
+    check_fuse(mountpoint, args.allow_other)
+    _check_mountpoint(mountpoint)
     venv = venv_of(mountpoint)
     if args.python is None and venv is not None:
         args.python = str(venv.python)
@@ -72,31 +122,38 @@ def cmd_mount(args: argparse.Namespace, out: TextIO) -> int:
         args.lock = discover_lock(venv.project if venv else Path.cwd())
         print(f"pkgfs: using {args.lock}", file=sys.stderr)
     state = mount_dir(mountpoint)
+    overlay = Path(args.overlay).absolute() if args.overlay else state
+    store_root = resolve_store_path(getattr(args, "store", None)).absolute()
+    for forbidden, what in ((store_root, "inside the store"), (mountpoint, "below the mountpoint")):
+        if overlay == forbidden or forbidden in overlay.parents:
+            raise MountError(f"{overlay}: the overlay cannot be {what}")
     # On failure, remove every directory this mount created, down from the first new one.
     created = next((p for p in reversed([state, *state.parents]) if not p.exists()), None)
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    daemon: EarlyDaemon | None = getattr(args, "daemon", None)
     try:
-        with Store.open(getattr(args, "store", None)) as store:
-            config, view = _prepare(args, store, mountpoint, venv, state)
-        # The store's index is closed here: the daemon needs only the view and the objects.
-        if args.foreground:
-            from pkgfs.vfs.fuse.daemon import serve  # noqa: PLC0415 (trio and pyfuse3 only when serving)
-
-            if venv is not None:
-                for warning in populate_venv(venv, view, state):
-                    print(f"pkgfs: warning: {warning}", file=sys.stderr)
-            print(f"mounted {len(config.wheels)} packages at {mountpoint}", file=out, flush=True)
+        with _locks(mountpoint, state, overlay) as locks:
             try:
-                return serve(config, view, _raise_if)
-            finally:
-                depopulate_venv(state)
-        # The daemon is forked by main() before the slow imports (see fuse/spawn.py); a caller
-        # that did not fork one gets one now.
-        daemon: EarlyDaemon = getattr(args, "daemon", None) or fork_daemon()
-        _raise_if(daemon.start(state))
-        os.statvfs(mountpoint)  # the mount answers
-        if venv is not None:
-            for warning in populate_venv(venv, view, state):
-                print(f"pkgfs: warning: {warning}", file=sys.stderr)
+                _clear_stale(mountpoint, sys.stderr)
+                with Store.open(getattr(args, "store", None)) as store:
+                    config, view = _prepare(
+                        args, store, mountpoint=mountpoint, venv=venv, state=state, overlay=overlay
+                    )
+                # The store's index is closed: the daemon needs only the view and the objects.
+                if args.foreground:
+                    return _serve_foreground(config, view, venv, out)
+                # The daemon is forked by main() before the slow imports (fuse/spawn.py); a
+                # caller that did not fork one gets one now.
+                daemon = daemon or fork_daemon()
+                _raise_if(daemon.start(state, locks))  # once the mount answers
+                if venv is not None:
+                    with _venv_errors(venv):
+                        for warning in populate_venv(venv, view, state):
+                            print(f"pkgfs: warning: {warning}", file=sys.stderr)
+            except BaseException:
+                with _signals_deferred():
+                    _roll_back(mountpoint, daemon, state)
+                raise
     except BaseException:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
@@ -109,8 +166,63 @@ def cmd_mount(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _serve_foreground(config: MountConfig, view: View, venv: Venv | None, out: TextIO) -> int:
+    from pkgfs.vfs.fuse.daemon import serve  # noqa: PLC0415 (trio and pyfuse3 only when serving)
+
+    state = Path(config.state)
+
+    def ready(error: str | None) -> None:
+        _raise_if(error)
+        if venv is not None:  # the mount answers: only now does the venv get its scripts
+            with _venv_errors(venv):
+                for warning in populate_venv(venv, view, state):
+                    print(f"pkgfs: warning: {warning}", file=sys.stderr)
+        print(f"mounted {len(config.wheels)} packages at {config.mountpoint}", file=out, flush=True)
+
+    try:
+        return serve(config, view, ready)
+    finally:
+        depopulate_venv(state)
+
+
+@contextlib.contextmanager
+def _venv_errors(venv: Venv) -> Iterator[None]:
+    """An ``OSError`` writing the venv (a full disk, a read-only bin/) as one line."""
+    try:
+        yield
+    except PkgfsError:
+        raise
+    except OSError as exc:
+        raise MountError(f"{venv.root}: cannot write the venv's scripts and links: {exc}") from None
+
+
+def _roll_back(mountpoint: Path, daemon: EarlyDaemon | None, state: Path) -> None:
+    """Undo a mount that failed: stop and reap its daemon, unmount what is left (a daemon
+    that was killed leaves a stale mount), remove the venv's scripts and the daemon's
+    record. Raises ``MountError`` when the mount cannot be undone: then the caller must
+    keep the state directory, for the overlay is still under a live mount."""
+    if daemon is not None:
+        daemon.stop()
+    if in_mountinfo(mountpoint):
+        try:
+            fusermount(mountpoint, lazy=True)
+        except MountError as exc:
+            raise MountError(
+                f"{mountpoint}: the mount failed, and could not be undone ({exc}): its state"
+                f" {state} is kept; pkgfs unmount {mountpoint}"
+            ) from None
+    depopulate_venv(state)
+    (state / "mount.json").unlink(missing_ok=True)
+
+
 def _prepare(
-    args: argparse.Namespace, store: Store, mountpoint: Path, venv: Venv | None, state: Path
+    args: argparse.Namespace,
+    store: Store,
+    *,
+    mountpoint: Path,
+    venv: Venv | None,
+    state: Path,
+    overlay: Path,
 ) -> tuple[MountConfig, View]:
     """Resolve, sync, compile and compose: everything a mount needs, before it mounts."""
     resolved = resolve_lock(args, store, sys.stderr)
@@ -118,8 +230,7 @@ def _prepare(
     failed = [o.error for o in outcomes if o.error is not None]
     if failed:
         raise failed[0]
-    state.mkdir(parents=True, exist_ok=True)
-    upper, work = _overlay_dirs(args, state, store, mountpoint)
+    upper, work = overlay / "upper", overlay / "work"
     config = MountConfig(
         mountpoint=str(mountpoint),
         store=str(store.root),
@@ -145,18 +256,36 @@ def _raise_if(error: str | None) -> None:
 
 
 def cmd_unmount(args: argparse.Namespace, out: TextIO) -> int:
+    """``pkgfs unmount``. A busy mount (a process has a file or its working directory in
+    it) is detached lazily, and the output says so. Raises ``MountError`` when it is not
+    mounted or cannot be unmounted."""
     mountpoint = Path(args.mountpoint).absolute()
     state = mount_state(mountpoint)
     if state == "unmounted":
         raise MountError(f"{mountpoint}: not mounted")
     directory = mount_dir(mountpoint)
     pid = None
-    with contextlib.suppress(OSError, ValueError, TypeError):
+    with contextlib.suppress(OSError, MountError):
         pid = MountRecord.load(directory).pid
-    fusermount(mountpoint, lazy=args.lazy or state == "stale")
-    if pid is not None:
-        wait_for_exit(pid)
+    lazy = args.lazy or state == "stale"
+    busy = False
+    try:
+        fusermount(mountpoint, lazy=lazy)
+    except BusyError:
+        # Detaching it is what the user asked for; the processes that use it keep it.
+        fusermount(mountpoint, lazy=True)
+        busy = lazy = True
+    # A lazily detached daemon serves on until its last user lets go: do not wait for it.
+    gone = pid is None or wait_for_exit(pid, timeout=1.0 if lazy else 10.0)
     depopulate_venv(directory)
-    (directory / "mount.json").unlink(missing_ok=True)
-    print(f"unmounted {mountpoint}" + (" (it was stale)" if state == "stale" else ""), file=out)
+    if gone:
+        (directory / "mount.json").unlink(missing_ok=True)
+    if busy:
+        print(
+            f"unmounted {mountpoint} lazily (as --lazy does): it was busy, and its daemon"
+            f" (pid {pid}) serves the processes still using it until they let go",
+            file=out,
+        )
+    else:
+        print(f"unmounted {mountpoint}" + (" (it was stale)" if state == "stale" else ""), file=out)
     return 0

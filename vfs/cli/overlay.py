@@ -1,11 +1,15 @@
-"""``pkgfs status``, ``diff`` and ``reset``: what is mounted, and what its overlay changed."""
+"""``pkgfs status``, ``diff`` and ``reset``: what is mounted, and what its overlay changed.
+
+``status`` and ``diff`` only read: they write nothing in the state directories (a record
+of a mount that is gone is skipped, not removed; ``mount`` and ``unmount`` tidy up).
+"""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import TextIO
 
@@ -19,29 +23,36 @@ from pkgfs.vfs.overlay import MergedTree
 __all__ = ["cmd_diff", "cmd_reset", "cmd_status"]
 
 
-def _tree(directory: Path) -> tuple[MergedTree, MountRecord | None]:
+def _tree(directory: Path) -> MergedTree:
+    """The merged tree of the mount whose state is in ``directory``. Raises ``MountError``
+    when its config is damaged or from another version, ``OSError`` when unreadable."""
     config = MountConfig.load(directory / "config.json")
-    record = None
-    with contextlib.suppress(OSError, ValueError, TypeError):
-        record = MountRecord.load(directory)
     with Store.open(config.store) as store:
-        tree = MergedTree(
+        return MergedTree(
             config.view(store), store.layout.objects, Path(config.upper), Path(config.work)
         )
-    return tree, record
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
+    """``pkgfs status``: every mount with a record. Reads only; an unreadable record is
+    a warning line on stderr."""
     rows = []
     for directory, record in read_records():
+        if isinstance(record, MountError):
+            print(f"pkgfs: warning: {record}", file=sys.stderr)
+            continue
         mountpoint = Path(record.mountpoint)
         state = mount_state(mountpoint)
         if state == "ok" and not alive(record.pid):
             state = "stale"
         if state == "unmounted":
-            (directory / "mount.json").unlink(missing_ok=True)  # a daemon killed and cleared
-            continue
-        changes = len(_tree(directory)[0].changes()) if state == "ok" else None
+            continue  # a daemon killed and its mount cleared: the next mount rewrites this
+        changes = None
+        if state == "ok":
+            try:
+                changes = len(_tree(directory).changes())
+            except (OSError, MountError) as exc:
+                print(f"pkgfs: warning: {exc}", file=sys.stderr)
         rows.append(
             {
                 "mountpoint": record.mountpoint,
@@ -76,7 +87,8 @@ def _known(mountpoint: Path) -> Path:
 
 
 def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
-    tree, _ = _tree(_known(Path(args.mountpoint).absolute()))
+    """``pkgfs diff``: the overlay's changes. Reads only. Raises ``MountError``."""
+    tree = _tree(_known(Path(args.mountpoint).absolute()))
     changes = tree.changes()
     if args.json:
         json.dump([{"path": c.path, "change": c.kind} for c in changes], out, indent=2)
@@ -89,17 +101,24 @@ def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_reset(args: argparse.Namespace, out: TextIO) -> int:
+    """``pkgfs reset``: through the daemon when mounted, else on the overlay directly.
+    Raises ``MountError`` (one line) when the daemon does not answer or refuses."""
     mountpoint = Path(args.mountpoint).absolute()
     directory = _known(mountpoint)
     paths = [_relative(mountpoint, p) for p in args.paths] or None
     if mount_state(mountpoint) == "ok":
         record = MountRecord.load(directory)
-        reply = ask(record.socket.replace("@", "\0", 1), {"op": "reset", "paths": paths})
+        try:
+            reply = ask(record.socket.replace("@", "\0", 1), {"op": "reset", "paths": paths})
+        except (OSError, ValueError) as exc:  # it died after the check, or hung up
+            raise MountError(
+                f"the daemon of {mountpoint} is not answering ({exc.__class__.__name__}:"
+                f" {exc}): pkgfs unmount {mountpoint}, then mount it again"
+            ) from None
         if not reply.get("ok"):
             raise MountError(f"{mountpoint}: reset failed: {reply.get('error')}")
     else:
-        tree, _ = _tree(directory)
-        tree.reset(paths)
+        _tree(directory).reset(paths)
     what = "all changes" if paths is None else ", ".join(paths)
     print(f"reset {what} at {mountpoint}", file=out)
     return 0

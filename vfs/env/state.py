@@ -9,6 +9,7 @@ mountpoint finds the same overlay.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,20 +17,29 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from pkgfs.store import Store
+from pkgfs.store.errors import MountError
 from pkgfs.store.xdg import state_home as xdg_state_home
 
 from .saved import load_or_compose
 from .view import Bytecode, View
 
 __all__ = [
+    "STATE_FORMAT",
     "MountConfig",
     "MountRecord",
+    "load_state_file",
     "mount_dir",
     "read_records",
+    "save_state_file",
     "state_home",
 ]
+
+# The format of the JSON files in a mount's state directory (config.json, mount.json,
+# scripts.json). Another pkgfs's files are refused in one line, never half-understood.
+STATE_FORMAT = 1
 
 
 def state_home(environ: Mapping[str, str] = os.environ) -> Path:
@@ -38,6 +48,7 @@ def state_home(environ: Mapping[str, str] = os.environ) -> Path:
 
 
 def mount_dir(mountpoint: Path, environ: Mapping[str, str] = os.environ) -> Path:
+    """The state directory of the mount at ``mountpoint`` (which may not exist yet)."""
     key = hashlib.sha256(os.fsencode(os.path.realpath(mountpoint))).hexdigest()[:16]
     return state_home(environ) / "mounts" / key
 
@@ -60,11 +71,18 @@ class MountConfig:
     cache_tag: str = ""
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2))
+        """Write the config to ``path`` atomically. Raises ``OSError``."""
+        save_state_file(path, asdict(self))
 
     @classmethod
     def load(cls, path: Path) -> MountConfig:
-        return cls(**json.loads(path.read_text()))
+        """Read a config saved by :meth:`save`. Raises ``OSError`` when it cannot be read,
+        ``MountError`` when it is damaged or from another version of pkgfs."""
+        data = load_state_file(path)
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise _other_version(path, data) from exc
 
     def view(self, store: Store) -> View:
         bytecode = Bytecode(self.magic, self.cache_tag) if self.magic else None
@@ -86,22 +104,77 @@ class MountRecord:
     socket: str
 
     def save(self, directory: Path) -> None:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".mount-")
-        with open(fd, "w") as f:
-            json.dump(asdict(self), f, indent=2)
-        os.replace(tmp, directory / "mount.json")
+        """Write ``directory/mount.json`` atomically. Raises ``OSError``."""
+        save_state_file(directory / "mount.json", asdict(self))
 
     @classmethod
     def load(cls, directory: Path) -> MountRecord:
-        return cls(**json.loads((directory / "mount.json").read_text()))
+        """Read ``directory/mount.json``. Raises ``OSError`` when it cannot be read,
+        ``MountError`` when it is damaged or from another version of pkgfs."""
+        path = directory / "mount.json"
+        data = load_state_file(path)
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise _other_version(path, data) from exc
 
 
-def read_records(environ: Mapping[str, str] = os.environ) -> Iterator[tuple[Path, MountRecord]]:
+def read_records(
+    environ: Mapping[str, str] = os.environ,
+) -> Iterator[tuple[Path, MountRecord | MountError]]:
+    """Every mount's state directory that holds a ``mount.json``, with its record, or the
+    ``MountError`` saying why it cannot be read (damaged, or from another version)."""
     mounts = state_home(environ) / "mounts"
     if not mounts.is_dir():
         return
     for directory in sorted(mounts.iterdir()):
         try:
             yield directory, MountRecord.load(directory)
-        except (OSError, ValueError, TypeError):
+        except FileNotFoundError:
             continue
+        except MountError as exc:
+            yield directory, exc
+        except OSError as exc:
+            yield directory, MountError(f"{directory / 'mount.json'}: {exc.strerror or exc}")
+
+
+def save_state_file(path: Path, data: Mapping[str, object]) -> None:
+    """Write ``data`` as JSON to ``path``, tagged with :data:`STATE_FORMAT`, atomically (a
+    temporary file renamed into place). Raises ``OSError`` (a full disk, say)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    try:
+        with open(fd, "w") as f:
+            json.dump({"format": STATE_FORMAT, **data}, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def load_state_file(path: Path) -> dict[str, Any]:
+    """The data :func:`save_state_file` wrote to ``path``, without its format tag.
+
+    Raises ``OSError`` when it cannot be read, and ``MountError`` (one line, saying what
+    to do) when it is not JSON or was written by a pkgfs of another state format.
+    """
+    try:
+        data = json.loads(path.read_bytes())
+    except ValueError as exc:
+        raise MountError(
+            f"{path}: damaged ({exc}): pkgfs unmount the mountpoint, then mount it again"
+        ) from None
+    if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
+        raise _other_version(path, data)
+    data.pop("format")
+    return data
+
+
+def _other_version(path: Path, data: object) -> MountError:
+    found = data.get("format", "none") if isinstance(data, dict) else "none"
+    mountpoint = data.get("mountpoint") if isinstance(data, dict) else None
+    where = mountpoint if isinstance(mountpoint, str) else "the mountpoint"
+    return MountError(
+        f"{path}: written by another version of pkgfs (state format {found}, this pkgfs"
+        f" reads {STATE_FORMAT}): pkgfs unmount {where}, then pkgfs mount it again"
+    )

@@ -2,73 +2,125 @@
 
 ``pkgfs reset`` must run inside the daemon, which owns the overlay's in-memory state and can
 tell the kernel what to forget; the socket carries it (and pings), one framed JSON message
-each way (``pkgfs.vfs.fuse.wire``).
+each way (``pkgfs.vfs.fuse.wire``, which also says how the socket is named and guarded).
+
+No client can stop the mount: each connection is answered in its own task, a request is
+read within :data:`REQUEST_TIMEOUT` seconds and :data:`wire.MAX_MESSAGE` bytes, at most
+:data:`MAX_CLIENTS` are served at once, and whatever goes wrong with one client (garbage,
+a hang-up before the reply, a stall) is logged and ends that connection only.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import socket
-import struct
-from pathlib import Path
 
 import pyfuse3
 import trio
 
+from . import wire
 from .operations import PkgfsOperations
 
-__all__ = ["control_address", "serve_control"]
+__all__ = ["MAX_CLIENTS", "REQUEST_TIMEOUT", "serve_control"]
 
 log = logging.getLogger("pkgfs.vfs")
 
-
-def control_address(state: Path) -> str:
-    """The control socket: an abstract Unix socket (no path, so no length limit from deep
-    state directories and nothing stale after a kill), named after the mount's id."""
-    return f"\0pkgfs-control-{state.name}"
+REQUEST_TIMEOUT = 10.0  # seconds a client has to send its request, and to take the reply
+MAX_CLIENTS = 32  # connections served at once; more are closed unanswered
 
 
-def _peer_allowed(conn: trio.socket.SocketType) -> bool:
-    # An abstract socket has no file permissions: admit only our own user, and root.
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid in (0, os.getuid())
+class _RequestError(ValueError):
+    """A request this daemon will not carry out; its text goes back to the client."""
 
 
 async def serve_control(ops: PkgfsOperations, listener: socket.socket) -> None:
-    """Answer ``pkgfs reset`` (and pings) on the control socket."""
+    """Answer ``pkgfs reset`` (and pings) on ``listener`` until cancelled. Raises nothing
+    else: a failed accept is logged and retried, a failed connection only logged."""
     sock = trio.socket.from_stdlib_socket(listener)
-    while True:
-        conn, _ = await sock.accept()
-        with conn:
-            if not _peer_allowed(conn):
-                continue
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = await conn.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            reply: dict[str, object]
+    slots = trio.Semaphore(MAX_CLIENTS)
+    async with trio.open_nursery() as nursery:
+        while True:
             try:
-                request = json.loads(data or b"{}")
-                if request.get("op") == "reset":
-                    invalidations = ops.reset(request.get("paths"))
-                    for inode, name in invalidations:
-                        await trio.to_thread.run_sync(_invalidate, inode, name)
-                    reply = {"ok": True, "reset": len(invalidations)}
-                else:
-                    reply = {"ok": True, "pid": os.getpid()}
-            except Exception as exc:
-                log.exception("control request failed")
-                reply = {"ok": False, "error": str(exc)}
-            payload = json.dumps(reply).encode() + b"\n"
-            while payload:
-                sent = await conn.send(payload)
-                payload = payload[sent:]
+                conn, _ = await sock.accept()
+            except OSError as exc:  # EMFILE, ENOBUFS...: the mount goes on; try again soon
+                log.warning("control socket: accept failed: %s", exc)
+                await trio.sleep(0.5)
+                continue
+            if slots.value == 0:
+                log.warning("control socket: %d clients already: one refused", MAX_CLIENTS)
+                conn.close()
+                continue
+            await slots.acquire()
+            nursery.start_soon(_serve_client, ops, conn, slots)
+
+
+async def _serve_client(
+    ops: PkgfsOperations, conn: trio.socket.SocketType, slots: trio.Semaphore
+) -> None:
+    try:
+        with conn:
+            await _answer(ops, conn)
+    except trio.TooSlowError:
+        log.warning("control socket: a client was too slow: dropped")
+    except (OSError, ValueError) as exc:  # hung up, garbage, too long
+        log.warning("control socket: a client failed: %s", exc)
+    except Exception:
+        log.exception("control socket: a request failed")
+    finally:
+        slots.release()
+
+
+async def _answer(ops: PkgfsOperations, conn: trio.socket.SocketType) -> None:
+    uid = wire.peer_uid(conn)
+    if not wire.trusted(uid):
+        log.warning("control socket: uid %d is not this mount's owner: refused", uid)
+        return
+    with trio.fail_after(REQUEST_TIMEOUT):
+        line = await _read_message(conn)
+    reply: dict[str, object]
+    try:
+        reply = await _carry_out(ops, wire.decode(line))
+    except ValueError as exc:  # not JSON, not an object, not a request we know
+        reply = {"ok": False, "error": f"bad request: {exc}"}
+    except OSError as exc:
+        log.warning("control request failed: %s", exc)
+        reply = {"ok": False, "error": str(exc)}
+    payload = wire.encode(reply)
+    with trio.fail_after(REQUEST_TIMEOUT):
+        while payload:
+            sent = await conn.send(payload)
+            payload = payload[sent:]
+
+
+async def _read_message(conn: trio.socket.SocketType) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = await conn.recv(65536)
+        if not chunk:
+            raise ConnectionResetError("the client hung up before a whole request")
+        data += chunk
+        if len(data) > wire.MAX_MESSAGE:
+            raise ValueError(f"a request longer than {wire.MAX_MESSAGE} bytes")
+    return data
+
+
+async def _carry_out(ops: PkgfsOperations, request: dict[str, object]) -> dict[str, object]:
+    op = request.get("op", "ping")
+    if op == "ping":
+        return {"ok": True, "pid": os.getpid()}
+    if op != "reset":
+        raise _RequestError(f"unknown op {op!r}")
+    paths = request.get("paths")
+    if paths is not None and not (
+        isinstance(paths, list) and all(isinstance(p, str) for p in paths)
+    ):
+        raise _RequestError("paths must be null or a list of strings")
+    invalidations = ops.reset(paths)
+    for inode, name in invalidations:
+        await trio.to_thread.run_sync(_invalidate, inode, name)
+    return {"ok": True, "reset": len(invalidations)}
 
 
 def _invalidate(inode: int, name: bytes | None) -> None:

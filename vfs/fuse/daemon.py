@@ -2,8 +2,9 @@
 
 ``pkgfs mount`` forks the daemon once the view is composed (or runs :func:`serve` in the
 foreground). The daemon mounts the view with pyfuse3, writes its ``mount.json``, and only
-then tells the waiting parent it is ready, through a pipe: readiness is signalled, never
-guessed. It serves until unmounted, or until
+once the mount answers (``statvfs`` succeeds) tells the waiting parent it is ready:
+readiness is signalled, never guessed. If that fails (the parent is gone, or its
+foreground work failed), it unmounts and exits. It serves until unmounted, or until
 SIGTERM/SIGINT, on which it unmounts cleanly. ``pyfuse3.init`` and ``pyfuse3.close`` are
 always paired.
 
@@ -18,20 +19,23 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pyfuse3
 import trio
 
 from pkgfs.store import Store
+from pkgfs.store.errors import MountError
 from pkgfs.store.layout import StoreLayout
 from pkgfs.vfs.env.state import MountConfig, MountRecord
 from pkgfs.vfs.env.view import View
 from pkgfs.vfs.overlay import MergedTree
 
-from .control import control_address, serve_control
+from .control import serve_control
+from .mounts import check_fuse
 from .operations import PkgfsOperations
+from .wire import new_address
 
 __all__ = ["log_output", "serve", "serve_state"]
 
@@ -46,7 +50,9 @@ def _setup_logging(state: Path) -> None:
     root.setLevel(logging.INFO)
 
 
-async def _main(ops: PkgfsOperations, listener: socket.socket, ready: Callable[[], None]) -> None:
+async def _main(
+    ops: PkgfsOperations, listener: socket.socket, mountpoint: str, ready: Callable[[], None]
+) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(serve_control, ops, listener)
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -57,15 +63,24 @@ async def _main(ops: PkgfsOperations, listener: socket.socket, ready: Callable[[
                     pyfuse3.terminate()
                     return
 
+            async def announce() -> None:
+                # The kernel sends statfs to us: it succeeds once pyfuse3.main answers.
+                # ``ready`` may block (it writes the venv's scripts in the foreground).
+                await trio.to_thread.run_sync(os.statvfs, mountpoint)
+                await trio.to_thread.run_sync(ready)
+
             nursery.start_soon(stop_on_signal)
-            ready()
+            nursery.start_soon(announce)
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
 
 
-def serve_state(state: Path, ready: Callable[[str | None], None]) -> int:
+def serve_state(state: Path, ready: Callable[[str | None], None], locks: Sequence[int] = ()) -> int:
     """Serve the mount that ``pkgfs mount`` prepared in ``state``: its saved config, and the
-    view that config names (saved in the store by the command: this only loads it)."""
+    view that config names (saved in the store by the command: this only loads it).
+
+    ``locks`` are descriptors of the mount's locks (``flock``), held open for the mount's
+    life: they are released when this process exits."""
     log_output(state / "log")
     try:
         config = MountConfig.load(state / "config.json")
@@ -79,15 +94,17 @@ def serve_state(state: Path, ready: Callable[[str | None], None]) -> int:
 
 
 def serve(config: MountConfig, view: View, ready: Callable[[str | None], None]) -> int:
-    """Mount ``view`` and serve until unmounted. ``ready(None)`` once serving,
-    ``ready(error)`` if not. Needs no store index: the view names the objects."""
+    """Mount ``view`` and serve until unmounted. ``ready(None)`` once the mount answers
+    (from a worker thread), ``ready(error)`` if it cannot mount. An exception raised by
+    ``ready(None)`` unmounts and propagates from here, as does anything that fails while
+    serving. Needs no store index: the view names the objects."""
     state = Path(config.state)
     _setup_logging(state)
     try:
         objects = StoreLayout(Path(config.store)).objects
         tree = MergedTree(view, objects, Path(config.upper), Path(config.work))
         ops = PkgfsOperations(tree, os.getuid(), os.getgid())
-        control = control_address(state)
+        control = new_address(state.name)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(control)
         listener.listen()
@@ -97,7 +114,7 @@ def serve(config: MountConfig, view: View, ready: Callable[[str | None], None]) 
         pyfuse3.init(ops, config.mountpoint, options)
     except Exception as exc:
         log.exception("cannot mount %s", config.mountpoint)
-        ready(f"{config.mountpoint}: {exc}")
+        ready(_why_not(config, exc))
         return 1
     unmount = True
     try:
@@ -114,7 +131,7 @@ def serve(config: MountConfig, view: View, ready: Callable[[str | None], None]) 
         )
         record.save(state)
         log.info("mounted %s (%d packages)", config.mountpoint, len(config.wheels))
-        trio.run(_main, ops, listener, lambda: ready(None))
+        trio.run(_main, ops, listener, config.mountpoint, lambda: ready(None))
     except BaseException:
         log.exception("daemon failed")
         raise
@@ -124,6 +141,16 @@ def serve(config: MountConfig, view: View, ready: Callable[[str | None], None]) 
         (state / "mount.json").unlink(missing_ok=True)
         log.info("unmounted %s", config.mountpoint)
     return 0
+
+
+def _why_not(config: MountConfig, exc: Exception) -> str:
+    """Why the mount failed, in one line: libfuse says only "fuse_session_mount failed"
+    (its reason went to the log), so ask for the causes a user can fix first."""
+    try:
+        check_fuse(Path(config.mountpoint), config.allow_other)
+    except MountError as cause:
+        return str(cause)
+    return f"{config.mountpoint}: cannot mount: {exc} (see {Path(config.state) / 'log'})"
 
 
 def log_output(log: Path) -> None:
