@@ -17,7 +17,9 @@ from pkgfs.store import Store
 from pkgfs.store.bytecode import compile_wheels
 from pkgfs.store.lock import probe_target
 from pkgfs.vfs.env.view import VIEW_MTIME, Bytecode, compose_view, pyc_path
-from tests.test_mount import Env, _force_unmount, base_env, make_project, mounted, project
+from tests.mountkit import Env, make_project
+from tests.mountkit import force_unmount as _force_unmount
+from tests.test_mount import base_env, mounted, project
 
 __all__ = ["base_env", "mounted", "project"]  # fixtures used here, defined in test_mount
 

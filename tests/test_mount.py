@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -11,143 +10,29 @@ import signal
 import subprocess
 import sys
 import time
-import venv
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from pkgfs.vfs.env.view import VIEW_MTIME
 from tests.conftest import PKGFS
+from tests.mountkit import (
+    Env,
+    environ_for,
+    fails,
+    force_unmount,
+    make_project,
+    needs_fuse,
+)
 from tests.wheelmaker import WheelMaker
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
-    reason="needs /dev/fuse and fusermount3",
-)
-
-PY = f"python{sys.version_info.major}.{sys.version_info.minor}"
-
-APP_FILES = {
-    "app/__init__.py": "VALUE = 1\n",
-    "app/cli.py": "def main() -> None:\n    print('app-cli ran')\n",
-    "app/data.txt": "lower data\n",
-    "app/sub/__init__.py": "",
-    "app/sub/mod.py": "X = 'sub'\n",
-    "app-1.0.data/scripts/app-tool": "#!python\nprint('tool ran')\n",
-    "app-1.0.data/data/share/app/config.txt": "shipped config\n",
-}
-
-
-@dataclass
-class Env:
-    project: Path
-    venv: Path
-    env: dict[str, str]
-
-    @property
-    def site(self) -> Path:
-        return self.venv / "lib" / PY / "site-packages"
-
-    @property
-    def python(self) -> Path:
-        return self.venv / "bin" / "python"
-
-    def pkgfs(self, *args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [*PKGFS, *map(str, args)],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            check=False,
-            cwd=self.project,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"pkgfs {args} failed: {proc.stderr}")
-        return proc
-
-    def run(self, *args: str | Path) -> str:
-        # From the project directory, so nothing of the checkout is on the path.
-        proc = subprocess.run(
-            list(map(str, args)),
-            capture_output=True,
-            text=True,
-            env=self.env,
-            check=False,
-            cwd=self.project,
-        )
-        assert proc.returncode == 0, proc.stderr
-        return proc.stdout
-
-    def pip(self, *args: str) -> str:
-        return self.run(
-            sys.executable,
-            "-m",
-            "pip",
-            "--python",
-            self.python,
-            "--disable-pip-version-check",
-            *args,
-        )
-
-    def status(self) -> list[dict[str, object]]:
-        rows: list[dict[str, object]] = json.loads(self.pkgfs("status", "--json").stdout)
-        return [r for r in rows if r["mountpoint"] == str(self.site)]
-
-
-def _pylock(project: Path, wheels: list[Path]) -> None:
-    lines = ['lock-version = "1.0"', 'created-by = "pkgfs-tests"', 'requires-python = ">=3.9"', ""]
-    for wheel in wheels:
-        name, version = wheel.name.split("-")[:2]
-        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-        lines += [
-            "[[packages]]",
-            f'name = "{name}"',
-            f'version = "{version}"',
-            f'wheels = [{{ path = "wheels/{wheel.name}", hashes = {{ sha256 = "{digest}" }} }}]',
-            "",
-        ]
-    (project / "pylock.toml").write_text("\n".join(lines))
-
-
-def make_project(
-    root: Path, env: dict[str, str], extra: dict[str, dict[str, bytes | str]] | None = None
-) -> Env:
-    project = root
-    wheels = project / "wheels"
-    wheels.mkdir(parents=True)
-    built = [
-        WheelMaker(
-            name="app",
-            files=APP_FILES,
-            executable=frozenset({"app-1.0.data/scripts/app-tool"}),
-            entry_points="[console_scripts]\napp-cli = app.cli:main\n",
-            requires_dist=["nsa"],
-        ).build(wheels),
-        WheelMaker(name="nsa", files={"ns/a/__init__.py": "A = 'a'\n"}).build(wheels),
-        WheelMaker(name="nsb", files={"ns/b/__init__.py": "B = 'b'\n"}).build(wheels),
-    ]
-    for name, files in (extra or {}).items():
-        built.append(WheelMaker(name=name, files=files).build(wheels))
-    _pylock(project, built)
-    venv.create(project / ".venv", with_pip=False)
-    return Env(project, project / ".venv", env)
+pytestmark = needs_fuse
 
 
 @pytest.fixture
 def base_env(tmp_path: Path) -> dict[str, str]:
-    env = {**os.environ, "HOME": str(tmp_path / "home")}
-    env["PKGFS_STORE"] = str(tmp_path / "store")
-    env["XDG_STATE_HOME"] = str(tmp_path / "state")
-    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
-    env.pop("VIRTUAL_ENV", None)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    return env
-
-
-def _force_unmount(path: Path) -> None:
-    subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True, check=False)
+    return environ_for(tmp_path)
 
 
 @pytest.fixture
@@ -156,7 +41,7 @@ def project(tmp_path: Path, base_env: dict[str, str]) -> Iterator[Env]:
     try:
         yield env
     finally:
-        _force_unmount(env.site)
+        force_unmount(env.site)
 
 
 @pytest.fixture
@@ -275,7 +160,7 @@ def test_edits_land_in_the_overlay_and_never_in_the_store(mounted: Env, tmp_path
         assert (other.site / "app" / "data.txt").read_text() == "lower data\n"
         assert (other.site / "app" / "sub" / "mod.py").exists()
     finally:
-        _force_unmount(other.site)
+        force_unmount(other.site)
 
 
 def test_reset_some_then_all(mounted: Env) -> None:
@@ -408,51 +293,25 @@ def test_foreground_unmounts_on_sigterm(project: Env) -> None:
 # -- faults -----------------------------------------------------------------------------------
 
 
-def _pkgfs_processes() -> set[int]:
-    """Pids of every running ``python -m pkgfs.vfs``: commands and mount daemons."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        with contextlib.suppress(OSError):
-            if entry.name.isdigit() and b"pkgfs.vfs" in (entry / "cmdline").read_bytes():
-                found.add(int(entry.name))
-    return found
-
-
-def _fails(project: Env, *args: str | Path) -> str:
-    state = Path(project.env["XDG_STATE_HOME"])
-    before = sorted(state.rglob("*")) if state.exists() else []
-    running = _pkgfs_processes()
-    result = project.pkgfs(*args, check=False)
-    assert result.returncode == 1, result
-    errors = [line for line in result.stderr.splitlines() if line.startswith("pkgfs: error:")]
-    assert len(errors) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    after = sorted(state.rglob("*")) if state.exists() else []
-    assert after == before  # nothing left behind
-    # No daemon either: mount forks its daemon first (vfs/early.py) and must reap it.
-    assert _pkgfs_processes() <= running
-    return errors[0]
-
-
 def test_missing_mountpoint(project: Env, tmp_path: Path) -> None:
-    error = _fails(project, "mount", tmp_path / "nowhere")
+    error = fails(project, "mount", tmp_path / "nowhere")
     assert error == f"pkgfs: error: {tmp_path / 'nowhere'}: no such directory"
 
 
 def test_mountpoint_not_a_directory(project: Env, tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
-    error = _fails(project, "mount", tmp_path / "file", "--lock", project.project / "pylock.toml")
+    error = fails(project, "mount", tmp_path / "file", "--lock", project.project / "pylock.toml")
     assert error == f"pkgfs: error: {tmp_path / 'file'}: not a directory"
 
 
 def test_already_mounted(mounted: Env) -> None:
-    error = _fails(mounted, "mount", mounted.site)
+    error = fails(mounted, "mount", mounted.site)
     assert error == f"pkgfs: error: {mounted.site}: already mounted: pkgfs unmount it first"
 
 
 def test_no_lock(project: Env) -> None:
     (project.project / "pylock.toml").unlink()
-    error = _fails(project, "mount", project.site)
+    error = fails(project, "mount", project.site)
     assert (
         error
         == f"pkgfs: error: {project.project}: no pylock.toml, uv.lock or requirements.txt here: pass --lock FILE"
@@ -463,7 +322,7 @@ def test_no_lock(project: Env) -> None:
 def test_offline_with_wheels_missing(project: Env) -> None:
     lock = project.project / "pylock.toml"
     lock.write_text(lock.read_text().replace('path = "wheels/', 'url = "http://127.0.0.1:9/'))
-    error = _fails(project, "mount", project.site, "--offline")
+    error = fails(project, "mount", project.site, "--offline")
     assert "offline, and 3 wheels are not in the store" in error
     assert not os.path.ismount(project.site)
 
@@ -473,16 +332,16 @@ def test_path_conflict_between_wheels(tmp_path: Path, base_env: dict[str, str]) 
         tmp_path / "conflict", base_env, extra={"rival": {"app/data.txt": "rival data\n"}}
     )
     try:
-        error = _fails(env, "mount", env.site)
+        error = fails(env, "mount", env.site)
         assert (
             error
             == "pkgfs: error: path conflict: app/data.txt differs between app-1.0-py3-none-any.whl and rival-1.0-py3-none-any.whl"
         )
         assert not os.path.ismount(env.site)
     finally:
-        _force_unmount(env.site)
+        force_unmount(env.site)
 
 
 def test_unmount_when_not_mounted(project: Env) -> None:
-    error = _fails(project, "unmount", project.site)
+    error = fails(project, "unmount", project.site)
     assert error == f"pkgfs: error: {project.site}: not mounted"
