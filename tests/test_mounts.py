@@ -26,8 +26,10 @@ from tests.mountkit import (
     force_unmount,
     make_project,
     needs_fuse,
+    pkgfs_processes,
 )
 from tests.test_mount import base_env, mounted, project
+from tests.wheelmaker import WheelMaker
 
 __all__ = ["base_env", "mounted", "project"]  # fixtures used here, defined in test_mount
 
@@ -130,6 +132,41 @@ def test_a_full_disk_after_the_mount_undoes_it(small_disk: Path, base_env: dict[
         shutil.rmtree(small_disk / "inodes")
         env.pkgfs("mount", env.site)  # nothing was left in the way
         assert (env.venv / "bin" / "app-cli").exists()
+    finally:
+        force_unmount(env.site)
+
+
+def many_scripts(count: int) -> WheelMaker:
+    points = "".join(f"tool{i} = tools:main\n" for i in range(count))
+    return WheelMaker(
+        name="tools",
+        files={"tools.py": "def main() -> None:\n    pass\n"},
+        entry_points=f"[console_scripts]\n{points}",
+    )
+
+
+def test_ctrl_c_after_the_mount_undoes_it(tmp_path: Path, base_env: dict[str, str]) -> None:
+    # Ctrl-C as soon as the kernel mount exists: the daemon may not even serve yet, and
+    # dies of the SIGTERM the roll-back sends it, leaving a stale mount to clear. (6,000
+    # scripts keep the command busy after the mount, should the poll be slow.)
+    env = make_project(tmp_path / "project", base_env, wheels=[many_scripts(6000)])
+    try:
+        with subprocess.Popen(
+            [*PKGFS, "mount", str(env.site)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env.env, cwd=env.project,
+        ) as proc:  # fmt: skip
+            assert wait_until(lambda: mounted_now(env.site) or proc.poll() is not None, 60)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        if proc.returncode == 0:
+            pytest.fail(f"the mount finished before SIGINT came: {out}")
+        assert proc.returncode == 130, err
+        assert err.splitlines()[-1] == "pkgfs: interrupted"
+        assert "Traceback" not in err
+        assert not mounted_now(env.site)
+        assert pkgfs_processes(env.env) == set()
+        assert not state_of(env).exists()
+        assert not any(name.startswith("tool") for name in os.listdir(env.venv / "bin"))
     finally:
         force_unmount(env.site)
 

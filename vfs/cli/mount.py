@@ -47,7 +47,7 @@ __all__ = ["cmd_mount", "cmd_unmount"]
 
 
 def _check_mountpoint(mountpoint: Path) -> None:
-    if not mountpoint.exists() and not in_mountinfo(mountpoint):
+    if not os.path.exists(mountpoint) and not in_mountinfo(mountpoint):
         # (a stale mount exists, but stat fails with ENOTCONN)
         raise MountError(f"{mountpoint}: no such directory")
     if mount_state(mountpoint) == "ok":

@@ -67,8 +67,9 @@ def mount_state(mountpoint: Path) -> str:
 
 def in_mountinfo(mountpoint: Path) -> bool:
     """Whether ``mountpoint`` (its real path, when it can be resolved) is a mount point."""
-    target = os.path.realpath(mountpoint) if mountpoint.exists() else str(mountpoint)
-    return os.fsencode(target) in mountpoints()
+    # realpath, not Path.exists: a stale mount's stat fails with ENOTCONN, which
+    # Path.exists raises; realpath keeps a component it cannot stat as it is.
+    return os.fsencode(os.path.realpath(mountpoint)) in mountpoints()
 
 
 def fusermount(mountpoint: Path, lazy: bool) -> None:
