@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
 import time
 from pathlib import Path
+
+import pytest
 
 from pkgfs.vfs.env.state import mount_dir
 from tests.mountkit import Env, needs_fuse
@@ -75,3 +79,50 @@ def test_the_socket_is_not_where_another_user_could_squat(mounted: Env) -> None:
     assert len(name) == len(old) + 1 + 32
     log = Path(mount_dir(mounted.site, mounted.env) / "log")
     assert "Traceback" not in log.read_text()
+
+
+OTHER_USER = "pkgfs-test"
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs a client as a throwaway user: needs root")
+@pytest.mark.skipif(not os.path.exists(SYSTEM_PYTHON), reason=f"needs {SYSTEM_PYTHON}")
+def test_another_user_can_neither_squat_nor_talk(project: Env) -> None:
+    if subprocess.run(["id", OTHER_USER], capture_output=True, check=False).returncode != 0:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", OTHER_USER],
+            check=True,
+        )
+    # Another user binds the name the socket would have if it were guessable, first.
+    guessable = f"pkgfs-control-{mount_dir(project.site, project.env).name}"
+    squat = (
+        "import socket, sys; s = socket.socket(socket.AF_UNIX); s.bind('\\0' + sys.argv[1]);"
+        " s.listen(); print('bound', flush=True); sys.stdin.read()"
+    )
+    with subprocess.Popen(
+        ["runuser", "-u", OTHER_USER, "--", SYSTEM_PYTHON, "-c", squat, guessable],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/",
+    ) as squatter:  # fmt: skip
+        assert squatter.stdout is not None
+        assert squatter.stdout.readline() == "bound\n"
+        project.pkgfs("mount", project.site)
+        still_serves(project)
+        squatter.communicate("", timeout=10)
+    # And cannot talk to the daemon: it hangs up without an answer.
+    talk = (
+        "import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect('\\0' + sys.argv[1])\n"
+        "try:\n"
+        '    s.sendall(b\'{"op": "reset"}\\n\'); print(repr(s.recv(100)))\n'
+        "except OSError as e:\n"
+        "    print(type(e).__name__)\n"
+    )
+    (project.site / "app" / "data.txt").write_text("mine\n")
+    name = address(project).removeprefix("\0")
+    talked = subprocess.run(
+        ["runuser", "-u", OTHER_USER, "--", SYSTEM_PYTHON, "-c", talk, name],
+        capture_output=True, text=True, check=False, cwd="/",
+    )  # fmt: skip
+    assert talked.stdout in ("b''\n", "BrokenPipeError\n", "ConnectionResetError\n"), talked
+    assert (project.site / "app" / "data.txt").read_text() == "mine\n"  # not reset
+    project.pkgfs("reset", project.site)  # the owner still can
+    still_serves(project)
