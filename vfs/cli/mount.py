@@ -147,9 +147,12 @@ def cmd_mount(args: argparse.Namespace, out: TextIO) -> int:
                 daemon = daemon or fork_daemon()
                 _raise_if(daemon.start(state, locks))  # once the mount answers
                 if venv is not None:
-                    with _venv_errors(venv):
-                        for warning in populate_venv(venv, view, state):
-                            print(f"pkgfs: warning: {warning}", file=sys.stderr)
+                    # Ctrl-C waits until every script written is recorded (a second or so
+                    # for thousands): the roll-back then removes exactly what was made.
+                    with _venv_errors(venv), _signals_deferred():
+                        warnings = populate_venv(venv, view, state)
+                    for warning in warnings:
+                        print(f"pkgfs: warning: {warning}", file=sys.stderr)
             except BaseException:
                 with _signals_deferred():
                     _roll_back(mountpoint, daemon, state)
