@@ -369,3 +369,19 @@ def test_an_index_row_edited_to_an_unsafe_path_is_refused(
     assert expected in str(refused.value)
     assert "\n" not in str(refused.value)
     assert not (store.root / "views-v2").exists()  # nothing saved
+
+
+def test_a_script_named_like_the_venvs_own_is_neither_made_nor_recorded(
+    store: Store, make_wheel: MakeWheel
+) -> None:
+    # An uninstaller follows RECORD: a row for bin/python would delete the venv's own.
+    points = "[console_scripts]\n" + "".join(
+        f"{name} = demo.core:main\n" for name in ("python", "python3.11", "activate", "tool")
+    )
+    sha256 = store.add(make_wheel(entry_points=points)).sha256
+    view = compose(store, sha256)
+    assert set(view.scripts) == {"tool"}
+    record = view.files["demo-1.0.dist-info/RECORD"].data
+    assert record is not None
+    listed = [row.split(",")[0] for row in record.decode().splitlines()]
+    assert [p for p in listed if "/bin/" in p] == ["../../../bin/tool"]

@@ -23,6 +23,7 @@ import csv
 import io
 import marshal
 import posixpath
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import chain
@@ -294,6 +295,12 @@ def check_shared(shared: SharedView) -> None:
         raise ViewError(f"saved view: {bad!r} is not a plain file name")
 
 
+# What ``python -m venv`` puts into bin/: the interpreter and the activation scripts. A
+# wheel's script of such a name is never made, and so never listed in its RECORD, so that
+# an uninstaller following RECORD (pip, uv) cannot remove the venv's own interpreter.
+_VENV_OWNED = re.compile(r"python(w|3(\.\d+)?)?|activate(\.\w+)?|Activate\.ps1")
+
+
 def finish_view(store: Store, shared: SharedView, python: str, site_packages: str) -> View:
     """The environment's own part: scripts with its interpreter in their shebang, and each
     wheel's RECORD listing them. Costs O(wheels + scripts), not O(files)."""
@@ -322,6 +329,8 @@ def finish_view(store: Store, shared: SharedView, python: str, site_packages: st
                     name, content = Script(entry_name, module, attr, kind).generate(python, "posix")
                 except InvalidScript as exc:
                     raise ViewError(f"{part.filename}: entry point {entry_name}: {exc}") from None
+            if _VENV_OWNED.fullmatch(name):
+                continue  # neither written into bin/ nor listed in RECORD: see _VENV_OWNED
             existing = view.scripts.get(name)
             if existing is not None and existing.data != content:
                 raise ViewError(
