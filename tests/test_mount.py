@@ -182,6 +182,17 @@ def test_reset_some_then_all(mounted: Env) -> None:
     assert mounted.pkgfs("diff", site).stdout == ""
 
 
+def test_reset_of_the_mountpoint_itself_resets_everything(mounted: Env) -> None:
+    site = mounted.site
+    original = _tree_digest(site)
+    for spelling in (".", str(site), ""):
+        (site / "app" / "data.txt").write_text("changed\n")
+        (site / "extra.txt").write_text("x")
+        mounted.pkgfs("reset", site, spelling)
+        assert mounted.pkgfs("diff", site).stdout == "", spelling
+        assert _tree_digest(site) == original
+
+
 def test_python_writes_bytecode_into_the_overlay(project: Env) -> None:
     # Without shared bytecode, Python compiles and writes .pyc files as in any venv:
     # a temporary file, then os.replace, both through the overlay.

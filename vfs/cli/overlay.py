@@ -106,6 +106,8 @@ def cmd_reset(args: argparse.Namespace, out: TextIO) -> int:
     mountpoint = Path(args.mountpoint).absolute()
     directory = _known(mountpoint)
     paths = [_relative(mountpoint, p) for p in args.paths] or None
+    if paths is not None and "" in paths:  # `pkgfs reset MP .`: the whole mount
+        paths = None
     if mount_state(mountpoint) == "ok":
         record = MountRecord.load(directory)
         try:
@@ -128,6 +130,7 @@ def _relative(mountpoint: Path, path: str) -> str:
     """A reset PATH below the mountpoint: absolute as given, relative to the mountpoint."""
     full = Path(os.path.normpath(mountpoint / path))  # an absolute path replaces mountpoint
     try:
-        return str(full.relative_to(mountpoint))
+        relative = str(full.relative_to(mountpoint))
     except ValueError:
         raise MountError(f"{path}: not below {mountpoint}") from None
+    return "" if relative == "." else relative  # the mountpoint itself: everything
