@@ -317,3 +317,26 @@ def test_a_full_disk_during_a_download_is_one_line(
     (line,) = [x for x in proc.stderr.splitlines() if x.startswith("pkgfs: error:")]
     assert line.startswith(f"pkgfs: error: {disk / 'store' / 'tmp'}/download-"), line
     assert line.endswith(f"/{wheel.name}: cannot write the download: No space left on device")
+
+
+def test_a_local_wheel_that_is_no_regular_file_is_refused(tmp_path: Path) -> None:
+    # A lock naming /dev/zero as a wheel's path was hashed forever, deaf to Ctrl-C.
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from pkgfs.store.fetch import download\n"
+        "from pkgfs.store.lock import LockedWheel, WheelLink\n"
+        "from pkgfs.store.errors import FetchError\n"
+        "link = WheelLink('m-1.0-py3-none-any.whl', 'file:///dev/zero', '0' * 64)\n"
+        "try:\n"
+        "    download(LockedWheel('m', '1.0', link, frozenset({'0' * 64})), Path(sys.argv[1]))\n"
+        "except FetchError as exc:\n"
+        "    print(exc)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.stdout == "/dev/zero: not a regular file: not a wheel\n", proc.stderr

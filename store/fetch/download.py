@@ -11,6 +11,7 @@ import hashlib
 import http.client
 import os
 import socket
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,6 +94,20 @@ def _content_length(url: str, header: str | None) -> int | None:
     return int(header)
 
 
+def _local(wheel: LockedWheel, path: Path) -> Path:
+    """A wheel the lock names by path, verified where it is."""
+    try:
+        regular = stat.S_ISREG(os.stat(path).st_mode)
+        if regular:  # /dev/zero, or a FIFO, would be read forever
+            digest, size = hash_file(path)
+    except OSError as exc:
+        raise FetchError(f"{path}: {exc.strerror}") from None
+    if not regular:
+        raise FetchError(f"{path}: not a regular file: not a wheel")
+    _check(wheel, digest, size, str(path))
+    return path
+
+
 def download(wheel: LockedWheel, directory: Path, cancel: Cancel | None = None) -> Path:
     """The verified wheel file: a local file in place, or a download into ``directory``.
 
@@ -106,13 +121,7 @@ def download(wheel: LockedWheel, directory: Path, cancel: Cancel | None = None) 
         raise FetchError(f"{wheel.filename}: not in the store, and the lock gives no URL")
     parsed = urlparse(url)
     if parsed.scheme == "file":
-        path = Path(unquote(parsed.path))
-        try:
-            digest, size = hash_file(path)
-        except OSError as exc:
-            raise FetchError(f"{path}: {exc.strerror}") from None
-        _check(wheel, digest, size, str(path))
-        return path
+        return _local(wheel, Path(unquote(parsed.path)))
     target = contained(directory, wheel.filename)  # a lock's name: one plain file name
     hasher = hashlib.sha256()
     size = 0
