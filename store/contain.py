@@ -20,7 +20,6 @@ Standard library only: the store layer checks index rows and saved views with it
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import hashlib
 import os
@@ -33,6 +32,7 @@ from pathlib import Path
 from types import TracebackType
 
 from .errors import UnsafePathError
+from .layout import libc
 
 __all__ = [
     "Made",
@@ -128,7 +128,6 @@ class Made:
         return cls(row["path"], sha256, symlink)
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 _RENAME_NOREPLACE = 1  # linux/fs.h
 
 
@@ -136,7 +135,7 @@ def _rename_noreplace(directory: int, source: str, target: str) -> None:
     """Rename ``source`` to ``target`` in one directory; ``FileExistsError`` if ``target``
     exists. ``renameat2(RENAME_NOREPLACE)``, else (a filesystem without it) ``link(2)``."""
     source_b, target_b = os.fsencode(source), os.fsencode(target)
-    if _libc.renameat2(directory, source_b, directory, target_b, _RENAME_NOREPLACE) == 0:
+    if libc.renameat2(directory, source_b, directory, target_b, _RENAME_NOREPLACE) == 0:
         return
     err = ctypes.get_errno()
     if err not in (errno.EINVAL, errno.ENOSYS):

@@ -26,7 +26,14 @@ from .errors import StoreError
 from .objects import object_file
 from .xdg import data_home
 
-__all__ = ["STORE_ENV", "StoreLayout", "default_store_path", "resolve_store_path", "syncfs"]
+__all__ = [
+    "STORE_ENV",
+    "StoreLayout",
+    "default_store_path",
+    "libc",
+    "resolve_store_path",
+    "syncfs",
+]
 
 STORE_ENV = "PKGFS_STORE"
 
@@ -83,7 +90,8 @@ class StoreLayout:
             raise StoreError(f"cannot create store at {self.root}: {exc.strerror}") from exc
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+# The C library, for the system calls Python lacks (syncfs here, renameat2 in contain.py).
+libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
 def syncfs(path: Path) -> None:
@@ -94,7 +102,7 @@ def syncfs(path: Path) -> None:
     """
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        if _libc.syncfs(fd) != 0:
+        if libc.syncfs(fd) != 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err), str(path))
     finally:
