@@ -48,11 +48,13 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
         if state == "unmounted":
             continue  # a daemon killed and its mount cleared: the next mount rewrites this
         changes = None
+        requests = None
         if state == "ok":
             try:
                 changes = len(_tree(directory).changes())
             except (OSError, MountError) as exc:
                 print(f"pkgfs: warning: {exc}", file=sys.stderr)
+            requests = _requests(record)
         rows.append(
             {
                 "mountpoint": record.mountpoint,
@@ -61,6 +63,8 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
                 "changes": changes,
                 "pid": record.pid,
                 "state": state,
+                "mode": record.mode,
+                "requests": requests,
             }
         )
     if args.json:
@@ -73,10 +77,22 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
         shown = "?" if row["changes"] is None else row["changes"]
         print(
             f"{row['state']:<6} {row['mountpoint']}  {row['packages']} packages,"
-            f" {shown} overlay changes, pid {row['pid']}, lock {row['lock']}",
+            f" {shown} overlay changes, {row['mode']} mode, pid {row['pid']}, lock {row['lock']}",
             file=out,
         )
     return 0
+
+
+def _requests(record: MountRecord) -> dict[str, int] | None:
+    """The daemon's requests served so far, per handler; None if it does not answer."""
+    try:
+        reply = ask(record.socket.replace("@", "\0", 1), {"op": "stats"}, timeout=5.0)
+    except (OSError, ValueError):
+        return None
+    counts = reply.get("requests")
+    if not isinstance(counts, dict):
+        return None
+    return {str(k): int(v) for k, v in counts.items()}
 
 
 def _known(mountpoint: Path) -> Path:

@@ -102,6 +102,9 @@ class MountRecord:
     work: str
     log: str
     socket: str
+    # How the kernel talks to the daemon: "no-open" (no OPEN/OPENDIR round trips, with the
+    # patched pyfuse3) or "open" (stock pyfuse3). Records from before it say neither.
+    mode: str = "open"
 
     def save(self, directory: Path) -> None:
         """Write ``directory/mount.json`` atomically. Raises ``OSError``."""

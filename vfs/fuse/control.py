@@ -110,6 +110,9 @@ async def _carry_out(ops: PkgfsOperations, request: dict[str, object]) -> dict[s
     op = request.get("op", "ping")
     if op == "ping":
         return {"ok": True, "pid": os.getpid()}
+    if op == "stats":
+        # Requests served so far, per handler: a benchmark's daemon round trips.
+        return {"ok": True, "mode": ops.mode, "requests": dict(ops.requests)}
     if op != "reset":
         raise _RequestError(f"unknown op {op!r}")
     paths = request.get("paths")
@@ -117,7 +120,7 @@ async def _carry_out(ops: PkgfsOperations, request: dict[str, object]) -> dict[s
         isinstance(paths, list) and all(isinstance(p, str) for p in paths)
     ):
         raise _RequestError("paths must be null or a list of strings")
-    invalidations = ops.reset(paths)
+    invalidations = await ops.reset(paths)
     for inode, name in invalidations:
         await trio.to_thread.run_sync(_invalidate, inode, name)
     return {"ok": True, "reset": len(invalidations)}

@@ -33,6 +33,7 @@ from pkgfs.vfs.env.view import View
 from pkgfs.vfs.overlay import MergedTree
 
 from .control import serve_control
+from .features import no_open_support
 from .mounts import check_fuse
 from .operations import PkgfsOperations
 from .wire import new_address
@@ -103,7 +104,8 @@ def serve(config: MountConfig, view: View, ready: Callable[[str | None], None]) 
     try:
         objects = StoreLayout(Path(config.store)).objects
         tree = MergedTree(view, objects, Path(config.upper), Path(config.work))
-        ops = PkgfsOperations(tree, os.getuid(), os.getgid())
+        tree.clean_work()  # what a killed daemon left: half-made copies, unlinked open files
+        ops = PkgfsOperations(tree, os.getuid(), os.getgid(), no_open=no_open_support())
         control = new_address(state.name)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(control)
@@ -128,9 +130,12 @@ def serve(config: MountConfig, view: View, ready: Callable[[str | None], None]) 
             work=config.work,
             log=str(state / "log"),
             socket=control.replace("\0", "@"),
+            mode=ops.mode,
         )
         record.save(state)
-        log.info("mounted %s (%d packages)", config.mountpoint, len(config.wheels))
+        log.info(
+            "mounted %s (%d packages, %s mode)", config.mountpoint, len(config.wheels), ops.mode
+        )
         trio.run(_main, ops, listener, config.mountpoint, lambda: ready(None))
     except BaseException:
         log.exception("daemon failed")

@@ -1,0 +1,244 @@
+"""The inodes a mount has handed to the kernel: numbers, lookup counts, per-inode files.
+
+The kernel names a file by the node id it was given at lookup, until it sends FORGET for
+it; meanwhile the name may be renamed, unlinked or replaced. So each node follows its file,
+not a path:
+
+- **Numbers.** A lower path keeps its rank in the view (stable across mounts); every other
+  node takes the next number of a counter that never goes back, with the mount's
+  generation, so no number is reused while the kernel may still hold it (the upper file's
+  own ``st_ino``, which ext4 reuses at once, is never a node id).
+- **Open files without OPEN.** In the kernel's no-open mode there are no file handles: each
+  node holds at most one descriptor on its file (the store object, or the upper file once
+  copied up), opened on first use and closed on FORGET, or earlier when too many are open
+  (least recently used first; it is reopened from its name).
+- **Unlinked but open.** A node unlinked or replaced while the kernel still holds it keeps its
+  file alive under an ``orphan-<id>`` name in the work directory until FORGET, as ext4 keeps
+  an open file's inode: ``fstat``, reads and writes through it go on working.
+
+Nothing here answers the kernel: ``operations.py`` does, through this table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import stat
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from pkgfs.vfs.env.view import ViewFile
+from pkgfs.vfs.overlay import UPPER_INODES, MergedTree
+
+__all__ = ["Node", "NodeTable"]
+
+ROOT = 1
+
+
+@dataclass(eq=False, slots=True)
+class Node:
+    """One inode the kernel may hold.
+
+    ``path`` is its merged path while it has one; ``lower`` the lower file it still shows
+    (None once copied up, and for directories and upper files); ``orphan`` its name in the
+    work directory once unlinked while held. ``fd`` is -1 or a descriptor on its data,
+    writable when ``writable``."""
+
+    id: int
+    path: str | None
+    lower: ViewFile | None
+    is_dir: bool
+    lookups: int = 0
+    orphan: str | None = None
+    fd: int = -1
+    writable: bool = False
+    names: set[str] = field(default_factory=set)  # every merged path naming it (hard links)
+
+
+class NodeTable:
+    """Node ids to nodes, and merged paths to node ids, for one mount."""
+
+    def __init__(self, tree: MergedTree, max_fds: int | None = None) -> None:
+        self.tree = tree
+        root = Node(ROOT, "", None, True, lookups=1, names={""})
+        self.nodes: dict[int, Node] = {ROOT: root}
+        self.by_path: dict[str, int] = {"": ROOT}
+        self.by_upper_ino: dict[int, int] = {}  # hard-linked upper files: st_ino -> node id
+        self.next_id = UPPER_INODES
+        # Seconds since the epoch: node ids of an earlier mount of the same view, kept by an
+        # NFS client, do not resolve to this mount's files.
+        self.generation = int(time.time()) & 0xFFFFFFFF
+        self.open_fds: OrderedDict[int, None] = OrderedDict()  # node ids holding an fd, LRU
+        if max_fds is None:
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            if soft != hard:
+                with contextlib.suppress(ValueError, OSError):
+                    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+                    soft = hard
+            max_fds = max(64, min(soft, 1 << 20) // 2)
+        self.max_fds = max_fds
+
+    # -- finding nodes -----------------------------------------------------------------------
+
+    def get(self, ino: int) -> Node:
+        """The node ``ino``. Raises ``KeyError`` if the kernel was never given it."""
+        return self.nodes[ino]
+
+    def at(self, path: str) -> Node | None:
+        """The node known at ``path``, if any."""
+        ino = self.by_path.get(path)
+        return None if ino is None else self.nodes.get(ino)
+
+    def for_path(self, path: str) -> Node:
+        """The node at ``path`` of the merged tree, made if the kernel holds none yet."""
+        known = self.at(path)
+        if known is not None:
+            return known
+        tree = self.tree
+        upper = path in tree.upper_paths
+        is_dir = tree.is_dir(path)
+        ino = 0
+        if upper and not is_dir:
+            info = tree.lstat(path)
+            if info.st_nlink > 1:  # another name of a file the kernel may already hold
+                other = self.by_upper_ino.get(info.st_ino)
+                if other is not None and other in self.nodes:
+                    node = self.nodes[other]
+                    self.name(node, path)
+                    return node
+                ino = self._new_id()
+                self.by_upper_ino[info.st_ino] = ino
+        if not ino:
+            rank = tree.inode(path)
+            ino = rank if rank and rank not in self.nodes else self._new_id()
+        found = None if upper else tree.lower(path)
+        node = Node(ino, path, found if isinstance(found, ViewFile) else None, is_dir)
+        self.nodes[ino] = node
+        self.name(node, path)
+        return node
+
+    def _new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id
+
+    def name(self, node: Node, path: str) -> None:
+        """``path`` now names ``node`` (a lookup, a new file, a hard link, a rename)."""
+        node.names.add(path)
+        if node.path is None:
+            node.path = path
+        self.by_path[path] = node.id
+
+    def unname(self, node: Node, path: str) -> None:
+        """``path`` no longer names ``node``; it keeps another name if it has one."""
+        node.names.discard(path)
+        if self.by_path.get(path) == node.id:
+            del self.by_path[path]
+        if node.path == path:
+            node.path = next(iter(node.names), None)
+
+    def moved(self, old: str, new: str) -> None:
+        """Every known path at or below ``old`` is now at or below ``new``."""
+        prefix = old + "/"
+        for path in [p for p in self.by_path if p == old or p.startswith(prefix)]:
+            node = self.nodes[self.by_path[path]]
+            renamed = new + path[len(old) :]
+            self.unname(node, path)
+            self.name(node, renamed)
+            node.path = renamed if node.path is None or node.path == path else node.path
+
+    def swapped(self, a: str, b: str) -> None:
+        """Every known path at or below ``a`` is now below ``b``, and the reverse."""
+        moving = []
+        for path in list(self.by_path):
+            for x, y in ((a, b), (b, a)):
+                if path == x or path.startswith(x + "/"):
+                    moving.append((self.nodes[self.by_path[path]], path, y + path[len(x) :]))
+        for node, path, _renamed in moving:
+            self.unname(node, path)
+        for node, _path, renamed in moving:
+            self.name(node, renamed)
+
+    def detach(self, path: str) -> Node | None:
+        """Forget that ``path`` names its node (reset took it away); the node keeps its open
+        descriptor, if any, and nothing else."""
+        node = self.at(path)
+        if node is not None:
+            self.unname(node, path)
+            if not node.names:
+                node.path = None
+        return node
+
+    # -- lookups -----------------------------------------------------------------------------
+
+    def forget(self, ino: int, count: int) -> None:
+        """The kernel dropped ``count`` references to ``ino``; at none, the node goes, with
+        its descriptor and, if unlinked while open, its file."""
+        node = self.nodes.get(ino)
+        if node is None or ino == ROOT:
+            return
+        node.lookups -= count
+        if node.lookups > 0:
+            return
+        self.close(node)
+        if node.orphan is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(node.orphan, dir_fd=self.tree.work_fd)
+        for path in list(node.names):
+            if self.by_path.get(path) == ino:
+                del self.by_path[path]
+        for key in [k for k, v in self.by_upper_ino.items() if v == ino]:
+            del self.by_upper_ino[key]
+        del self.nodes[ino]
+
+    # -- descriptors -------------------------------------------------------------------------
+
+    def close(self, node: Node) -> None:
+        if node.fd >= 0:
+            os.close(node.fd)
+            node.fd = -1
+            self.open_fds.pop(node.id, None)
+
+    def fd(self, node: Node, write: bool = False) -> int:
+        """A descriptor on ``node``'s data: the store object while it is lower, else its
+        upper (or orphaned) file, writable if ``write``. Raises ``OSError``: ESTALE for a
+        node whose file is gone, EBADF when asked to write a lower file (copy it up
+        first), as ``open`` for the rest."""
+        if node.fd >= 0 and (node.writable or not write):
+            self.open_fds.move_to_end(node.id)
+            return node.fd
+        self.close(node)
+        if node.lower is not None:
+            if write:
+                raise OSError(9, "a lower file is not writable", node.path)  # EBADF
+            node.fd = os.open(self.tree.object_path(node.lower), os.O_RDONLY | os.O_CLOEXEC)
+            node.writable = False
+        else:
+            node.fd, node.writable = self._open_upper(node)
+        self.open_fds[node.id] = None
+        while len(self.open_fds) > self.max_fds:
+            oldest = next(iter(self.open_fds))
+            self.close(self.nodes[oldest])
+        return node.fd
+
+    def _open_upper(self, node: Node) -> tuple[int, bool]:
+        if node.orphan is not None:
+            where, dir_fd = node.orphan, self.tree.work_fd
+        elif node.path is not None:
+            where, dir_fd = node.path, self.tree.upper_fd
+        else:
+            raise OSError(116, "its file is gone", str(node.id))  # ESTALE
+        last: OSError | None = None
+        for flags, writable in ((os.O_RDWR, True), (os.O_RDONLY, False), (os.O_WRONLY, True)):
+            try:
+                fd = os.open(where, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+            except PermissionError as exc:  # a mode this (non-root) process cannot open
+                last = exc
+                continue
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise OSError(22, "not a regular file", where)  # EINVAL
+            return fd, writable
+        assert last is not None
+        raise last
