@@ -105,7 +105,9 @@ def serve(config: MountConfig, view: View, ready: Callable[[str | None], None]) 
         objects = StoreLayout(Path(config.store)).objects
         tree = MergedTree(view, objects, Path(config.upper), Path(config.work))
         tree.clean_work()  # what a killed daemon left: half-made copies, unlinked open files
-        ops = PkgfsOperations(tree, os.getuid(), os.getgid(), no_open=no_open_support())
+        # PKGFS_FUSE_MODE=open serves the open mode even with the patched pyfuse3 (to compare).
+        no_open = no_open_support() and os.environ.get("PKGFS_FUSE_MODE") != "open"
+        ops = PkgfsOperations(tree, os.getuid(), os.getgid(), no_open=no_open)
         control = new_address(state.name)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(control)

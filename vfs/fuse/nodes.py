@@ -27,7 +27,7 @@ import resource
 import stat
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pkgfs.vfs.env.view import ViewFile
 from pkgfs.vfs.overlay import UPPER_INODES, MergedTree
@@ -54,7 +54,18 @@ class Node:
     orphan: str | None = None
     fd: int = -1
     writable: bool = False
-    names: set[str] = field(default_factory=set)  # every merged path naming it (hard links)
+    links: set[str] | None = None  # its other merged paths, if hard-linked (rare: no set)
+
+    def names(self) -> set[str]:
+        """Every merged path naming it."""
+        found = set(self.links or ())
+        if self.path is not None:
+            found.add(self.path)
+        return found
+
+    def only_name(self, path: str) -> bool:
+        """True if ``path`` is its one name: removing it leaves the file nameless."""
+        return self.path == path and not self.links
 
 
 class NodeTable:
@@ -62,7 +73,7 @@ class NodeTable:
 
     def __init__(self, tree: MergedTree, max_fds: int | None = None) -> None:
         self.tree = tree
-        root = Node(ROOT, "", None, True, lookups=1, names={""})
+        root = Node(ROOT, "", None, True, lookups=1)
         self.nodes: dict[int, Node] = {ROOT: root}
         self.by_path: dict[str, int] = {"": ROOT}
         self.by_upper_ino: dict[int, int] = {}  # hard-linked upper files: st_ino -> node id
@@ -125,18 +136,22 @@ class NodeTable:
 
     def name(self, node: Node, path: str) -> None:
         """``path`` now names ``node`` (a lookup, a new file, a hard link, a rename)."""
-        node.names.add(path)
         if node.path is None:
             node.path = path
+        elif node.path != path:
+            node.links = (node.links or set()) | {path}
         self.by_path[path] = node.id
 
     def unname(self, node: Node, path: str) -> None:
         """``path`` no longer names ``node``; it keeps another name if it has one."""
-        node.names.discard(path)
         if self.by_path.get(path) == node.id:
             del self.by_path[path]
+        if node.links:
+            node.links.discard(path)
         if node.path == path:
-            node.path = next(iter(node.names), None)
+            node.path = node.links.pop() if node.links else None
+        if not node.links:
+            node.links = None
 
     def moved(self, old: str, new: str) -> None:
         """Every known path at or below ``old`` is now at or below ``new``."""
@@ -146,7 +161,6 @@ class NodeTable:
             renamed = new + path[len(old) :]
             self.unname(node, path)
             self.name(node, renamed)
-            node.path = renamed if node.path is None or node.path == path else node.path
 
     def swapped(self, a: str, b: str) -> None:
         """Every known path at or below ``a`` is now below ``b``, and the reverse."""
@@ -166,8 +180,6 @@ class NodeTable:
         node = self.at(path)
         if node is not None:
             self.unname(node, path)
-            if not node.names:
-                node.path = None
         return node
 
     # -- lookups -----------------------------------------------------------------------------
@@ -185,7 +197,7 @@ class NodeTable:
         if node.orphan is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(node.orphan, dir_fd=self.tree.work_fd)
-        for path in list(node.names):
+        for path in node.names():
             if self.by_path.get(path) == ino:
                 del self.by_path[path]
         for key in [k for k, v in self.by_upper_ino.items() if v == ino]:

@@ -408,7 +408,7 @@ class PkgfsOperations(pyfuse3.Operations):
             if (
                 node is not None
                 and not node.is_dir
-                and node.names == {path}
+                and node.only_name(path)
                 and node.lower is None
                 and node.lookups > 0
             ):
@@ -467,7 +467,7 @@ class PkgfsOperations(pyfuse3.Operations):
         if (
             replaced is not None
             and not replaced.is_dir
-            and replaced.names == {new}
+            and replaced.only_name(new)
             and replaced.lower is None
             and replaced.lookups > 0
         ):
