@@ -69,9 +69,8 @@ def _errors(handler: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Corouti
 
     @functools.wraps(handler)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        ops = args[0]
-        assert isinstance(ops, PkgfsOperations)
-        ops.requests[name] += 1
+        if args and isinstance(args[0], PkgfsOperations):
+            args[0].requests[name] += 1
         try:
             return await handler(*args, **kwargs)
         except pyfuse3.FUSEError:
