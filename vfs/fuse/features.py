@@ -8,6 +8,12 @@ off, or ``open(O_TRUNC)`` never reaches it. Stock pyfuse3 can do neither;
 ``.ci/pyfuse3/no-open.patch`` adds both as opt-ins (``Operations.pass_inode_with_fh``,
 ``Operations.enable_atomic_o_trunc``) and announces them with ``pyfuse3.NO_OPEN_SUPPORT``.
 
+fallocate and lseek: stock pyfuse3 answers FUSE_FALLOCATE and FUSE_LSEEK with ENOSYS, so
+``fallocate(2)`` fails with EOPNOTSUPP and ``lseek(SEEK_DATA)`` in a hole finds data (the kernel's
+fallback treats the whole file as data). ``.ci/pyfuse3/fallocate-lseek.patch`` passes both to
+``Operations.fallocate`` and ``Operations.lseek`` and announces them with
+``pyfuse3.FALLOCATE_LSEEK_SUPPORT``.
+
 Importing this module imports nothing from pyfuse3; asking does, once.
 """
 
@@ -15,7 +21,7 @@ from __future__ import annotations
 
 import functools
 
-__all__ = ["no_open_support"]
+__all__ = ["fallocate_lseek_support", "no_open_support"]
 
 
 @functools.cache
@@ -29,3 +35,16 @@ def no_open_support() -> bool:
     except ImportError:
         return False
     return getattr(pyfuse3, "NO_OPEN_SUPPORT", False) is True
+
+
+@functools.cache
+def fallocate_lseek_support() -> bool:
+    """True when the installed pyfuse3 passes FUSE_FALLOCATE and FUSE_LSEEK (SEEK_DATA and
+    SEEK_HOLE) to ``Operations.fallocate`` and ``Operations.lseek``. False for stock pyfuse3,
+    whose ENOSYS makes the kernel fail ``fallocate(2)`` and treat every file as all data, and
+    when pyfuse3 cannot be imported at all."""
+    try:
+        import pyfuse3  # noqa: PLC0415 (as above)
+    except ImportError:
+        return False
+    return getattr(pyfuse3, "FALLOCATE_LSEEK_SUPPORT", False) is True
