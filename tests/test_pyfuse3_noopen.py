@@ -18,9 +18,11 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TextIO
 
 import pyfuse3
 import pytest
@@ -62,9 +64,13 @@ class TinyFS(pyfuse3.Operations):
             ino: contents for ino, (_, _, contents) in TREE.items() if contents is not None
         }
         self.events: list[Event] = []
+        self.live: TextIO | None = None  # request names, one per line, as they come
 
     def _note(self, name: str, fh: int | None, inode: int | None) -> None:
         self.events.append((name, fh, inode))
+        if self.live is not None:
+            self.live.write(name + "\n")
+            self.live.flush()
 
     def _attrs(self, inode: int) -> pyfuse3.EntryAttributes:
         entry = pyfuse3.EntryAttributes()
@@ -171,6 +177,7 @@ def serve(mountpoint: str, events: str, mode: str) -> None:
     """Mounts TinyFS (mode "stock") or NoOpenFS (mode "no-open") until unmounted from outside,
     then writes the requests it answered to *events* as JSON."""
     fs = NoOpenFS() if mode == "no-open" else TinyFS()
+    fs.live = open(events + ".live", "w")  # noqa: SIM115 (open for the process's life)
     pyfuse3.init(fs, mountpoint, set(pyfuse3.default_options) | {"fsname=tinyfs"})
     try:
         print("mounted", flush=True)
@@ -199,7 +206,12 @@ def mounted(tmp_path: Path, mode: str) -> Iterator[tuple[Path, list[Event]]]:
         assert child.stdout.readline() == "mounted\n", "the tiny filesystem did not mount"
         yield mnt, events
     finally:
-        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True, check=False)
+        # A plain unmount, not a lazy one: the kernel sends the RELEASEs still queued after
+        # the last close before DESTROY, so the counts below are whole. Lazy only as a
+        # fallback (a test failed with a file still open).
+        plain = subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True, check=False)
+        if plain.returncode != 0:
+            subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True, check=False)
         child.wait(timeout=30)
         if child.stdout is not None:
             child.stdout.close()
@@ -258,6 +270,14 @@ def test_stock_mode_is_unchanged(tmp_path: Path) -> None:
     """A filesystem that does not opt in gets what stock pyfuse3 gives it, patched or not."""
     with mounted(tmp_path, "stock") as (mnt, events):
         _walk_and_truncate(mnt)
+        # RELEASE and RELEASEDIR follow close(2) asynchronously: wait for them (up to 10 s)
+        # before unmounting, or the last one may be cut off by the unmount.
+        live = tmp_path / "events.json.live"
+        for _ in range(200):
+            seen = Counter(live.read_text().split())
+            if seen["open"] == seen["release"] and seen["opendir"] == seen["releasedir"]:
+                break
+            time.sleep(0.05)
     count = Counter(name for name, _, _ in events)
 
     assert count["open"] == count["release"] >= 5
