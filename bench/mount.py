@@ -100,7 +100,8 @@ def request_count(mounts: Mounts, mountpoint: Path) -> int | None:
 
 
 def requests_per_run(mounts: Mounts, mountpoint: Path, argv: Sequence[str]) -> int | None:
-    """How many requests the daemon served for one (warm) run of ``argv``."""
+    """How many requests the daemon served for one warm run of ``argv`` (after another)."""
+    capture(argv, env=mounts.env)
     before = request_count(mounts, mountpoint)
     capture(argv, env=mounts.env)
     after = request_count(mounts, mountpoint)
@@ -142,7 +143,8 @@ def run_round(
         mountpoint = site_packages(venvs[PKGFS])
         status = mounts.status(mountpoint)
         times: dict[str, dict[str, float]] = {}
-        for measure in MEASURES:
+        requests: dict[str, int | None] = {}
+        for measure in MEASURES:  # the cold one last: it leaves the caches cold
             cold = measure == "cold_import"
             if cold and not os.access(DROP_CACHES, os.W_OK):
                 continue
@@ -150,11 +152,8 @@ def run_round(
             commands = {c: measure_argv(measure, venvs[c], inputs.stack.imports) for c in names}
             runs = args.cold_runs if cold else args.runs
             times[measure] = hyperfine(tools, commands, runs=runs, cold=cold, env=mounts.env)
-        imports = inputs.stack.imports
-        requests = {
-            m: requests_per_run(mounts, mountpoint, measure_argv(m, venvs[PKGFS], imports))
-            for m in WARM
-        }
+            if measure in WARM:
+                requests[measure] = requests_per_run(mounts, mountpoint, commands[PKGFS])
         rss = peak_rss_mib(int(status["pid"]))
     finally:
         if PKGFS in venvs:

@@ -123,6 +123,7 @@ def test_where_pkgfs_still_loses_names_every_loss_and_no_win() -> None:
     assert "warm import:" not in section
     assert "dropping caches:" not in section
     assert "Why: every lookup" in section
+    assert "**sci, memory: a daemon of 46.0 MiB peak RSS" in section
 
 
 def test_requests_and_mode_are_reported_and_absent_ones_say_so() -> None:
