@@ -202,7 +202,7 @@ def summarize(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/run", description=__doc__.splitlines()[0])
     parser.add_argument("--stacks", default="web,sci", help=f"of {', '.join(STACKS)}")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (5)")
     parser.add_argument("--runs", type=int, default=5, help="hyperfine runs per warm measure")
     parser.add_argument("--cold-runs", type=int, default=3, help="runs after dropping caches")
     parser.add_argument("--quick", action="store_true", help="smoke test: cli, 1 round, 2 runs")
