@@ -156,3 +156,19 @@ def test_node_numbers_are_never_reused(ops: PkgfsOperations) -> None:
             await ops.forget([(entry.st_ino, 1)])
 
     trio.run(main)
+
+
+def test_fsync_of_a_directory_and_of_a_file(ops: PkgfsOperations) -> None:
+    """FSYNCDIR comes with the inode in no-open mode (a missing handler killed the daemon)."""
+
+    async def main() -> None:
+        pkg = await ino(ops, "pkg")
+        await ops.fsyncdir(0, False, inode=pkg)  # lower only: nothing to flush
+        await ops.mkdir(pyfuse3.ROOT_INODE, b"d", 0o755, CTX)
+        await ops.fsyncdir(0, True, inode=await ino(ops, "d"))
+        info, entry = await ops.create(pyfuse3.ROOT_INODE, b"f", 0o644, os.O_RDWR, CTX)
+        await ops.write(info.fh, 0, b"x", inode=entry.st_ino)
+        await ops.fsync(0, False, inode=entry.st_ino)
+
+    trio.run(main)
+    assert [c.path for c in ops.tree.changes()] == ["d", "f"]

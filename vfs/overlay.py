@@ -501,11 +501,14 @@ class MergedTree:
         flags = (flags & ~(os.O_CREAT | os.O_TRUNC | os.O_DIRECT)) | os.O_CREAT | os.O_EXCL
         fd = os.open(path, flags | _NOFOLLOW, mode & 0o7777, dir_fd=self.upper_fd)
         try:
+            # Owner first: chown clears set-user-ID and set-group-ID, chmod then sets them.
+            if owner is not None and self.may_chown:
+                os.fchown(fd, *owner)
             os.fchmod(fd, stat.S_IMODE(mode))  # the daemon's own umask does not apply
         except BaseException:
             os.close(fd)
             raise
-        self._made(path, owner)
+        self._made(path, None)
         return fd
 
     def mkdir(self, path: str, mode: int, owner: tuple[int, int] | None = None) -> None:
@@ -524,15 +527,17 @@ class MergedTree:
             self.opaque.add(path)
         else:
             os.mkdir(path, mode & 0o7777, dir_fd=self.upper_fd)
+        self._chown_made(path, owner)  # before chmod, which sets what chown clears
         self._chmod(path, mode)
-        self._made(path, owner)
+        self._made(path, None)
 
     def mknod(self, path: str, mode: int, rdev: int, owner: tuple[int, int] | None = None) -> None:
         """A FIFO, a socket, or (where this process may) a device node."""
         self._prepare_new(path)
         os.mknod(path, mode, rdev, dir_fd=self.upper_fd)
+        self._chown_made(path, owner)  # before chmod, which sets what chown clears
         self._chmod(path, mode)
-        self._made(path, owner)
+        self._made(path, None)
 
     def symlink(self, path: str, target: str, owner: tuple[int, int] | None = None) -> None:
         self._prepare_new(path)

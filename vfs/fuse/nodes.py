@@ -212,6 +212,18 @@ class NodeTable:
             node.fd = -1
             self.open_fds.pop(node.id, None)
 
+    def adopt(self, node: Node, fd: int) -> None:
+        """``fd``, writable, is ``node``'s descriptor now (a file just created)."""
+        self.close(node)
+        node.fd, node.writable = fd, True
+        self._opened(node)
+
+    def _opened(self, node: Node) -> None:
+        self.open_fds[node.id] = None
+        while len(self.open_fds) > self.max_fds:
+            oldest = next(iter(self.open_fds))
+            self.close(self.nodes[oldest])
+
     def fd(self, node: Node, write: bool = False) -> int:
         """A descriptor on ``node``'s data: the store object while it is lower, else its
         upper (or orphaned) file, writable if ``write``. Raises ``OSError``: ESTALE for a
@@ -228,10 +240,7 @@ class NodeTable:
             node.writable = False
         else:
             node.fd, node.writable = self._open_upper(node)
-        self.open_fds[node.id] = None
-        while len(self.open_fds) > self.max_fds:
-            oldest = next(iter(self.open_fds))
-            self.close(self.nodes[oldest])
+        self._opened(node)
         return node.fd
 
     def _open_upper(self, node: Node) -> tuple[int, bool]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import dataclasses
 import errno
 import functools
 import logging
@@ -124,6 +125,8 @@ class PkgfsOperations(pyfuse3.Operations):
         return node.path
 
     def _child(self, parent: int, name: bytes) -> str:
+        if len(name) > 255:  # NAME_MAX, as ext4
+            raise pyfuse3.FUSEError(errno.ENAMETOOLONG)
         text = os.fsdecode(name)
         if "/" in text or text in (".", ".."):
             raise pyfuse3.FUSEError(errno.ENOENT)
@@ -191,7 +194,10 @@ class PkgfsOperations(pyfuse3.Operations):
         """What ``stat`` shows for ``node``, wherever its file now is."""
         tree = self.tree
         if node.path is not None:
-            return tree.getattr(node.path, node.id)
+            attrs = tree.getattr(node.path, node.id)
+            if node.orphan is not None:  # its work name is no link
+                attrs = dataclasses.replace(attrs, nlink=attrs.nlink - 1)
+            return attrs
         if node.orphan is not None:
             info = os.stat(node.orphan, dir_fd=tree.work_fd, follow_symlinks=False)
             return Attributes.of(node.id, info, nlink=info.st_nlink - 1)  # its work name
@@ -410,6 +416,7 @@ class PkgfsOperations(pyfuse3.Operations):
                 and node.only_name(path)
                 and node.lower is None
                 and node.lookups > 0
+                and node.orphan is None
             ):
                 keep = f"orphan-{node.id}"
             remove(keep)
@@ -441,6 +448,8 @@ class PkgfsOperations(pyfuse3.Operations):
         flags: int,
         ctx: pyfuse3.RequestContext,
     ) -> None:
+        if flags & 4:  # RENAME_WHITEOUT: overlayfs's own, not offered here
+            raise pyfuse3.FUSEError(errno.EINVAL)
         old = self._child(parent_inode_old, name_old)
         new = self._child(parent_inode_new, name_new)
         moving, replaced = self.nodes.at(old), self.nodes.at(new)
@@ -469,6 +478,7 @@ class PkgfsOperations(pyfuse3.Operations):
             and replaced.only_name(new)
             and replaced.lower is None
             and replaced.lookups > 0
+            and replaced.orphan is None
         ):
             keep = f"orphan-{replaced.id}"
         self.tree.rename(old, new, noreplace=noreplace, keep=keep)
@@ -485,7 +495,7 @@ class PkgfsOperations(pyfuse3.Operations):
         if self.no_open:
             raise pyfuse3.FUSEError(errno.ENOSYS)  # no OPEN/RELEASE from now on
         node = self._node(inode)
-        if flags & os.O_TRUNC and flags & os.O_ACCMODE != os.O_RDONLY:
+        if flags & os.O_TRUNC:  # Linux truncates even with O_RDONLY (the kernel checked)
             # atomic_o_trunc: the kernel leaves the truncation to open.
             async with self._locked(node):
                 await self._copy_up(node, with_data=False)
@@ -506,9 +516,7 @@ class PkgfsOperations(pyfuse3.Operations):
         fd = self.tree.create(path, os.O_RDWR, mode, owner)
         entry = self._entry(path)
         node = self.nodes.for_path(path)
-        self.nodes.close(node)
-        node.fd, node.writable = fd, True
-        self.nodes.open_fds[node.id] = None
+        self.nodes.adopt(node, fd)
         # The handle is the inode, as for open: nothing waits for a RELEASE.
         return pyfuse3.FileInfo(fh=node.id, keep_cache=True), entry
 
@@ -537,7 +545,27 @@ class PkgfsOperations(pyfuse3.Operations):
     async def fsync(self, fh: int, datasync: bool, inode: int | None = None) -> None:
         node = self._node(fh if inode is None else inode)
         if node.lower is None and not node.is_dir:
-            (os.fdatasync if datasync else os.fsync)(self.nodes.fd(node))
+            # On a copy of the descriptor, off the loop: flushing a large file takes long,
+            # and the node's own descriptor may be closed meanwhile (FORGET, or too many open).
+            fd = os.dup(self.nodes.fd(node))
+            try:
+                await trio.to_thread.run_sync(os.fdatasync if datasync else os.fsync, fd)
+            finally:
+                os.close(fd)
+
+    @_errors
+    async def fsyncdir(self, fh: int, datasync: bool, inode: int | None = None) -> None:
+        node = self._node(fh if inode is None else inode)
+        if node.path is not None and (node.path == "" or node.path in self.tree.upper_paths):
+            fd = os.open(
+                node.path or ".",
+                os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                dir_fd=self.tree.upper_fd,
+            )
+            try:
+                await trio.to_thread.run_sync(os.fsync, fd)
+            finally:
+                os.close(fd)
 
     @_errors
     async def release(self, fh: int, inode: int | None = None) -> None:
