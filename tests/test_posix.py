@@ -270,6 +270,18 @@ def test_concurrent_mkdir_rmdir_loops_leave_nothing(case: Case) -> None:
     assert os.listdir(case.dir) == []
 
 
+def test_a_listing_survives_changes_made_while_it_is_read(case: Case) -> None:
+    # rm -r and git clean unlink while they list: no entry may be skipped or repeated.
+    for i in range(3000):
+        (case.dir / f"f{i:04}").touch()
+    seen = []
+    with os.scandir(case.dir) as entries:
+        for entry in entries:
+            seen.append(entry.name)
+            os.unlink(entry.path)
+    assert (len(seen), len(set(seen)), os.listdir(case.dir)) == (3000, 3000, [])
+
+
 def test_racing_the_same_names_is_never_stale(case: Case) -> None:
     # Both loops on the same names: ext4 answers EEXIST, ENOENT or ENOTEMPTY, never ESTALE.
     loop = 'for i in $(seq 1 200); do mkdir -p "w-$i/a/b"; rmdir "w-$i/a/b" "w-$i/a" "w-$i"; done'

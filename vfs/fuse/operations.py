@@ -30,12 +30,14 @@ behind its back (``pkgfs reset``) are followed by explicit invalidations.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import contextlib
 import ctypes
 import dataclasses
 import errno
 import functools
+import hashlib
 import logging
 import os
 import posixpath
@@ -60,6 +62,15 @@ CACHE_TIMEOUT = 3600.0
 _XATTR_CREATE, _XATTR_REPLACE = 1, 2  # linux/xattr.h
 
 P = ParamSpec("P")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _cookie(name: str) -> int:
+    """A directory entry's offset: 62 bits of its name's hash, above those of . and .."""
+    digest = hashlib.blake2b(os.fsencode(name), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") >> 2) + 3
+
+
 R = TypeVar("R")
 
 
@@ -339,9 +350,13 @@ class PkgfsOperations(pyfuse3.Operations):
     ) -> None:
         node = self._node(fh if inode is None else inode)
         path = self._path(node)
-        names = [".", "..", *self.tree.listdir(path)]
-        for index in range(start_id, len(names)):
-            name = names[index]
+        # Offsets are cookies, not positions: a stable hash of each name, the listing sorted
+        # by it (as ext4's htree), so entries added or removed while a listing is read
+        # (rm -r, git clean) never make it skip or repeat one.
+        listing = sorted((_cookie(n), n) for n in self.tree.listdir(path))
+        entries = [(1, "."), (2, ".."), *listing]
+        start = bisect.bisect_right(entries, (start_id, "\U0010ffff"))
+        for cookie, name in entries[start:]:
             if name in (".", ".."):
                 # Not lookups: the kernel takes no reference for these two.
                 if name == ".":
@@ -349,11 +364,11 @@ class PkgfsOperations(pyfuse3.Operations):
                 else:
                     target = self.nodes.at(posixpath.dirname(path)) or self._node(ROOT)
                 attrs = self._attributes(self._stat(target))
-                if not pyfuse3.readdir_reply(token, name.encode(), attrs, index + 1):
+                if not pyfuse3.readdir_reply(token, name.encode(), attrs, cookie):
                     break
                 continue
             child = f"{path}/{name}" if path else name
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), self._entry(child), index + 1):
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), self._entry(child), cookie):
                 # Not sent: the kernel did not take this entry, so it holds no lookup.
                 self.nodes.for_path(child).lookups -= 1
                 break
