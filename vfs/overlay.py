@@ -37,6 +37,7 @@ import os
 import posixpath
 import shutil
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -757,58 +758,54 @@ class MergedTree:
 
     # -- extended attributes: user.* on upper files ---------------------------------------
 
-    def _xattr_target(self, path: str) -> tuple[int, str]:
+    def _has_upper(self, path: str) -> bool:
+        """True if ``path`` is in the upper layer, False if only below. Raises ENOENT."""
+        if path in self.upper_paths or path == "":
+            return True
+        if not self.exists(path):
+            raise _error(errno.ENOENT, path)
+        return False
+
+    @contextlib.contextmanager
+    def _xattr_target(self, path: str) -> Iterator[tuple[str, bool]]:
+        """A path that names the upper file itself (its O_PATH descriptor in /proc, so no
+        symlink is followed), and whether it is a symlink."""
         fd = os.open(_rel(path), os.O_PATH | _NOFOLLOW, dir_fd=self.upper_fd)
-        return fd, f"/proc/self/fd/{fd}"
+        try:
+            yield f"/proc/self/fd/{fd}", stat.S_ISLNK(os.fstat(fd).st_mode)
+        finally:
+            os.close(fd)
 
     def getxattr(self, path: str, name: str) -> bytes:
-        if path not in self.upper_paths and path != "":
-            if not self.exists(path):
-                raise _error(errno.ENOENT, path)
+        if not self._has_upper(path):
             raise _error(errno.ENODATA, path)
-        fd, target = self._xattr_target(path)
-        try:
-            if stat.S_ISLNK(os.fstat(fd).st_mode):
+        with self._xattr_target(path) as (target, is_link):
+            if is_link:
                 raise _error(errno.ENODATA, path)
             return os.getxattr(target, name)
-        finally:
-            os.close(fd)
 
     def listxattr(self, path: str) -> list[str]:
-        if path not in self.upper_paths and path != "":
-            if not self.exists(path):
-                raise _error(errno.ENOENT, path)
+        if not self._has_upper(path):
             return []
-        fd, target = self._xattr_target(path)
-        try:
-            if stat.S_ISLNK(os.fstat(fd).st_mode):
+        with self._xattr_target(path) as (target, is_link):
+            if is_link:
                 return []
             return [n for n in os.listxattr(target) if n.startswith("user.")]
-        finally:
-            os.close(fd)
 
     def setxattr(self, path: str, name: str, value: bytes, flags: int = 0) -> None:
         if not name.startswith("user."):
             raise _error(errno.EOPNOTSUPP, path)
         self.copy_up(path)
-        fd, target = self._xattr_target(path)
-        try:
-            if stat.S_ISLNK(os.fstat(fd).st_mode):
+        with self._xattr_target(path) as (target, is_link):
+            if is_link:
                 raise _error(errno.EPERM, path)  # as ext4: no user.* on symlinks
             os.setxattr(target, name, value, flags)
-        finally:
-            os.close(fd)
 
     def removexattr(self, path: str, name: str) -> None:
-        if path not in self.upper_paths and path != "":
-            if not self.exists(path):
-                raise _error(errno.ENOENT, path)
+        if not self._has_upper(path):
             raise _error(errno.ENODATA, path)
-        fd, target = self._xattr_target(path)
-        try:
+        with self._xattr_target(path) as (target, _is_link):
             os.removexattr(target, name)
-        finally:
-            os.close(fd)
 
     # -- what changed ----------------------------------------------------------------------
 

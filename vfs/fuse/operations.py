@@ -419,21 +419,28 @@ class PkgfsOperations(pyfuse3.Operations):
         node.lookups += 1
         return self._attributes(self._stat(node))
 
+    @staticmethod
+    def _keep_name(node: Node | None, path: str) -> str | None:
+        """The work-directory name under which ``node``'s upper file must live on once
+        ``path`` stops naming it: when it is a file the kernel holds, ``path`` is its last
+        name, and it is not kept already. None when it may simply go."""
+        if (
+            node is not None
+            and not node.is_dir
+            and node.only_name(path)
+            and node.lower is None
+            and node.lookups > 0
+            and node.orphan is None
+        ):
+            return f"orphan-{node.id}"
+        return None
+
     async def _unname(self, path: str, remove: Callable[[str | None], None]) -> None:
         """Remove ``path`` with ``remove(keep)``: a non-directory the kernel still holds,
         with no other name, lives on in the work directory (``keep``) until FORGET."""
         node = self.nodes.at(path)
         async with self._locked(node):
-            keep = None
-            if (
-                node is not None
-                and not node.is_dir
-                and node.only_name(path)
-                and node.lower is None
-                and node.lookups > 0
-                and node.orphan is None
-            ):
-                keep = f"orphan-{node.id}"
+            keep = self._keep_name(node, path)
             remove(keep)
             if node is not None:
                 self.nodes.unname(node, path)
@@ -486,16 +493,7 @@ class PkgfsOperations(pyfuse3.Operations):
             await self._rename(old, new, replaced, bool(flags & pyfuse3.RENAME_NOREPLACE))
 
     async def _rename(self, old: str, new: str, replaced: Node | None, noreplace: bool) -> None:
-        keep = None
-        if (
-            replaced is not None
-            and not replaced.is_dir
-            and replaced.only_name(new)
-            and replaced.lower is None
-            and replaced.lookups > 0
-            and replaced.orphan is None
-        ):
-            keep = f"orphan-{replaced.id}"
+        keep = self._keep_name(replaced, new)
         self.tree.rename(old, new, noreplace=noreplace, keep=keep)
         if replaced is not None:
             self.nodes.unname(replaced, new)
