@@ -1,6 +1,6 @@
 """The filesystem's handlers called on a trio loop, as pyfuse3 calls them, with a copy-up held
 in its worker thread: what goes on meanwhile, and what waits. (The kernel's side of these
-requests is tested through real mounts in test_mount.py and test_posix.py.)"""
+requests is tested through real mounts in test_mount.py and tests/posix/.)"""
 
 from __future__ import annotations
 

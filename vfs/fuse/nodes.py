@@ -7,7 +7,10 @@ not a path:
 - **Numbers.** A lower path keeps its rank in the view (stable across mounts); every other
   node takes the next number of a counter that never goes back, with the mount's
   generation, so no number is reused while the kernel may still hold it (the upper file's
-  own ``st_ino``, which ext4 reuses at once, is never a node id).
+  own ``st_ino``, which ext4 reuses at once, is never a node id). An upper file keeps its
+  number for as long as it exists, across FORGET and lookup again, as ext4 keeps an inode's:
+  ``upper_ids`` maps its ``st_ino`` to its number until the daemon removes the file's last
+  name (and its orphan, if it had one).
 - **Open files without OPEN.** In the kernel's no-open mode there are no file handles: each
   node holds at most one descriptor on its file (the store object, or the upper file once
   copied up), opened on first use and closed on FORGET, or earlier when too many are open
@@ -76,7 +79,8 @@ class NodeTable:
         root = Node(ROOT, "", None, True, lookups=1)
         self.nodes: dict[int, Node] = {ROOT: root}
         self.by_path: dict[str, int] = {"": ROOT}
-        self.by_upper_ino: dict[int, int] = {}  # hard-linked upper files: st_ino -> node id
+        # Upper files and directories given a number: st_ino -> node id, while they exist.
+        self.upper_ids: dict[int, int] = {}
         self.next_id = UPPER_INODES
         # Seconds since the epoch: node ids of an earlier mount of the same view, kept by an
         # NFS client, do not resolve to this mount's files.
@@ -108,27 +112,46 @@ class NodeTable:
         if known is not None:
             return known
         tree = self.tree
-        upper = path in tree.upper_paths
-        is_dir = tree.is_dir(path)
-        ino = 0
-        if upper and not is_dir:
+        if path in tree.upper_paths:
             info = tree.lstat(path)
-            if info.st_nlink > 1:  # another name of a file the kernel may already hold
-                other = self.by_upper_ino.get(info.st_ino)
-                if other is not None and other in self.nodes:
-                    node = self.nodes[other]
-                    self.name(node, path)
-                    return node
-                ino = self._new_id()
-                self.by_upper_ino[info.st_ino] = ino
-        if not ino:
+            is_dir = stat.S_ISDIR(info.st_mode)
+            rank = 0 if info.st_nlink > 1 and not is_dir else tree.inode(path)
+            ino = rank if rank and rank not in self.nodes else self.upper_ids.get(info.st_ino, 0)
+            if ino in self.nodes:  # another name of a file the kernel holds: a hard link
+                node = self.nodes[ino]
+                self.name(node, path)
+                return node
+            if not ino:
+                ino = rank if rank and rank not in self.nodes else self._new_id()
+            if ino != rank:
+                self.upper_ids[info.st_ino] = ino
+            node = Node(ino, path, None, is_dir)
+        else:
             rank = tree.inode(path)
             ino = rank if rank and rank not in self.nodes else self._new_id()
-        found = None if upper else tree.lower(path)
-        node = Node(ino, path, found if isinstance(found, ViewFile) else None, is_dir)
+            found = tree.lower(path)
+            lower = found if isinstance(found, ViewFile) else None
+            node = Node(ino, path, lower, path == "" or found == "dir")
         self.nodes[ino] = node
         self.name(node, path)
         return node
+
+    def removed(self, info: os.stat_result | None, kept: bool = False) -> None:
+        """The daemon removed a name of the upper file ``info`` describes (lstat taken just
+        before); when that was its last name and it is not ``kept`` as an orphan, the file
+        is gone and its ``st_ino``, which ext4 may hand out again at once, no longer names
+        its node."""
+        if info is not None and not kept and (info.st_nlink <= 1 or stat.S_ISDIR(info.st_mode)):
+            self.upper_ids.pop(info.st_ino, None)
+
+    def forget_upper_ids(self) -> None:
+        """After a reset: keep numbers only for upper files that nodes still name (the rest
+        may be gone, their ``st_ino`` free to be reused)."""
+        self.upper_ids = {
+            st_ino: ino
+            for st_ino, ino in self.upper_ids.items()
+            if ino in self.nodes and self.nodes[ino].path is not None
+        }
 
     def _new_id(self) -> int:
         self.next_id += 1
@@ -200,8 +223,9 @@ class NodeTable:
         for path in node.names():
             if self.by_path.get(path) == ino:
                 del self.by_path[path]
-        for key in [k for k, v in self.by_upper_ino.items() if v == ino]:
-            del self.by_upper_ino[key]
+        if node.orphan is not None or node.path is None:  # its file is gone, or soon will be
+            for key in [k for k, v in self.upper_ids.items() if v == ino]:
+                del self.upper_ids[key]
         del self.nodes[ino]
 
     # -- descriptors -------------------------------------------------------------------------

@@ -414,7 +414,7 @@ class PkgfsOperations(pyfuse3.Operations):
             await self._copy_up(node)
             self.tree.link(old, new)
         info = self.tree.lstat(new)
-        self.nodes.by_upper_ino[info.st_ino] = node.id
+        self.nodes.upper_ids[info.st_ino] = node.id
         self.nodes.name(node, new)
         node.lookups += 1
         return self._attributes(self._stat(node))
@@ -435,13 +435,24 @@ class PkgfsOperations(pyfuse3.Operations):
             return f"orphan-{node.id}"
         return None
 
+    def _upper_stat(self, path: str) -> os.stat_result | None:
+        """``lstat`` of ``path`` in the upper layer, or None where it has no upper file."""
+        if path not in self.tree.upper_paths:
+            return None
+        try:
+            return self.tree.lstat(path)
+        except FileNotFoundError:
+            return None
+
     async def _unname(self, path: str, remove: Callable[[str | None], None]) -> None:
         """Remove ``path`` with ``remove(keep)``: a non-directory the kernel still holds,
         with no other name, lives on in the work directory (``keep``) until FORGET."""
         node = self.nodes.at(path)
         async with self._locked(node):
             keep = self._keep_name(node, path)
+            before = self._upper_stat(path)
             remove(keep)
+            self.nodes.removed(before, kept=keep is not None)
             if node is not None:
                 self.nodes.unname(node, path)
                 if keep is not None:
@@ -455,7 +466,9 @@ class PkgfsOperations(pyfuse3.Operations):
     @_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         path = self._child(parent_inode, name)
+        before = self._upper_stat(path)
         self.tree.rmdir(path)
+        self.nodes.removed(before)
         node = self.nodes.at(path)
         if node is not None:
             self.nodes.unname(node, path)
@@ -494,7 +507,9 @@ class PkgfsOperations(pyfuse3.Operations):
 
     async def _rename(self, old: str, new: str, replaced: Node | None, noreplace: bool) -> None:
         keep = self._keep_name(replaced, new)
+        before = self._upper_stat(new)
         self.tree.rename(old, new, noreplace=noreplace, keep=keep)
+        self.nodes.removed(before, kept=keep is not None)
         if replaced is not None:
             self.nodes.unname(replaced, new)
             if keep is not None:
@@ -668,5 +683,6 @@ class PkgfsOperations(pyfuse3.Operations):
                 node = self.nodes.detach(known)
                 if node is not None:
                     invalidations.append((node.id, None))
+        self.nodes.forget_upper_ids()
         await trio.to_thread.run_sync(self.tree.empty_trash)
         return invalidations
