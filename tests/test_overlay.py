@@ -19,9 +19,8 @@ from pathlib import Path
 import pytest
 
 from pkgfs.store import Store
-from pkgfs.vfs import overlay
 from pkgfs.vfs.env.view import VIEW_MTIME, View, compose_view
-from pkgfs.vfs.overlay import OPAQUE, UPPER_INODES, Attributes, Change, MergedTree
+from pkgfs.vfs.overlay import OPAQUE, UPPER_INODES, Attributes, Change, MergedTree, copyup
 from tests.conftest import snapshot
 
 MakeWheel = Callable[..., Path]
@@ -255,7 +254,7 @@ def test_failed_copy_up_leaves_no_partial_file(
     layers: Layers, tree: MergedTree, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     original = lower_state(layers)
-    monkeypatch.setattr(overlay, "_copy_data", _crash)
+    monkeypatch.setattr(copyup, "_copy_data", _crash)
     raises_errno(errno.EIO, lambda: tree.copy_up("pkg/sub/mod.py"))
     raises_errno(errno.EIO, lambda: tree.open_upper("pkg/core.py", os.O_WRONLY))
     raises_errno(errno.EIO, lambda: tree.rename("pkg/core.py", "pkg/moved.py"))
@@ -297,7 +296,7 @@ def test_open_with_truncate_copies_up_without_data(
     layers: Layers, tree: MergedTree, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     original = lower_state(layers)
-    monkeypatch.setattr(overlay, "_copy_data", _crash)  # no data may be copied
+    monkeypatch.setattr(copyup, "_copy_data", _crash)  # no data may be copied
     write(tree, "pkg/run.sh", b"#!/bin/sh\n", os.O_WRONLY | os.O_TRUNC)
     assert tree.getattr("pkg/run.sh", 1).mode == stat.S_IFREG | 0o755
     check(layers, tree, {**original, "pkg/run.sh": digest(b"#!/bin/sh\n")})
@@ -444,7 +443,7 @@ def test_setattr_copies_up_and_applies(
     tree.setattr("pkg/run.sh", times_ns=when)
     attrs = tree.getattr("pkg/run.sh", 1)
     assert (attrs.mode, attrs.mtime_ns) == (stat.S_IFREG | 0o755, when[1])
-    monkeypatch.setattr(overlay, "_copy_data", _crash)  # truncating to 0 copies no data
+    monkeypatch.setattr(copyup, "_copy_data", _crash)  # truncating to 0 copies no data
     tree.setattr("pkg/sub/mod.py", size=0)
     changed = ["pkg/core.py", "pkg/data.bin", "pkg/run.sh", "pkg/sub/mod.py"]
     assert tree.changes() == [Change(p, "modified") for p in changed]
