@@ -254,3 +254,37 @@ def test_a_removed_file_does_not_lend_its_number_to_the_next(case: Case) -> None
         assert path.read_text() == str(i)
         path.unlink()
     assert len(seen) == 20
+
+
+# -- link counts of directories ---------------------------------------------------------------
+
+
+def _subdirs(path: Path) -> int:
+    return sum(1 for e in os.scandir(path) if e.is_dir(follow_symlinks=False))
+
+
+def test_a_directory_links_its_subdirectories_in_every_layer(case: Case) -> None:
+    # 2 + subdirectories, as ext4 counts them: find's leaf optimisation relies on it.
+    app = case.site / "app"
+    assert app.stat().st_nlink == 2 + _subdirs(app) >= 3  # lower only: app/sub
+    (app / "new").mkdir()  # now merged: the upper layer has app/ too
+    assert app.stat().st_nlink == 2 + _subdirs(app)
+    (app / "new").rmdir()
+    assert app.stat().st_nlink == 2 + _subdirs(app)
+    assert (
+        case.both(lambda d: (d.mkdir(exist_ok=True), (d / "x").mkdir(), d.stat().st_nlink))[2] == 3
+    )
+
+
+def test_a_directory_removed_while_open(case: Case) -> None:
+    def removed_while_open(d: Path) -> tuple[object, ...]:
+        (d / "gone").mkdir()
+        fd = os.open(d / "gone", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            (d / "gone").rmdir()
+            info = os.fstat(fd)
+            return (info.st_nlink, stat.S_ISDIR(info.st_mode), outcome(lambda: os.listdir(fd)))
+        finally:
+            os.close(fd)
+
+    assert case.both(removed_while_open) == (0, True, [])

@@ -33,7 +33,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from pkgfs.vfs.env.view import ViewFile
-from pkgfs.vfs.overlay import UPPER_INODES, MergedTree
+from pkgfs.vfs.overlay import UPPER_INODES, Attributes, MergedTree
 
 __all__ = ["Node", "NodeTable"]
 
@@ -58,6 +58,7 @@ class Node:
     fd: int = -1
     writable: bool = False
     links: set[str] | None = None  # its other merged paths, if hard-linked (rare: no set)
+    gone: Attributes | None = None  # a directory removed while held: what fstat still shows
 
     def names(self) -> set[str]:
         """Every merged path naming it."""

@@ -212,6 +212,8 @@ class PkgfsOperations(pyfuse3.Operations):
         if node.orphan is not None:
             info = os.stat(node.orphan, dir_fd=tree.work_fd, follow_symlinks=False)
             return Attributes.of(node.id, info, nlink=info.st_nlink - 1)  # its work name
+        if node.gone is not None:
+            return node.gone
         if node.lower is not None:
             return tree.lower_attributes(node.lower, node.id, nlink=0)
         if node.fd >= 0:
@@ -467,11 +469,15 @@ class PkgfsOperations(pyfuse3.Operations):
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         path = self._child(parent_inode, name)
         before = self._upper_stat(path)
+        node = self.nodes.at(path)
+        last = self._stat(node) if node is not None else None
         self.tree.rmdir(path)
         self.nodes.removed(before)
-        node = self.nodes.at(path)
-        if node is not None:
+        if node is not None and last is not None:
             self.nodes.unname(node, path)
+            # As ext4: a directory removed while still open (a shell's cwd) stats with no
+            # links; listing it shows nothing, which the kernel answers itself.
+            node.gone = dataclasses.replace(last, nlink=0)
 
     @_errors
     async def rename(

@@ -86,6 +86,14 @@ class Layers:
         self.lower_inodes = {
             p: i for i, p in enumerate(sorted(self.view.dirs | self.view.files.keys()), 1)
         }
+        # Each lower directory's number of subdirectories: a directory's link count is 2 plus
+        # that (its name, its ".", each subdirectory's ".."), which find's leaf optimisation
+        # trusts.
+        self.lower_subdirs: dict[str, int] = {}
+        for d in self.view.dirs:
+            if d:
+                parent = posixpath.dirname(d)
+                self.lower_subdirs[parent] = self.lower_subdirs.get(parent, 0) + 1
         self.upper_paths: set[str] = set()  # everything present in the upper layer
         self.whiteouts: set[str] = set()
         self.opaque: set[str] = set()
@@ -201,12 +209,27 @@ class Layers:
             info = self.lstat(path)
             if stat.S_ISDIR(info.st_mode) and self.lower(path) == "dir":
                 mtime = max(info.st_mtime_ns, _VIEW_MTIME_NS)
-                return dataclasses.replace(Attributes.of(ino, info), mtime_ns=mtime)
+                nlink = info.st_nlink + self._lower_only_subdirs(path)
+                return dataclasses.replace(Attributes.of(ino, info), mtime_ns=mtime, nlink=nlink)
             return Attributes.of(ino, info)
         found = self.lower(path)
         if found is None:
             raise _error(errno.ENOENT, path)
+        if found == "dir":
+            return self.lower_attributes(found, ino, 2 + self.lower_subdirs.get(path, 0))
         return self.lower_attributes(found, ino)
+
+    def _lower_only_subdirs(self, path: str) -> int:
+        """The lower subdirectories showing in the merged directory ``path`` that the upper
+        layer does not have (its own link count counts those it has)."""
+        if path in self.opaque or not self.lower_subdirs.get(path):
+            return 0
+        count = 0
+        for name in self.children.get(path, ()):
+            child = _join(path, name)
+            if child in self.view.dirs and child not in self.upper_paths:
+                count += child not in self.whiteouts
+        return count
 
     def lower_attributes(
         self, found: ViewFile | str, ino: int, nlink: int | None = None
@@ -215,7 +238,8 @@ class Layers:
         uid, gid = self.owner
         t = _VIEW_MTIME_NS
         if found == "dir":
-            return Attributes(ino, stat.S_IFDIR | 0o755, 4096, t, 2, uid, gid, t, t, 8)
+            links = 2 if nlink is None else nlink
+            return Attributes(ino, stat.S_IFDIR | 0o755, 4096, t, links, uid, gid, t, t, 8)
         assert isinstance(found, ViewFile)
         mode = stat.S_IFREG | (0o755 if found.executable else 0o644)
         blocks = (found.size + 4095) // 4096 * 8  # as ext4 allocates: whole 4 KiB blocks
