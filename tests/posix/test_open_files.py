@@ -179,6 +179,22 @@ def test_user_xattrs_on_an_upper_file(case: Case) -> None:
     assert case.both(xattrs) == (b"v", True, b"w", "EEXIST", "ENODATA", False)
 
 
+def test_user_xattrs_through_the_fd_of_an_unlinked_file(case: Case) -> None:
+    def unlinked(d: Path) -> object:
+        fd = os.open(d / "f", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.setxattr(fd, "user.a", b"1")
+            os.unlink(d / "f")
+            os.setxattr(fd, "user.b", b"2")
+            got = os.getxattr(fd, "user.a"), os.getxattr(fd, "user.b")
+            os.removexattr(fd, "user.a")
+            return got, sorted(n for n in os.listxattr(fd) if n.startswith("user."))
+        finally:
+            os.close(fd)
+
+    assert case.both(unlinked) == ((b"1", b"2"), ["user.b"])
+
+
 def test_user_xattrs_on_a_lower_file(case: Case) -> None:
     lower = case.site / "app" / "sub" / "mod.py"
     content = lower.read_bytes()

@@ -638,17 +638,36 @@ class PkgfsOperations(pyfuse3.Operations):
     # Lower files have none. Other namespaces are not stored (security.capability is asked
     # for before every write: it answers at once).
 
+    def _unnamed(self, node: Node) -> str | None:
+        """For a file unlinked while held, a path to its data (through its descriptor in
+        /proc, so xattr calls reach it as they would through an fd on ext4); None while it
+        has a name. Raises ENODATA for a lower file, which has no attributes."""
+        if node.path is not None:
+            return None
+        if node.lower is not None:
+            raise pyfuse3.FUSEError(errno.ENODATA)
+        return f"/proc/self/fd/{self.nodes.fd(node)}"
+
     @_errors
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         text = os.fsdecode(name)
         if not text.startswith("user."):
             raise pyfuse3.FUSEError(errno.ENODATA)
         node = self._node(inode)
+        unnamed = self._unnamed(node)
+        if unnamed is not None:
+            return os.getxattr(unnamed, text)
         return self.tree.getxattr(self._path(node), text)
 
     @_errors
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
         node = self._node(inode)
+        if node.path is None:
+            if node.lower is not None:
+                return []
+            unnamed = self._unnamed(node)
+            assert unnamed is not None
+            return [os.fsencode(n) for n in os.listxattr(unnamed) if n.startswith("user.")]
         return [os.fsencode(n) for n in self.tree.listxattr(self._path(node))]
 
     @_errors
@@ -656,16 +675,27 @@ class PkgfsOperations(pyfuse3.Operations):
         self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
     ) -> None:
         node = self._node(inode)
+        text = os.fsdecode(name)
         async with self._locked(node):
             if not node.is_dir:
                 await self._copy_up(node)
-            self.tree.setxattr(self._path(node), os.fsdecode(name), value)
+            unnamed = self._unnamed(node)
+            if unnamed is None:
+                self.tree.setxattr(self._path(node), text, value)
+            elif not text.startswith("user."):
+                raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
+            else:
+                os.setxattr(unnamed, text, value)
 
     @_errors
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         node = self._node(inode)
         async with self._locked(node):
-            self.tree.removexattr(self._path(node), os.fsdecode(name))
+            unnamed = self._unnamed(node)
+            if unnamed is not None:
+                os.removexattr(unnamed, os.fsdecode(name))
+            else:
+                self.tree.removexattr(self._path(node), os.fsdecode(name))
 
     # -- pkgfs reset ----------------------------------------------------------------------------
 
