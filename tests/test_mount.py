@@ -150,6 +150,12 @@ def test_edits_land_in_the_overlay_and_never_in_the_store(mounted: Env, tmp_path
         ("ns/b/fresh.py", "added"),
     }
     assert mounted.status()[0]["changes"] == len(diff)
+    # A name with a newline is one line of the text diff, quoted as git quotes it.
+    (site / "two\nlines").write_text("")
+    text = mounted.pkgfs("diff", site).stdout.splitlines()
+    assert 'A "two\\nlines"' in text
+    assert "M app/data.txt" in text
+    (site / "two\nlines").unlink()
     assert mounted.pkgfs("store", "verify").returncode == 0
     assert _tree_digest(store / "objects-v1") == objects_before
 

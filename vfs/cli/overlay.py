@@ -112,8 +112,17 @@ def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
         return 0
     letters = {"added": "A", "modified": "M", "deleted": "D", "replaced": "R"}
     for change in changes:
-        print(f"{letters[change.kind]} {change.path}", file=out)
+        print(f"{letters[change.kind]} {_quoted(change.path)}", file=out)
     return 0
+
+
+def _quoted(path: str) -> str:
+    """``path`` as it is, or, when it holds a control character, a quote or a backslash, in
+    double quotes with C escapes (as ``git diff`` shows such names): one change per line,
+    whatever the name."""
+    if path.isprintable() and '"' not in path and "\\" not in path:
+        return path
+    return json.dumps(path, ensure_ascii=False)
 
 
 def cmd_reset(args: argparse.Namespace, out: TextIO) -> int:
