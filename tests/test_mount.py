@@ -106,6 +106,67 @@ def test_pip_sees_exactly_the_locked_distributions(mounted: Env) -> None:
     ]
 
 
+def test_two_wheels_shipping_one_path_mount_as_pip_installs_them(
+    tmp_path: Path, base_env: dict[str, str]
+) -> None:
+    # Same size, different bytes: a pyc of the wrong source would pass Python's check.
+    extra: dict[str, dict[str, bytes | str]] = {
+        "zeta": {"shared/__init__.py": "", "shared/util.py": "WHO = 'zeta'\n"},
+        "alpha": {"shared/__init__.py": "", "shared/util.py": "WHO = 'alfa'\n"},
+    }
+    env = make_project(tmp_path / "project", base_env, extra=extra)
+    try:
+        mounted = env.pkgfs("mount", env.site)
+        (warning,) = [line for line in mounted.stderr.splitlines() if "both ship" in line]
+        assert "alpha-1.0-py3-none-any.whl" in warning
+        assert "zeta-1.0-py3-none-any.whl" in warning
+        assert "shared/util.py" in warning
+        # The wheel whose name sorts last is the later install: its module and its bytecode.
+        assert env.run(env.python, "-c", "import shared.util as u; print(u.WHO)") == "zeta\n"
+        pyc = env.site / "shared" / "__pycache__" / f"util.{sys.implementation.cache_tag}.pyc"
+        assert b"zeta" in pyc.read_bytes()
+        assert "No broken requirements found." in env.pip("check")
+        listed = json.loads(env.pip("list", "--format=json"))
+        assert {"alpha", "zeta"} <= {p["name"] for p in listed}
+    finally:
+        force_unmount(env.site)
+
+
+def _another_python() -> str | None:
+    """An interpreter of another Python version than the suite's, if the machine has one."""
+    mine = f"{sys.version_info.major}.{sys.version_info.minor}"
+    candidates = [f"python3.{minor}" for minor in range(8, 16)]
+    candidates += sorted(str(p) for p in Path("/root/.pyenv/versions").glob("3.*/bin/python3"))
+    for candidate in candidates:
+        found = shutil.which(candidate)
+        if found is None:
+            continue
+        version = subprocess.run(
+            [found, "-c", "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')"],
+            capture_output=True, text=True, check=False, timeout=30,
+        ).stdout.strip()  # fmt: skip
+        if version and version != mine:
+            return found
+    return None
+
+
+def test_a_python_that_is_not_the_venvs_is_refused(project: Env) -> None:
+    other = _another_python()
+    if other is None:
+        pytest.skip("needs a second Python version on this machine")
+    refused = project.pkgfs("mount", project.site, "--python", other, check=False)
+    assert refused.returncode != 0
+    (line,) = refused.stderr.splitlines()
+    assert "--python" in line
+    assert str(project.venv) in line
+    assert "-m venv" in line  # what to do
+    assert not os.path.ismount(project.site)
+    assert project.status() == []
+    # The venv's own interpreter, named explicitly, is the venv's.
+    project.pkgfs("mount", project.site, "--python", project.python)
+    assert os.path.ismount(project.site)
+
+
 def test_attributes_are_honest_and_stable(mounted: Env) -> None:
     path = mounted.site / "app" / "data.txt"
     info = path.stat()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pkgfs.store import Store
+from pkgfs.store.hashing import record_hash_of
 from pkgfs.vfs.env.saved import load_or_compose
 from pkgfs.vfs.env.view import (
     VIEW_FORMAT,
@@ -108,17 +109,30 @@ def test_same_path_with_same_content_in_two_wheels_is_fine(
     )
 
 
-def test_same_path_with_different_content_names_path_and_both_wheels(
-    store: Store, make_wheel: MakeWheel
+@pytest.mark.parametrize("order", ["lock order", "reversed"])
+def test_two_wheels_shipping_one_path_serve_the_later_one_and_say_so(
+    store: Store, make_wheel: MakeWheel, order: str
 ) -> None:
-    a = make_wheel(name="one", files={"shared/util.py": "A\n"})
-    b = make_wheel(name="two", files={"shared/util.py": "B\n"})
-    with pytest.raises(ViewError) as caught:
-        compose(store, store.add(a).sha256, store.add(b).sha256)
-    message = str(caught.value)
-    assert "shared/util.py" in message
-    assert a.name in message
-    assert b.name in message
+    # As jaraco.context and backports.cached-property both ship backports/__init__.py: pip
+    # installs both and the later file wins; pkgfs picks the same one whatever the order.
+    a = make_wheel(name="one", files={"shared/util.py": "A\n", "one.py": ""})
+    b = make_wheel(name="two", files={"shared/util.py": "B = 2\n", "two.py": ""})
+    shas = [store.add(a).sha256, store.add(b).sha256]
+    view = compose(store, *(shas if order == "lock order" else reversed(shas)))
+
+    served = view.files["shared/util.py"]
+    assert store.object_path(served.digest or "").read_bytes() == b"B = 2\n"
+    assert view.conflicts == [("shared/util.py", b.name, a.name)]
+    (note,) = view.conflict_notes()
+    assert "shared/util.py" in note
+    assert a.name in note
+    assert b.name in note
+    # Each RECORD lists the file as it is served, so both verify against the installation.
+    b_bytes = b"B = 2\n"
+    for wheel in ("one-1.0", "two-1.0"):
+        record = (view.files[f"{wheel}.dist-info/RECORD"].data or b"").decode()
+        (row,) = [r for r in record.splitlines() if r.startswith("shared/util.py,")]
+        assert row == f"shared/util.py,{record_hash_of(b_bytes)},{len(b_bytes)}"
 
 
 @pytest.mark.parametrize("file_first", [True, False])

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import TextIO
 
 from pkgfs.store import Store, resolve_store_path
-from pkgfs.store.errors import MountError, PkgfsError
-from pkgfs.store.lock import discover_lock
+from pkgfs.store.errors import MountError, PkgfsError, TargetError
+from pkgfs.store.lock import discover_lock, probe_target
 from pkgfs.vfs.env.state import MountConfig, MountRecord, mount_dir
 from pkgfs.vfs.env.venv import Venv, depopulate_venv, populate_venv, venv_of
 from pkgfs.vfs.env.view import View
@@ -116,6 +116,8 @@ def cmd_mount(args: argparse.Namespace, out: TextIO) -> int:
     check_fuse(mountpoint, args.allow_other)
     _check_mountpoint(mountpoint)
     venv = venv_of(mountpoint)
+    if venv is not None and args.python is not None:
+        _check_python(Path(args.python), venv)
     if args.python is None and venv is not None:
         args.python = str(venv.python)
     if args.lock is None:
@@ -167,6 +169,26 @@ def cmd_mount(args: argparse.Namespace, out: TextIO) -> int:
         file=out,
     )
     return 0
+
+
+def _check_python(python: Path, venv: Venv) -> None:
+    """``--python`` must run as the venv's own interpreter does: the wheels, their markers
+    and the bytecode are chosen for the interpreter that will import them. Raises
+    ``MountError`` naming both when they differ (in tags, markers or bytecode magic)."""
+    if os.path.realpath(python) == os.path.realpath(venv.python):
+        return
+    try:
+        wanted, own = probe_target(python), probe_target(venv.python)
+    except TargetError as exc:
+        raise MountError(f"--python: {exc}") from None
+    if (wanted.tags, wanted.environment, wanted.magic) == (own.tags, own.environment, own.magic):
+        return
+    raise MountError(
+        f"--python {python} (Python {wanted.python_version}) is not the interpreter of the venv"
+        f" at {venv.root} (Python {own.python_version}), which is the one that imports these"
+        f" packages: recreate the venv with it ({python} -m venv {venv.root}), or leave out"
+        " --python (and relock if the lock needs another Python)"
+    )
 
 
 def _serve_foreground(config: MountConfig, view: View, venv: Venv | None, out: TextIO) -> int:
@@ -249,6 +271,8 @@ def _prepare(
         cache_tag=resolved.target.cache_tag,
     )
     view = config.view(store)  # composed (and saved) now: a conflict fails unmounted
+    for note in view.conflict_notes():
+        print(f"pkgfs: warning: {note}", file=sys.stderr)
     config.save(state / "config.json")
     return config, view
 

@@ -55,7 +55,7 @@ __all__ = [
     "pyc_path",
 ]
 
-VIEW_FORMAT = 2
+VIEW_FORMAT = 3
 INSTALLER_NAME = b"pkgfs\n"
 # Where the mount serves a view's .data/data and .data/headers files (venv-relative paths
 # below it); the venv gets symlinks into it, so those files cost no copy per environment.
@@ -83,6 +83,8 @@ class View:
     scripts: dict[str, ViewFile] = field(default_factory=dict)  # bin/NAME
     data: dict[str, ViewFile] = field(default_factory=dict)  # data and headers, venv-relative
     wheels: list[tuple[str, str, str]] = field(default_factory=list)  # name, version, filename
+    # Files two wheels ship with different bytes: (path, the wheel served, the one shadowed).
+    conflicts: list[tuple[str, str, str]] = field(default_factory=list)
 
     def children(self) -> dict[str, list[str]]:
         """Each directory's entries, sorted."""
@@ -98,20 +100,39 @@ class View:
         files = {p: (f.size, f.executable, f.digest, f.data) for p, f in self.files.items()}
         scripts = {p: (f.size, f.executable, f.digest, f.data) for p, f in self.scripts.items()}
         data = {p: (f.size, f.executable, f.digest, f.data) for p, f in self.data.items()}
-        return marshal.dumps((VIEW_FORMAT, files, sorted(self.dirs), scripts, data, self.wheels))
+        return marshal.dumps(
+            (VIEW_FORMAT, files, sorted(self.dirs), scripts, data, self.wheels, self.conflicts)
+        )
 
     @classmethod
     def load(cls, blob: bytes) -> View:
-        version, files, dirs, scripts, data, wheels = marshal.loads(blob)  # noqa: S302 (our own cache)
+        version, *rest = marshal.loads(blob)  # noqa: S302 (our own cache)
         if version != VIEW_FORMAT:
             raise ValueError(f"view format {version}")
+        files, dirs, scripts, data, wheels, conflicts = rest
         return cls(
             files={p: ViewFile._make(t) for p, t in files.items()},
             dirs=set(dirs),
             scripts={p: ViewFile(*t) for p, t in scripts.items()},
             data={p: ViewFile(*t) for p, t in data.items()},
             wheels=[tuple(w) for w in wheels],
+            conflicts=[tuple(c) for c in conflicts],
         )
+
+    def conflict_notes(self) -> list[str]:
+        """One line per pair of wheels that ship a path with different bytes: which is
+        served, as pip would leave it."""
+        pairs: dict[tuple[str, str], list[str]] = {}
+        for path, served, shadowed in self.conflicts:
+            pairs.setdefault((served, shadowed), []).append(path)
+        notes = []
+        for (served, shadowed), paths in sorted(pairs.items()):
+            more = f" (and {len(paths) - 1} more)" if len(paths) > 1 else ""
+            notes.append(
+                f"{served} and {shadowed} both ship {sorted(paths)[0]}{more} with different"
+                f" bytes: serving {served}'s, as pip would leave it (the later install wins)"
+            )
+        return notes
 
 
 def pyc_path(source: str, cache_tag: str) -> str:
@@ -176,7 +197,8 @@ class _Composer:
         self.site_packages = site_packages  # venv-relative, e.g. lib/python3.11/site-packages
         self.view = View()
         self.parts: list[_WheelPart] = []
-        self.owner: dict[str, str] = {}  # path -> the wheel that put it there
+        self.owner: dict[str, str] = {}  # path -> the wheel whose file is served there
+        self.rows: dict[str, list[tuple[str, str, str]]] = {}  # wheel -> its RECORD rows
 
     def _add_dirs(self, path: str, wheel: str) -> None:
         parent = posixpath.dirname(path)
@@ -196,8 +218,11 @@ class _Composer:
                 f"{wheel}: unsafe path {path!r} in the store index: run pkgfs store verify"
             )
         existing = table.get(path)
-        if existing is not None and (existing.digest, existing.data) != (file.digest, file.data):
-            raise ViewError(f"path conflict: {path} differs between {self.owner[path]} and {wheel}")
+        if existing is not None:
+            if (existing.digest, existing.data) == (file.digest, file.data):
+                return  # the same bytes (a namespace package's __init__.py, a shared LICENSE)
+            self._conflict(table, path, file, wheel)
+            return
         if table is self.view.files:
             if path in self.view.dirs:
                 raise ViewError(
@@ -207,18 +232,24 @@ class _Composer:
         table[path] = file
         self.owner.setdefault(path, wheel)
 
+    def _conflict(self, table: dict[str, ViewFile], path: str, file: ViewFile, wheel: str) -> None:
+        """Two wheels ship ``path`` with different bytes. pip and uv install both, and the
+        later-installed file wins; pkgfs makes "later" deterministic, whatever the lock's
+        order: the wheel whose file name sorts last (for a pkgutil-style namespace
+        ``__init__.py`` any of them works). Never a refusal: each conflict is said once."""
+        owner = self.owner[path]
+        served, shadowed = (wheel, owner) if wheel > owner else (owner, wheel)
+        if served == wheel:
+            table[path] = file
+            self.owner[path] = wheel
+        if table is self.view.files:
+            self.view.conflicts.append((path, served, shadowed))
+
     def add_wheel(
         self, sha256: str, filename: str, name: str, version: str, dist_info: str
     ) -> None:
         rows: list[tuple[str, str, str]] = []
         scripts: list[tuple[str, ...]] = []
-        if self.bytecode is not None:
-            # Compiled once into the store (pkgfs.store.bytecode); a module two wheels share
-            # was already checked equal above, so the first wheel's pyc serves both.
-            for source, digest, size in self.store.index.bytecode(sha256, self.bytecode.magic):
-                path = pyc_path(source, self.bytecode.cache_tag)
-                if path not in self.view.files:
-                    self._place(self.view.files, path, ViewFile(size, False, digest), filename)
         installer_path = f"{dist_info}/INSTALLER"
         python_dir = posixpath.basename(posixpath.dirname(self.site_packages))
         for f in self.store.files(sha256):
@@ -247,6 +278,18 @@ class _Composer:
                         str(f.size),
                     )
                 )
+        if self.bytecode is not None:
+            # Compiled once into the store (pkgfs.store.bytecode). A module two wheels ship
+            # alike is served with the first one's pyc; one they ship with different bytes,
+            # with the pyc of the wheel whose source is served.
+            for source, digest, size in self.store.index.bytecode(sha256, self.bytecode.magic):
+                path = pyc_path(source, self.bytecode.cache_tag)
+                pyc = ViewFile(size, False, digest)
+                if path not in self.view.files:
+                    self._place(self.view.files, path, pyc, filename)
+                elif self.owner.get(source) == filename and self.owner.get(path) != filename:
+                    self.view.files[path] = pyc
+                    self.owner[path] = filename
         for entry in self.store.entry_points(sha256):
             _check_script_name(filename, entry.name)
             scripts.append(("entry", entry.name, entry.module, entry.attr, entry.section))
@@ -257,8 +300,27 @@ class _Composer:
             filename,
         )
         rows.append((installer_path, record_hash_of(INSTALLER_NAME), str(len(INSTALLER_NAME))))
-        self.parts.append(_WheelPart(filename, dist_info, _csv(sorted(rows)), scripts))
+        self.rows[filename] = rows
+        self.parts.append(_WheelPart(filename, dist_info, b"", scripts))
         self.view.wheels.append((name, version, filename))
+
+    def finish(self) -> SharedView:
+        """The shared view, each wheel's RECORD rows written now that every conflict is
+        settled: a file another wheel's copy shadows is listed with the hash and size of
+        the file served, so RECORD describes what is installed (as after pip installs
+        both, and ``pip``/``uv`` uninstalling either removes the file)."""
+        for part in self.parts:
+            rows = []
+            for path, digest, size in self.rows[part.filename]:
+                served = self.view.files.get(path)
+                if served is None or self.owner.get(path) == part.filename:
+                    rows.append((path, digest, size))
+                elif served.digest is not None:
+                    rows.append((path, record_hash_of_hex(served.digest), str(served.size)))
+                else:
+                    rows.append((path, record_hash_of(served.data or b""), str(served.size)))
+            part.record = _csv(sorted(rows))
+        return SharedView(self.view, self.parts)
 
 
 def _check_script_name(wheel: str, name: str) -> None:
@@ -310,6 +372,7 @@ def finish_view(store: Store, shared: SharedView, python: str, site_packages: st
         scripts={},
         data=shared.view.data,
         wheels=shared.view.wheels,
+        conflicts=shared.view.conflicts,
     )
     relative_bin = posixpath.relpath("bin", site_packages)
     for part in shared.parts:
@@ -360,7 +423,7 @@ def compose_shared(
             raise ViewError(f"wheel {sha256[:16]}... is not in the store: run pkgfs sync")
         dist_info = store.index.dist_info(sha256)
         composer.add_wheel(sha256, info.filename, info.name, info.version, dist_info)
-    return SharedView(composer.view, composer.parts)
+    return composer.finish()
 
 
 def compose_view(
