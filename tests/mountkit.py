@@ -102,7 +102,10 @@ class Env:
         )
 
     def status(self) -> list[dict[str, object]]:
-        rows: list[dict[str, object]] = json.loads(self.pkgfs("status", "--json").stdout)
+        # status exits 1 when a mount is stale or its lock changed (a healthcheck).
+        proc = self.pkgfs("status", "--json", check=False)
+        assert proc.returncode in (0, 1), proc.stderr
+        rows: list[dict[str, object]] = json.loads(proc.stdout)
         return [r for r in rows if r["mountpoint"] == str(self.site)]
 
 

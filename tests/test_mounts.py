@@ -319,3 +319,65 @@ def test_a_daemon_that_does_not_answer_is_one_line(mounted: Env) -> None:
     assert proc.returncode == 1
     assert err.startswith(f"pkgfs: error: the daemon of {mounted.site} is not answering")
     assert len(err.splitlines()) == 1
+
+
+# -- mountpoints and health ----------------------------------------------------------------
+
+
+def test_a_venv_with_pip_in_it_is_not_hidden(project: Env) -> None:
+    # python -m venv puts pip into site-packages: a mount over it would break bin/pip.
+    (project.site / "pip").mkdir()
+    (project.site / "pip" / "__init__.py").write_text("")
+    (project.site / "pip-24.0.dist-info").mkdir()
+    result = project.pkgfs("mount", project.site, check=False)
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()[-1:]
+    assert line.startswith(f"pkgfs: error: {project.site}: not empty (pip, pip-24.0.dist-info)")
+    assert "--without-pip" in line
+    assert not os.path.ismount(project.site)
+    assert sorted(os.listdir(project.site)) == ["pip", "pip-24.0.dist-info"]
+    assert project.status() == []
+
+
+def test_the_venv_root_means_its_site_packages(project: Env) -> None:
+    result = project.pkgfs("mount", project.venv)
+    assert f"mounting its site-packages, {project.site}" in result.stderr
+    assert os.path.ismount(project.site)
+    assert not os.path.ismount(project.venv)
+    assert project.run(project.python, "-c", "import app; print(app.__name__)") == "app\n"
+    assert project.pkgfs("diff", project.venv).stdout == ""
+    project.pkgfs("unmount", project.venv)
+    assert not os.path.ismount(project.site)
+
+
+def test_a_directory_that_is_no_venv_says_which_python(project: Env, tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    lock = project.project / "pylock.toml"
+    try:
+        result = project.pkgfs("mount", plain, "--lock", lock)
+        (note,) = [line for line in result.stderr.splitlines() if "is not a venv" in line]
+        assert "--python" in note
+        assert sys.executable in note or "Python 3." in note
+    finally:
+        force_unmount(plain)
+
+
+def test_status_is_a_healthcheck(mounted: Env) -> None:
+    ok = mounted.pkgfs("status", "--json", check=False)
+    assert ok.returncode == 0
+    assert json.loads(ok.stdout)[0]["lock_state"] == "current"
+    lock = mounted.project / "pylock.toml"
+    original = lock.read_bytes()
+    lock.write_bytes(original + b"\n# edited\n")
+    changed = mounted.pkgfs("status", check=False)
+    assert changed.returncode == 1
+    assert "(changed)" in changed.stdout
+    lock.write_bytes(original)
+    assert mounted.pkgfs("status", check=False).returncode == 0
+    (row,) = mounted.status()
+    os.kill(int(str(row["pid"])), signal.SIGKILL)
+    assert wait_until(lambda: mounted.status()[0]["state"] == "stale")
+    stale = mounted.pkgfs("status", check=False)
+    assert stale.returncode == 1
+    assert stale.stdout.startswith("stale")

@@ -27,9 +27,10 @@ from typing import TextIO
 
 from pkgfs.store import Store, resolve_store_path
 from pkgfs.store.errors import MountError, PkgfsError, TargetError
+from pkgfs.store.hashing import hash_file
 from pkgfs.store.lock import discover_lock, probe_target
 from pkgfs.vfs.env.state import MountConfig, MountRecord, mount_dir
-from pkgfs.vfs.env.venv import Venv, depopulate_venv, populate_venv, venv_of
+from pkgfs.vfs.env.venv import Venv, depopulate_venv, mountpoint_of, populate_venv, venv_of
 from pkgfs.vfs.env.view import View
 from pkgfs.vfs.fuse.mounts import (
     BusyError,
@@ -46,6 +47,14 @@ from .lock import resolve_lock, stored_wheels, sync_locked
 __all__ = ["cmd_mount", "cmd_unmount"]
 
 
+def _mountpoint(given: str, err: TextIO | None = None) -> Path:
+    path = Path(given).absolute()
+    mountpoint = mountpoint_of(path)
+    if err is not None and mountpoint != path:
+        print(f"pkgfs: {path} is a venv: mounting its site-packages, {mountpoint}", file=err)
+    return mountpoint
+
+
 def _check_mountpoint(mountpoint: Path) -> None:
     if not os.path.exists(mountpoint) and not in_mountinfo(mountpoint):
         # (a stale mount exists, but stat fails with ENOTCONN)
@@ -60,6 +69,17 @@ def _clear_stale(mountpoint: Path, err: TextIO) -> None:
         print(f"pkgfs: {mountpoint}: cleared a stale mount (its daemon had died)", file=err)
     if not mountpoint.is_dir():
         raise MountError(f"{mountpoint}: not a directory")
+    present = sorted(os.listdir(mountpoint))
+    if present:
+        # A mount would hide them: python -m venv's pip (whose bin/pip then breaks), or a
+        # whole project. Nothing is hidden silently.
+        shown = ", ".join(present[:3]) + (
+            f" and {len(present) - 3} more" if len(present) > 3 else ""
+        )
+        raise MountError(
+            f"{mountpoint}: not empty ({shown}): a mount would hide what is there; make the venv"
+            " without packages (python -m venv --without-pip DIR, or uv venv DIR), or empty it"
+        )
 
 
 def _lock(directory: Path, busy: str) -> int:
@@ -112,7 +132,7 @@ def cmd_mount(args: argparse.Namespace, out: TextIO) -> int:
     """``pkgfs mount``. Raises ``PkgfsError`` (one line) when it cannot mount, having
     undone everything it did; ``KeyboardInterrupt`` on SIGINT or SIGTERM, likewise."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # undone like Ctrl-C
-    mountpoint = Path(args.mountpoint).absolute()
+    mountpoint = _mountpoint(args.mountpoint, sys.stderr)
     check_fuse(mountpoint, args.allow_other)
     _check_mountpoint(mountpoint)
     venv = venv_of(mountpoint)
@@ -255,7 +275,17 @@ def _prepare(
     failed = [o.error for o in outcomes if o.error is not None]
     if failed:
         raise failed[0]
+    if venv is None and args.python is None:
+        print(
+            f"pkgfs: {mountpoint} is not a venv's site-packages: its packages are for"
+            f" {resolved.target.python} (Python {resolved.target.python_version}); --python"
+            " chooses another",
+            file=sys.stderr,
+        )
     upper, work = overlay / "upper", overlay / "work"
+    lock_sha256 = ""
+    with contextlib.suppress(OSError):
+        lock_sha256 = hash_file(args.lock)[0]
     config = MountConfig(
         mountpoint=str(mountpoint),
         store=str(store.root),
@@ -269,6 +299,7 @@ def _prepare(
         allow_other=args.allow_other,
         magic="" if args.no_compile else resolved.target.magic,
         cache_tag=resolved.target.cache_tag,
+        lock_sha256=lock_sha256,
     )
     view = config.view(store)  # composed (and saved) now: a conflict fails unmounted
     for note in view.conflict_notes():
@@ -286,7 +317,7 @@ def cmd_unmount(args: argparse.Namespace, out: TextIO) -> int:
     """``pkgfs unmount``. A busy mount (a process has a file or its working directory in
     it) is detached lazily, and the output says so. Raises ``MountError`` when it is not
     mounted or cannot be unmounted."""
-    mountpoint = Path(args.mountpoint).absolute()
+    mountpoint = _mountpoint(args.mountpoint)
     state = mount_state(mountpoint)
     if state == "unmounted":
         raise MountError(f"{mountpoint}: not mounted")

@@ -15,7 +15,9 @@ from typing import TextIO
 
 from pkgfs.store import Store
 from pkgfs.store.errors import MountError
+from pkgfs.store.hashing import hash_file
 from pkgfs.vfs.env.state import MountConfig, MountRecord, mount_dir, read_records
+from pkgfs.vfs.env.venv import mountpoint_of
 from pkgfs.vfs.fuse.mounts import alive, mount_state
 from pkgfs.vfs.fuse.wire import ask
 from pkgfs.vfs.overlay import MergedTree
@@ -47,6 +49,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
             state = "stale"
         if state == "unmounted":
             continue  # a daemon killed and its mount cleared: the next mount rewrites this
+        lock = _lock_state(directory, record)
         changes = None
         requests = None
         if state == "ok":
@@ -63,24 +66,49 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
                 "changes": changes,
                 "pid": record.pid,
                 "state": state,
+                "lock_state": lock,
                 "mode": record.mode,
                 "requests": requests,
             }
         )
+    # A healthcheck: non-zero when any mount is stale or its lock no longer what it mounted.
+    unhealthy = any(
+        row["state"] != "ok" or row["lock_state"] in ("changed", "missing") for row in rows
+    )
     if args.json:
         json.dump(rows, out, indent=2)
         out.write("\n")
-        return 0
+        return 1 if unhealthy else 0
     if not rows:
         print("no pkgfs mounts", file=out)
     for row in rows:
         shown = "?" if row["changes"] is None else row["changes"]
+        lock_note = "" if row["lock_state"] == "current" else f" ({row['lock_state']})"
         print(
             f"{row['state']:<6} {row['mountpoint']}  {row['packages']} packages,"
-            f" {shown} overlay changes, {row['mode']} mode, pid {row['pid']}, lock {row['lock']}",
+            f" {shown} overlay changes, {row['mode']} mode, pid {row['pid']},"
+            f" lock {row['lock']}{lock_note}",
             file=out,
         )
-    return 0
+    return 1 if unhealthy else 0
+
+
+def _lock_state(directory: Path, record: MountRecord) -> str:
+    """``current``, ``changed`` (its content is not what was mounted: remount to follow
+    it), ``missing``, or ``unknown`` (mounted by an earlier pkgfs, which kept no hash)."""
+    try:
+        mounted = MountConfig.load(directory / "config.json").lock_sha256
+    except (OSError, MountError):
+        return "unknown"
+    try:
+        now = hash_file(record.lock)[0]
+    except FileNotFoundError:
+        return "missing"
+    except OSError:
+        return "unknown"
+    if not mounted:
+        return "unknown"
+    return "current" if now == mounted else "changed"
 
 
 def _requests(record: MountRecord) -> dict[str, int] | None:
@@ -104,7 +132,7 @@ def _known(mountpoint: Path) -> Path:
 
 def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
     """``pkgfs diff``: the overlay's changes. Reads only. Raises ``MountError``."""
-    tree = _tree(_known(Path(args.mountpoint).absolute()))
+    tree = _tree(_known(mountpoint_of(Path(args.mountpoint).absolute())))
     changes = tree.changes()
     if args.json:
         json.dump([{"path": c.path, "change": c.kind} for c in changes], out, indent=2)
@@ -128,7 +156,7 @@ def _quoted(path: str) -> str:
 def cmd_reset(args: argparse.Namespace, out: TextIO) -> int:
     """``pkgfs reset``: through the daemon when mounted, else on the overlay directly.
     Raises ``MountError`` (one line) when the daemon does not answer or refuses."""
-    mountpoint = Path(args.mountpoint).absolute()
+    mountpoint = mountpoint_of(Path(args.mountpoint).absolute())
     directory = _known(mountpoint)
     paths = [_relative(mountpoint, p) for p in args.paths] or None
     if paths is not None and "" in paths:  # `pkgfs reset MP .`: the whole mount

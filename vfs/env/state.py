@@ -69,6 +69,7 @@ class MountConfig:
     allow_other: bool = False
     magic: str = ""  # serve the bytecode compiled for this interpreter magic ("": none)
     cache_tag: str = ""
+    lock_sha256: str = ""  # the lock's content when mounted: status tells when it changed
 
     def save(self, path: Path) -> None:
         """Write the config to ``path`` atomically. Raises ``OSError``."""

@@ -16,11 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pkgfs.store.contain import Made, Root, is_plain_name, is_plain_path
-from pkgfs.store.errors import UnsafePathError
+from pkgfs.store.errors import MountError, UnsafePathError
 
 from .view import DATA_DIR, View
 
-__all__ = ["Venv", "depopulate_venv", "populate_venv", "venv_of"]
+__all__ = [
+    "Venv",
+    "depopulate_venv",
+    "mountpoint_of",
+    "populate_venv",
+    "site_packages_of",
+    "venv_of",
+]
 
 _RECORD = "scripts.json"  # in the mount's state directory: what populate_venv made
 _FORMAT = 2  # 1 was a bare list of paths, removed whatever they held
@@ -49,6 +56,26 @@ class Venv:
     @property
     def site_packages_rel(self) -> str:
         return str(self.site_packages.relative_to(self.root))
+
+
+def site_packages_of(path: Path) -> Path | None:
+    """The site-packages directory of the venv whose root is ``path`` (it holds
+    ``pyvenv.cfg``), or None when ``path`` is no venv root: ``pkgfs mount .venv`` means its
+    site-packages, never the whole venv (which would hide ``bin/python``). Raises
+    ``MountError`` for a venv root with no single ``lib/pythonX.Y/site-packages``."""
+    if path.name == "site-packages" or not os.path.isfile(path / "pyvenv.cfg"):
+        return None  # (isfile: a stale mount's ENOTCONN is not a venv either)
+    found = sorted(path.glob("lib/python*/site-packages"))
+    if len(found) != 1:
+        what = "none" if not found else ", ".join(str(f.relative_to(path)) for f in found)
+        raise MountError(f"{path}: a venv with {what} as lib/pythonX.Y/site-packages: name one")
+    return found[0]
+
+
+def mountpoint_of(path: Path) -> Path:
+    """The mountpoint a command's argument names: a venv's root stands for its
+    site-packages. Raises ``MountError`` as :func:`site_packages_of`."""
+    return site_packages_of(path) or path
 
 
 def venv_of(mountpoint: Path) -> Venv | None:

@@ -21,7 +21,7 @@ and deletes it off the loop.
 Every handler answers only with ``pyfuse3.FUSEError``: :func:`_errors` maps an ``OSError``
 to its errno, and logs anything unexpected with its traceback before answering EIO, so the
 daemon keeps serving. ``forget`` never raises. The daemon never follows a symlink and never
-touches its own mount: the tree works through directory descriptors (``overlay.py``).
+touches its own mount: the tree works through directory descriptors (``vfs/overlay/``).
 
 The lower layer never changes, so the kernel may cache entries, attributes and file data for
 long. Changes made through the mount are seen by the kernel as it makes them; changes made
