@@ -161,9 +161,10 @@ def cmd_mount(args: argparse.Namespace, out: TextIO) -> int:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
         raise
+    selected = f", {config.selection}" if config.selection else ""
     print(
         f"mounted {len(config.wheels)} packages at {mountpoint}"
-        f" (lock {args.lock}, python {config.python})",
+        f" (lock {args.lock}{selected}, python {config.python})",
         file=out,
     )
     return 0
@@ -247,6 +248,7 @@ def _prepare(
         allow_other=args.allow_other,
         magic="" if args.no_compile else resolved.target.magic,
         cache_tag=resolved.target.cache_tag,
+        selection=resolved.selection.describe(),
     )
     view = config.view(store)  # composed (and saved) now: a conflict fails unmounted
     config.save(state / "config.json")

@@ -69,6 +69,9 @@ class MountConfig:
     allow_other: bool = False
     magic: str = ""  # serve the bytecode compiled for this interpreter magic ("": none)
     cache_tag: str = ""
+    # The groups and extras asked for (uv sync's options, canonical; "" for the default):
+    # with the lock, what this environment is.
+    selection: str = ""
 
     def save(self, path: Path) -> None:
         """Write the config to ``path`` atomically. Raises ``OSError``."""
