@@ -248,14 +248,16 @@ def editable_wheels(
     metadata has not changed, else built (:func:`build_editable`), ingested with its
     ``direct_url.json`` and remembered. ``say`` hears one line per build.
 
-    Raises :class:`BuildError` for a project that is missing or cannot be built, or whose
-    wheel does not suit ``tags``; :class:`WheelError` when the built wheel is refused.
-    Nothing is remembered of a failed build.
+    Every missing wheel is built before any is ingested, so a project that cannot be
+    built leaves the store as it was. Raises :class:`BuildError` for a project that is
+    missing or cannot be built, or whose wheel does not suit ``tags``; :class:`WheelError`
+    when a built wheel is refused.
     """
-    wheels: dict[Path, LockedWheel] = {}
+    found: dict[Path, LockedWheel] = {}
+    missing: dict[Path, tuple[EditableProject, str]] = {}
     for project in projects:
         where = project.path
-        if where in wheels:
+        if where in found or where in missing:
             continue
         if not where.is_dir():
             raise BuildError(f"{where}: no such project directory (for {project.name})")
@@ -263,19 +265,29 @@ def editable_wheels(
             digest = metadata_digest(where)
         except OSError as exc:
             raise BuildError(f"{where}: cannot read its metadata: {exc}") from None
-        found = remembered(store, where, digest)
-        if found is None:
-            say(f"building {project.name} editable from {where}")
-            out = Path(tempfile.mkdtemp(prefix="editable-", dir=store.layout.tmp))
-            try:
-                wheel = build_editable(project, out, sources)
+        stored = remembered(store, where, digest)
+        if stored is None:
+            missing[where] = (project, digest)
+        else:
+            found[where] = stored
+    if missing:
+        out = Path(tempfile.mkdtemp(prefix="editable-", dir=store.layout.tmp))
+        try:
+            built: list[tuple[Path, str, Path]] = []
+            for where, (project, digest) in missing.items():
+                say(f"building {project.name} editable from {where}")
+                directory = out / str(len(built))
+                directory.mkdir()
+                wheel = build_editable(project, directory, sources)
                 _check_tags(wheel, where, tags)
+                built.append((where, digest, wheel))
+            for where, digest, wheel in built:
                 result = store.add(wheel, direct_url=direct_url(where))
                 _remember(store, where, digest, result.sha256)
-            finally:
-                shutil.rmtree(out, ignore_errors=True)
-            found = remembered(store, where, digest)
-            if found is None:  # the record was just written: only a vanished store gets here
-                raise BuildError(f"{where}: built, but the store lost it: pkgfs store verify")
-        wheels[where] = found
-    return list(wheels.values())
+                stored = remembered(store, where, digest)
+                if stored is None:  # just written: only a store changed under us gets here
+                    raise BuildError(f"{where}: built, but the store lost it: pkgfs store verify")
+                found[where] = stored
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+    return [found[path] for path in dict.fromkeys(p.path for p in projects)]

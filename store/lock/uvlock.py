@@ -448,4 +448,10 @@ def read_uv_lock(lock: Path, target: Target, selection: Selection | None = None)
         for package in selected
         if package.source.kind not in ("editable", "virtual")
     ]
-    return Lockfile(path=lock, kind="uv.lock", packages=locked, editables=editables)
+    # The indexes the lock was resolved against, in order: where an editable project's
+    # build requirements come from, as uv takes them from its configured indexes.
+    registries = [p.source.value for p in uv.packages if p.source.kind == "registry"]
+    index_urls = [url for url in dict.fromkeys(registries) if "://" in url]
+    return Lockfile(
+        path=lock, kind="uv.lock", packages=locked, index_urls=index_urls, editables=editables
+    )
