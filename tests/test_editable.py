@@ -328,3 +328,25 @@ def test_a_project_that_cannot_be_built_is_one_line(workspace: Env) -> None:
     assert not (store / "editables-v1").exists()
     with Store.open(store) as opened:
         assert opened.wheels() == []
+
+
+def test_pylock_and_requirements_editables_are_built_once(
+    workspace: Env, index: IndexServer
+) -> None:
+    ws = workspace
+    # uv's own export to PEP 751: the members as directories with editable = true.
+    _uv(ws.env, ws.project, "export", "--frozen", "--format", "pylock.toml", "-o", "pylock.toml")
+    synced = ws.pkgfs("sync", "--lock", ws.project / "pylock.toml")
+    assert synced.stderr.count("editable from") == 3, synced.stderr
+    six = next(w for w in (ws.project / "pylock.toml").read_text().splitlines() if "six-1.0" in w)
+    digest = six.split('sha256 = "')[1][:64]
+    # pip's -e PATH, relative to the file: the same project directory, remembered.
+    (ws.project / "requirements.txt").write_text(
+        f"--index-url {index.simple_url}\n-e ./packages/member-b\nsix==1.0 --hash=sha256:{digest}\n"
+    )
+    lock = ("--lock", ws.project / "requirements.txt")
+    assert "editable from" not in ws.pkgfs("sync", *lock).stderr
+    rows = json.loads(ws.pkgfs("lock", "show", "--json", *lock).stdout)
+    (member,) = [r for r in rows if "editable" in r]
+    assert member["in_store"]
+    assert (member["name"], member["version"]) == ("member-b", "0.3.0")
