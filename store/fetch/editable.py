@@ -153,6 +153,7 @@ def _pip_settings(sources: BuildSources) -> Iterator[None]:
     settings: dict[str, str] = {}
     if sources.index_urls:
         settings["PIP_INDEX_URL"] = sources.index_urls[0]
+    if len(sources.index_urls) > 1:
         settings["PIP_EXTRA_INDEX_URL"] = " ".join(sources.index_urls[1:])
     if sources.find_links:
         settings["PIP_FIND_LINKS"] = " ".join(sources.find_links)

@@ -107,7 +107,8 @@ def resolve_lock(
     lockfile = read_lock(lock, target, selection)
     for note in lockfile.notes:
         print(redact(f"pkgfs: {lock.name}: {note}"), file=err)
-    index_urls = [remember_credentials(url) for url in _index_urls(args, lockfile)]
+    given_urls = _index_urls(args, lockfile)
+    index_urls = [remember_credentials(url) for url in given_urls]
     finder = Finder(
         index_urls=index_urls,
         find_links=[*args.find_links, *lockfile.find_links],
@@ -117,7 +118,8 @@ def resolve_lock(
     wheels = choose_wheels(lockfile, target, finder)
     if not build:
         return Resolved(lockfile, target, wheels, selection)
-    sources = BuildSources(finder.index_urls, finder.find_links, args.offline)
+    # pip in the build environment authenticates itself: it gets the URLs as given.
+    sources = BuildSources(given_urls, finder.find_links, args.offline)
     editables = editable_wheels(
         store,
         lockfile.editables,
