@@ -50,7 +50,7 @@ from pkgfs.store.lock.model import EditableProject, LockedWheel, WheelLink
 __all__ = [
     "METADATA_FILES",
     "BuildSources",
-    "build_editable",
+    "build_editables",
     "direct_url",
     "editable_wheels",
     "metadata_digest",
@@ -193,28 +193,16 @@ def _last_line(*texts: object) -> str:
     return lines[-1] if lines else "no output"
 
 
-def build_editable(project: EditableProject, out: Path, sources: BuildSources) -> Path:
-    """The PEP 660 editable wheel of ``project``, built into ``out`` by pypa/build in an
-    isolated environment (made with the interpreter running pkgfs).
+@contextlib.contextmanager
+def _build_errors(where: Path) -> Iterator[None]:
+    """pypa/build's and the backend's failures as one :class:`BuildError` naming ``where``
+    and the last line of output; a BuildError raised within passes as it is."""
+    import build  # noqa: PLC0415 (pypa/build is needed only when a project is built)
 
-    Raises :class:`BuildError` naming the directory and the backend's last line of output
-    when it has no pyproject.toml or setup.py, its build requirements cannot be installed,
-    or its backend fails or has no ``build_editable`` hook.
-    """
-    # Imported here: pypa/build is needed only when a project is built.
-    import build  # noqa: PLC0415
-    import build.env  # noqa: PLC0415
-
-    where = project.path
-    if not any((where / name).is_file() for name in ("pyproject.toml", "setup.py")):
-        raise BuildError(f"{where}: no pyproject.toml or setup.py: not a project to install")
-    log: list[str] = []
     try:
-        with _pip_settings(sources), build.env.DefaultIsolatedEnv() as env:
-            builder = build.ProjectBuilder.from_isolated_env(env, where, runner=_quiet_runner(log))
-            env.install(builder.build_system_requires)
-            env.install(builder.get_requires_for_build("editable"))
-            return Path(builder.build("editable", out))
+        yield
+    except BuildError:
+        raise
     except build.BuildBackendException as exc:
         cause = exc.exception
         detail = _last_line(getattr(cause, "stderr", None), getattr(cause, "stdout", None), exc)
@@ -224,6 +212,53 @@ def build_editable(project: EditableProject, out: Path, sources: BuildSources) -
         raise BuildError(f"{where}: cannot install its build requirements: {detail}") from None
     except (build.BuildException, subprocess.CalledProcessError, OSError) as exc:
         raise BuildError(f"{where}: cannot build it editable: {exc}") from None
+
+
+def build_editables(
+    projects: Sequence[EditableProject],
+    out: Path,
+    sources: BuildSources,
+    say: Callable[[str], None] = lambda _: None,
+) -> list[Path]:
+    """The PEP 660 editable wheel of each of ``projects``, in order, built below ``out`` by
+    pypa/build in isolated environments (made with the interpreter running pkgfs). The
+    projects whose ``[build-system] requires`` are the same share one environment, as a
+    workspace's members usually do. ``say`` hears one line per project built.
+
+    Raises :class:`BuildError` naming the directory and the backend's last line of output
+    for a project without pyproject.toml or setup.py, whose build requirements cannot be
+    installed, or whose backend fails or has no ``build_editable`` hook.
+    """
+    import build  # noqa: PLC0415
+    import build.env  # noqa: PLC0415
+
+    shared: dict[frozenset[str], list[int]] = {}
+    for index, project in enumerate(projects):
+        where = project.path
+        if not any((where / name).is_file() for name in ("pyproject.toml", "setup.py")):
+            raise BuildError(f"{where}: no pyproject.toml or setup.py: not a project to install")
+        with _build_errors(where):
+            requires = frozenset(build.ProjectBuilder(where).build_system_requires)
+        shared.setdefault(requires, []).append(index)
+    wheels: dict[int, Path] = {}
+    log: list[str] = []
+    with _pip_settings(sources):
+        for requires, indexes in shared.items():
+            first = projects[indexes[0]].path
+            with _build_errors(first), build.env.DefaultIsolatedEnv() as env:
+                env.install(requires)
+                for index in indexes:
+                    project = projects[index]
+                    say(f"building {project.name} editable from {project.path}")
+                    with _build_errors(project.path):
+                        builder = build.ProjectBuilder.from_isolated_env(
+                            env, project.path, runner=_quiet_runner(log)
+                        )
+                        env.install(builder.get_requires_for_build("editable"))
+                        directory = out / str(index)
+                        directory.mkdir()
+                        wheels[index] = Path(builder.build("editable", directory))
+    return [wheels[index] for index in range(len(projects))]
 
 
 def _check_tags(wheel: Path, where: Path, tags: Sequence[Tag]) -> None:
@@ -246,7 +281,7 @@ def editable_wheels(
     say: Callable[[str], None] = lambda _: None,
 ) -> list[LockedWheel]:
     """One stored editable wheel per project directory: the remembered one where its
-    metadata has not changed, else built (:func:`build_editable`), ingested with its
+    metadata has not changed, else built (:func:`build_editables`), ingested with its
     ``direct_url.json`` and remembered. ``say`` hears one line per build.
 
     Every missing wheel is built before any is ingested, so a project that cannot be
@@ -274,15 +309,11 @@ def editable_wheels(
     if missing:
         out = Path(tempfile.mkdtemp(prefix="editable-", dir=store.layout.tmp))
         try:
-            built: list[tuple[Path, str, Path]] = []
-            for where, (project, digest) in missing.items():
-                say(f"building {project.name} editable from {where}")
-                directory = out / str(len(built))
-                directory.mkdir()
-                wheel = build_editable(project, directory, sources)
+            todo = [project for project, _ in missing.values()]
+            built = build_editables(todo, out, sources, say)
+            for where, wheel in zip(missing, built, strict=True):
                 _check_tags(wheel, where, tags)
-                built.append((where, digest, wheel))
-            for where, digest, wheel in built:
+            for (where, (_, digest)), wheel in zip(missing.items(), built, strict=True):
                 result = store.add(wheel, direct_url=direct_url(where))
                 _remember(store, where, digest, result.sha256)
                 stored = remembered(store, where, digest)
