@@ -237,6 +237,8 @@ def test_a_second_environment_builds_nothing_and_groups_select(
         result = second.pkgfs("mount", second.site, "--lock", ws.project / "uv.lock", *options)
         assert "building" not in result.stderr
         assert "--group lint --no-group dev --extra cli" in result.stdout
+        (status,) = second.status()
+        assert status["selection"] == "--group lint --no-group dev --extra cli"
         with Store.open(store) as opened:
             assert len(opened.wheels()) == stored + 2  # extrapkg and linttool; no new build
         assert sorted(p.name for p in (store / "editables-v1").iterdir()) == wheels_before

@@ -59,6 +59,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
             {
                 "mountpoint": record.mountpoint,
                 "lock": record.lock,
+                "selection": record.selection,
                 "packages": record.packages,
                 "changes": changes,
                 "pid": record.pid,
@@ -77,7 +78,8 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
         shown = "?" if row["changes"] is None else row["changes"]
         print(
             f"{row['state']:<6} {row['mountpoint']}  {row['packages']} packages,"
-            f" {shown} overlay changes, {row['mode']} mode, pid {row['pid']}, lock {row['lock']}",
+            f" {shown} overlay changes, {row['mode']} mode, pid {row['pid']}, lock {row['lock']}"
+            + (f" ({row['selection']})" if row["selection"] else ""),
             file=out,
         )
     return 0

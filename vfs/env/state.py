@@ -108,6 +108,7 @@ class MountRecord:
     # How the kernel talks to the daemon: "no-open" (no OPEN/OPENDIR round trips, with the
     # patched pyfuse3) or "open" (stock pyfuse3). Records from before it say neither.
     mode: str = "open"
+    selection: str = ""  # the groups and extras of the mount (MountConfig.selection)
 
     def save(self, directory: Path) -> None:
         """Write ``directory/mount.json`` atomically. Raises ``OSError``."""
