@@ -403,3 +403,43 @@ def test_default_groups_of_the_wrong_type(pkgfs: RunPkgfs, project: Path) -> Non
     (project / "pyproject.toml").write_text('tool = "x"\n')  # no [tool.uv]: uv's defaults
     result = pkgfs("lock", "show", "--lock", project / "uv.lock", "--python", sys.executable)
     assert "Traceback" not in result.err
+
+
+def test_a_virtual_workspace_root_installs_its_members(tmp_path: Path) -> None:
+    # No project at the root: uv sync installs every member of [manifest]; an editable one
+    # is built, a virtual one (package = false) is not installed, its dependencies are.
+    (tmp_path / "uv.lock").write_text(f"""
+version = 1
+requires-python = ">=3.10"
+
+[manifest]
+members = ["lib-a", "tool-b"]
+
+[[package]]
+name = "lib-a"
+version = "1.0"
+source = {{ editable = "packages/lib-a" }}
+dependencies = [{{ name = "idna" }}]
+
+[[package]]
+name = "tool-b"
+version = "2.0"
+source = {{ virtual = "packages/tool-b" }}
+dependencies = [{{ name = "lib-a" }}, {{ name = "six" }}]
+
+[[package]]
+name = "idna"
+version = "3.10"
+{REG}
+wheels = [{_wheel("idna", "3.10")}]
+
+[[package]]
+name = "six"
+version = "1.0"
+{REG}
+wheels = [{_wheel("six", "1.0")}]
+""")
+    lock = read_lock(tmp_path / "uv.lock", cpython_linux())
+    assert [(e.name, e.path) for e in lock.editables] == [("lib-a", tmp_path / "packages/lib-a")]
+    assert {p.name for p in lock.packages} == {"idna", "six"}
+    assert lock.index_urls == ["https://index.example/simple"]
