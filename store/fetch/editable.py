@@ -171,20 +171,15 @@ def _pip_settings(sources: BuildSources) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _quiet_runner(log: list[str]) -> Callable[..., None]:
-    """A pyproject_hooks runner that keeps the backend's output for an error message
-    instead of printing it over pkgfs's own."""
-
-    def run(
-        cmd: Sequence[str], cwd: str | None = None, extra_environ: Mapping[str, str] | None = None
-    ) -> None:
-        env = {**os.environ, **(extra_environ or {})}
-        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
-        log.append(proc.stdout + proc.stderr)
-        if proc.returncode != 0:
-            raise subprocess.CalledProcessError(proc.returncode, cmd, proc.stdout, proc.stderr)
-
-    return run
+def _quiet_runner(
+    cmd: Sequence[str], cwd: str | None = None, extra_environ: Mapping[str, str] | None = None
+) -> None:
+    """A pyproject_hooks runner that keeps the backend's output (for the error message,
+    through the ``CalledProcessError`` it raises) instead of printing it over pkgfs's."""
+    env = {**os.environ, **(extra_environ or {})}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, cmd, proc.stdout, proc.stderr)
 
 
 def _last_line(*texts: object) -> str:
@@ -241,7 +236,6 @@ def build_editables(
             requires = frozenset(build.ProjectBuilder(where).build_system_requires)
         shared.setdefault(requires, []).append(index)
     wheels: dict[int, Path] = {}
-    log: list[str] = []
     with _pip_settings(sources):
         for requires, indexes in shared.items():
             first = projects[indexes[0]].path
@@ -252,7 +246,7 @@ def build_editables(
                     say(f"building {project.name} editable from {project.path}")
                     with _build_errors(project.path):
                         builder = build.ProjectBuilder.from_isolated_env(
-                            env, project.path, runner=_quiet_runner(log)
+                            env, project.path, runner=_quiet_runner
                         )
                         env.install(builder.get_requires_for_build("editable"))
                         directory = out / str(index)
