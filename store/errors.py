@@ -15,6 +15,7 @@ import os
 import re
 
 __all__ = [
+    "BuildError",
     "BytecodeError",
     "FetchError",
     "LockError",
@@ -84,6 +85,10 @@ class LockError(PkgfsError, ValueError):
 
 class FetchError(PkgfsError, OSError):
     """An index or a download failed. The message names the URL (redacted) or file."""
+
+
+class BuildError(PkgfsError, OSError):
+    """A project could not be built into a wheel. The message names its directory."""
 
 
 class TargetError(PkgfsError, OSError):

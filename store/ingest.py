@@ -172,7 +172,12 @@ class StoreDestination(WheelDestination):
         if (where, path) in self._destinations:
             raise WheelError(self._wheel, f"two members install to {scheme}/{path}")
         self._destinations.add((where, path))
-        verified = cast(_VerifiedStream, stream)
+        verified = (
+            cast(_VerifiedStream, stream)
+            if isinstance(stream, _VerifiedStream)
+            # additional metadata (direct_url.json): pkgfs's own bytes, without a RECORD line
+            else _VerifiedStream(stream, None, self._wheel)
+        )
         known = verified.expected_digest
         staged = None
         if known and self._stored(known):
@@ -199,8 +204,16 @@ class StoreDestination(WheelDestination):
         pass
 
 
-def ingest_wheel(layout: StoreLayout, index: Index, wheel: Path) -> IngestResult:
-    """Add ``wheel`` to the store; raise :class:`WheelError` if it is refused."""
+def ingest_wheel(
+    layout: StoreLayout, index: Index, wheel: Path, *, direct_url: bytes | None = None
+) -> IngestResult:
+    """Add ``wheel`` to the store; raise :class:`WheelError` if it is refused.
+
+    ``direct_url`` is added to the dist-info as ``direct_url.json`` (PEP 610: "a
+    direct_url.json file MUST be created in the .dist-info directory" of a distribution
+    installed from a direct URL or a local directory), through installer's
+    ``additional_metadata``, so the manifest (and every view's RECORD) lists it.
+    """
     check_wheel_name(wheel)
     try:
         sha256, _ = hash_file(wheel)
@@ -220,7 +233,8 @@ def ingest_wheel(layout: StoreLayout, index: Index, wheel: Path) -> IngestResult
         staging = Path(tempfile.mkdtemp(prefix="ingest-", dir=layout.tmp))
         try:
             destination = StoreDestination(layout, staging, wheel)
-            _unpack(wheel, source, destination)
+            extra = {} if direct_url is None else {"direct_url.json": direct_url}
+            _unpack(wheel, source, destination, extra)
             # Objects first, made durable; then the index transaction that refers to them.
             objects = str(layout.objects)
             added = [
@@ -249,9 +263,14 @@ def ingest_wheel(layout: StoreLayout, index: Index, wheel: Path) -> IngestResult
     )
 
 
-def _unpack(wheel: Path, source: _CheckedWheelFile, destination: StoreDestination) -> None:
+def _unpack(
+    wheel: Path,
+    source: _CheckedWheelFile,
+    destination: StoreDestination,
+    additional_metadata: dict[str, bytes],
+) -> None:
     try:
-        installer.install(source, destination, additional_metadata={})
+        installer.install(source, destination, additional_metadata=additional_metadata)
     except WheelError:
         raise
     except zipfile.BadZipFile as exc:  # a CRC mismatch, or a member shorter than declared

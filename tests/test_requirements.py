@@ -67,10 +67,21 @@ def test_no_index(tmp_path: Path) -> None:
     assert lock.index_urls == []
 
 
-def test_editable_project_is_skipped_and_said(tmp_path: Path) -> None:
-    lock = _read(tmp_path, f"-e .\nsix==1.0 --hash=sha256:{H1}\n")
+def test_editable_projects_are_built_from_their_directories(tmp_path: Path) -> None:
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "pyproject.toml").write_text('[project]\nname = "My_Lib"\n')
+    lock = _read(
+        tmp_path,
+        f"-e .\n--editable ./lib[cli]\n-e file://{tmp_path}/lib\n"
+        f"-e git+https://g.example/r.git#egg=r\nsix==1.0 --hash=sha256:{H1}\n",
+    )
     assert [p.name for p in lock.packages] == ["six"]
-    assert lock.notes == ["skipped .: an editable project is not a wheel"]
+    assert [(e.name, e.version, e.path) for e in lock.editables] == [
+        (tmp_path.name.lower().replace("_", "-"), None, tmp_path),
+        ("my-lib", None, tmp_path / "lib"),
+        ("my-lib", None, tmp_path / "lib"),
+    ]
+    assert lock.notes == ["skipped -e git+https://g.example/r.git#egg=r: an editable VCS checkout"]
 
 
 @pytest.mark.parametrize(

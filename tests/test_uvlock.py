@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pkgfs.store.lock import LockError, choose_wheels, read_lock
+from pkgfs.store.lock import LockError, Selection, choose_wheels, read_lock
 from tests.conftest import RunPkgfs
 from tests.targets import cpython_linux
 
@@ -148,9 +148,52 @@ def test_forked_versions_follow_the_target(project: Path) -> None:
     ]
 
 
-def test_root_is_skipped_and_said_once(project: Path) -> None:
+def test_a_virtual_root_is_not_installed(project: Path) -> None:
+    # uv: a virtual project (package = false, or no [build-system]) is not installed, and
+    # says nothing about it; its dependencies are.
     lock = read_lock(project / "uv.lock", cpython_linux())
-    assert lock.notes == ["skipped app 0.1.0, the project itself: it is not a wheel"]
+    assert lock.notes == []
+    assert lock.editables == []
+    assert "app" not in {p.name for p in lock.packages}
+
+
+def test_an_editable_root_is_built_not_looked_up(project: Path) -> None:
+    text = LOCK.replace(
+        'source = {{ virtual = "." }}'.replace("{{", "{").replace("}}", "}"),
+        'source = { editable = "." }',
+    )
+    (project / "uv.lock").write_text(text)
+    lock = read_lock(project / "uv.lock", cpython_linux())
+    assert [(e.name, e.version, e.path) for e in lock.editables] == [
+        ("app", "0.1.0", project.absolute())
+    ]
+    assert "app" not in {p.name for p in lock.packages}
+
+
+def _names(project: Path, **selection: object) -> set[str]:
+    lock = read_lock(project / "uv.lock", cpython_linux(), Selection(**selection))  # type: ignore[arg-type]
+    return {p.name for p in lock.packages}
+
+
+def test_groups_and_extras_select_as_uv_sync(project: Path) -> None:
+    base = {"httpx", "idna", "numpy", "socksio"}
+    assert _names(project) == base | {"pytest"}  # dev, uv's default group
+    assert _names(project, no_groups=("dev",)) == base  # --no-dev
+    assert _names(project, groups=("docs",)) == base | {"pytest", "sphinx"}
+    assert _names(project, no_default_groups=True, groups=("Docs",)) == base | {"sphinx"}
+    assert _names(project, all_groups=True) == base | {"pytest", "sphinx"}
+    assert _names(project, all_groups=True, no_groups=("docs",)) == base | {"pytest"}
+    # --only-group: "The project and its dependencies will be omitted."
+    assert _names(project, only_groups=("docs",)) == {"sphinx"}
+
+
+def test_an_undefined_group_or_extra_is_refused(project: Path) -> None:
+    with pytest.raises(
+        LockError, match=r"uv.lock: no dependency group nope in the lock \(it has: dev, docs\)"
+    ):
+        _names(project, groups=("nope",))
+    with pytest.raises(LockError, match=r"uv.lock: no extra cli in the lock \(it has: none\)"):
+        _names(project, extras=("cli",))
 
 
 def test_default_groups_from_the_project(project: Path) -> None:
@@ -360,3 +403,43 @@ def test_default_groups_of_the_wrong_type(pkgfs: RunPkgfs, project: Path) -> Non
     (project / "pyproject.toml").write_text('tool = "x"\n')  # no [tool.uv]: uv's defaults
     result = pkgfs("lock", "show", "--lock", project / "uv.lock", "--python", sys.executable)
     assert "Traceback" not in result.err
+
+
+def test_a_virtual_workspace_root_installs_its_members(tmp_path: Path) -> None:
+    # No project at the root: uv sync installs every member of [manifest]; an editable one
+    # is built, a virtual one (package = false) is not installed, its dependencies are.
+    (tmp_path / "uv.lock").write_text(f"""
+version = 1
+requires-python = ">=3.10"
+
+[manifest]
+members = ["lib-a", "tool-b"]
+
+[[package]]
+name = "lib-a"
+version = "1.0"
+source = {{ editable = "packages/lib-a" }}
+dependencies = [{{ name = "idna" }}]
+
+[[package]]
+name = "tool-b"
+version = "2.0"
+source = {{ virtual = "packages/tool-b" }}
+dependencies = [{{ name = "lib-a" }}, {{ name = "six" }}]
+
+[[package]]
+name = "idna"
+version = "3.10"
+{REG}
+wheels = [{_wheel("idna", "3.10")}]
+
+[[package]]
+name = "six"
+version = "1.0"
+{REG}
+wheels = [{_wheel("six", "1.0")}]
+""")
+    lock = read_lock(tmp_path / "uv.lock", cpython_linux())
+    assert [(e.name, e.path) for e in lock.editables] == [("lib-a", tmp_path / "packages/lib-a")]
+    assert {p.name for p in lock.packages} == {"idna", "six"}
+    assert lock.index_urls == ["https://index.example/simple"]

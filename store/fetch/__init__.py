@@ -1,13 +1,15 @@
 """pkgfs.store.fetch: getting the wheels a lock selects into the store.
 
 ``http`` opens URLs, ``simple`` reads index pages (PEP 503/691), ``finder`` lists where a
-pinned package's wheels are, ``download`` fetches and verifies one wheel, and ``sync``
-downloads and ingests many at once.
+pinned package's wheels are, ``download`` fetches and verifies one wheel, ``sync``
+downloads and ingests many at once, and ``editable`` builds the local projects a lock
+installs editable.
 """
 
 from pkgfs.store.errors import FetchError
 
 from .download import Cancel, download
+from .editable import BuildSources, editable_wheels
 from .finder import Finder
 from .http import remember_credentials
 from .sync import (
@@ -19,12 +21,14 @@ from .sync import (
 )
 
 __all__ = [
+    "BuildSources",
     "Cancel",
     "FetchError",
     "Finder",
     "SyncInterrupted",
     "SyncOutcome",
     "download",
+    "editable_wheels",
     "partition_present",
     "remember_credentials",
     "sync_wheels",

@@ -8,7 +8,14 @@ from pathlib import Path
 
 from packaging.utils import NormalizedName
 
-__all__ = ["LockedPackage", "LockedWheel", "Lockfile", "WheelLink", "sha256_hex"]
+__all__ = [
+    "EditableProject",
+    "LockedPackage",
+    "LockedWheel",
+    "Lockfile",
+    "WheelLink",
+    "sha256_hex",
+]
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
@@ -63,6 +70,17 @@ class LockedWheel:
         return self.wheel.filename
 
 
+@dataclass(frozen=True)
+class EditableProject:
+    """A local project the lock installs editable, as ``uv sync`` and ``pip install -e`` do:
+    the project itself, a workspace member, an ``editable`` source. Its wheel is built from
+    ``path`` (PEP 660's ``build_editable``), never found in the lock."""
+
+    name: NormalizedName
+    version: str | None  # None when the lock leaves it out (a dynamic version)
+    path: Path  # absolute: the directory holding its pyproject.toml (or setup.py)
+
+
 @dataclass
 class Lockfile:
     """A lockfile read for one target: its packages, and where its wheels may be found."""
@@ -74,3 +92,4 @@ class Lockfile:
     find_links: list[str] = field(default_factory=list)  # directories or pages of wheel links
     no_index: bool = False  # the lock says --no-index: no index, not even the default one
     notes: list[str] = field(default_factory=list)  # said once to the user, e.g. skipped roots
+    editables: list[EditableProject] = field(default_factory=list)  # built, not in ``packages``

@@ -7,6 +7,7 @@ its answer into pkgfs's model and refuses what pkgfs cannot mount.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import cast
@@ -14,6 +15,7 @@ from urllib.parse import urljoin
 
 from packaging.markers import Environment, UndefinedComparison, UndefinedEnvironmentName
 from packaging.pylock import (
+    Package,
     PackageArchive,
     PackageDirectory,
     PackageSdist,
@@ -26,10 +28,15 @@ from packaging.pylock import (
 
 from pkgfs.store.errors import LockError
 
-from .model import LockedPackage, Lockfile, WheelLink, sha256_hex
+from .model import EditableProject, LockedPackage, Lockfile, WheelLink, sha256_hex
+from .selection import Selection
 from .target import Target
 
 __all__ = ["read_pylock"]
+
+
+def _version_or_none(package: Package) -> str | None:
+    return str(package.version) if package.version else None
 
 
 def _wheel_link(lock: Path, package: str, wheel: PackageWheel) -> WheelLink:
@@ -50,18 +57,44 @@ def _wheel_link(lock: Path, package: str, wheel: PackageWheel) -> WheelLink:
     return WheelLink(wheel.filename, url, digest, wheel.size)
 
 
-def read_pylock(lock: Path, target: Target) -> Lockfile:
-    """The packages PEP 751's installation steps select from ``lock`` for ``target``.
+def _groups(lock: Path, pylock: Pylock, selection: Selection) -> set[str] | None:
+    """The ``dependency_groups`` to hand to ``Pylock.select``: None for the lock's
+    ``default-groups`` (PEP 751's default), else the groups ``selection`` chooses."""
+    if selection == Selection(extras=selection.extras, all_extras=selection.all_extras):
+        return None
+    defined = {*(pylock.dependency_groups or ()), *(pylock.default_groups or ())}
+    return set(selection.choose_groups(lock, defined, pylock.default_groups or ()))
+
+
+def read_pylock(lock: Path, target: Target, selection: Selection | None = None) -> Lockfile:
+    """The packages PEP 751's installation steps select from ``lock`` for ``target``, with
+    the extras and dependency groups of ``selection`` (default: the lock's
+    ``default-groups``, no extras); ``directory`` packages with ``editable = true`` apart,
+    in ``editables``.
 
     Raises :class:`LockError` (one line naming the file) when the lock cannot be read, is
     not TOML, fails packaging.pylock's validation or selection, holds a marker that cannot
-    be evaluated, or a wheel without a sha256 digest.
+    be evaluated, or a wheel without a sha256 digest, or does not declare a group or an
+    extra that ``selection`` asks for.
     """
+    selection = selection or Selection()
+    if selection.only:
+        # PEP 751 selects packages by markers over extras and groups alike: it has no
+        # notion of "the project's own dependencies" to leave out.
+        raise LockError(lock, "--only-group is for uv.lock; use --no-default-groups --group")
     try:
         data = tomllib.loads(lock.read_text(encoding="utf-8"))
         pylock = Pylock.from_dict(data)
         environment = cast(Environment, dict(target.environment))
-        selected = list(pylock.select(environment=environment, tags=target.tags))
+        extras = selection.choose_extras(lock, pylock.extras or ())
+        selected = list(
+            pylock.select(
+                environment=environment,
+                tags=target.tags,
+                extras=extras,
+                dependency_groups=_groups(lock, pylock, selection),
+            )
+        )
     except OSError as exc:
         raise LockError(lock, exc.strerror or str(exc)) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -72,6 +105,7 @@ def read_pylock(lock: Path, target: Target) -> Lockfile:
         # packaging.pylock validates a marker's syntax, not that its comparisons can be made.
         raise LockError(lock, f"a marker cannot be evaluated for the target: {exc}") from None
     packages = []
+    editables = []
     for package, source in selected:
         version = str(package.version) if package.version else "?"
         if isinstance(source, PackageWheel):
@@ -80,7 +114,14 @@ def read_pylock(lock: Path, target: Target) -> Lockfile:
         elif isinstance(source, PackageSdist):
             # select() falls back to the sdist when no wheel matches the target's tags.
             packages.append(LockedPackage(package.name, version, has_sdist=True))
+        elif isinstance(source, PackageDirectory) and source.editable:
+            # PEP 751: "editable: A flag representing whether the source tree was an
+            # editable install at lock time." A relative path is from the lock's directory.
+            path = Path(os.path.normpath(lock.parent.absolute() / source.path))
+            if source.subdirectory:
+                path = path / source.subdirectory
+            editables.append(EditableProject(package.name, _version_or_none(package), path))
         else:
             kind = {PackageVcs: "vcs", PackageDirectory: "directory", PackageArchive: "archive"}
             packages.append(LockedPackage(package.name, version, source=kind[type(source)]))
-    return Lockfile(path=lock, kind="pylock.toml", packages=packages)
+    return Lockfile(path=lock, kind="pylock.toml", packages=packages, editables=editables)

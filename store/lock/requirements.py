@@ -10,8 +10,8 @@ internals, so the lines are read here; each requirement itself is parsed by
 - ``${VAR}`` is replaced by the environment variable VAR.
 - Options: ``-i/--index-url``, ``--extra-index-url``, ``-f/--find-links``, ``--no-index``,
   ``-r/--requirement`` (relative to this file); ``-c``, ``--trusted-host``, ``--pre`` and
-  ``--require-hashes`` need nothing from us. ``-e``/editables and direct URLs are local
-  projects, not wheels.
+  ``--require-hashes`` need nothing from us. ``-e <path>`` is a local project installed
+  editable (built from its directory); a direct URL is not a wheel pkgfs can use.
 - Hash-checking mode: every requirement must be pinned with ``==`` and carry at least one
   ``--hash``; a wheel whose sha256 is not among them is refused.
 """
@@ -21,17 +21,20 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from packaging.markers import Marker, UndefinedComparison, UndefinedEnvironmentName
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
+from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from pkgfs.store.errors import LockError
 
-from .model import LockedPackage, Lockfile, sha256_hex
+from .model import EditableProject, LockedPackage, Lockfile, sha256_hex
 from .target import Target
 
 __all__ = ["read_requirements"]
@@ -134,7 +137,21 @@ class _Reader:
         elif name in ("-r", "--requirement"):
             self.read(path.parent / str(value))
         elif name in ("-e", "--editable"):
-            lockfile.notes.append(f"skipped {value}: an editable project is not a wheel")
+            self._editable(path, str(value))
+
+    def _editable(self, path: Path, value: str) -> None:
+        """pip's ``-e <path>``: "Install a project in editable mode ... from a local project
+        path or a VCS url". A path (or ``file:`` URL) is relative to this file's directory;
+        extras (``-e .[cli]``) are not followed. A VCS checkout is not supported."""
+        target = value.split("#", 1)[0]
+        if "+" in target.split("://", 1)[0] and "://" in target:
+            self.lockfile.notes.append(f"skipped -e {value}: an editable VCS checkout")
+            return
+        if target.startswith("file:"):
+            target = url2pathname(urlsplit(target).path)
+        target = re.sub(r"\[[^\]]*\]$", "", target)
+        directory = Path(os.path.normpath(path.parent.absolute() / target))
+        self.lockfile.editables.append(EditableProject(_project_name(directory), None, directory))
 
     def _holds(self, where: str, marker: Marker) -> bool:
         try:
@@ -181,6 +198,17 @@ class _Reader:
         self.lockfile.packages.append(
             LockedPackage(name, pins[0].version, hashes=frozenset(hashes))
         )
+
+
+def _project_name(directory: Path) -> NormalizedName:
+    """The ``[project] name`` of the project in ``directory``, else the directory's name: a
+    label for messages only, as the built wheel's METADATA names the distribution."""
+    try:
+        project = tomllib.loads((directory / "pyproject.toml").read_text(encoding="utf-8"))
+        name = project["project"]["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        name = directory.name
+    return canonicalize_name(name if isinstance(name, str) else directory.name)
 
 
 def read_requirements(

@@ -15,6 +15,7 @@ from .discover import lock_kind
 from .model import LockedPackage, LockedWheel, Lockfile, WheelLink
 from .pylock import read_pylock
 from .requirements import read_requirements
+from .selection import Selection
 from .target import Target
 from .uvlock import read_uv_lock
 
@@ -24,21 +25,29 @@ if TYPE_CHECKING:  # the finder is fetch's; a lock only asks it questions
 __all__ = ["choose_wheels", "read_lock"]
 
 
-def read_lock(lock: Path, target: Target) -> Lockfile:
-    """Read ``lock`` (any supported format) for ``target``: the packages it selects.
+def read_lock(lock: Path, target: Target, selection: Selection | None = None) -> Lockfile:
+    """Read ``lock`` (any supported format) for ``target``: the packages it selects, with
+    the groups and extras of ``selection`` (default: the lock's default groups, no extras).
 
     Raises :class:`LockError`, one line naming the file (and the key or line), for a lock
-    that is missing, of no known format, unreadable or malformed, or that the target's
-    Python does not satisfy.
+    that is missing, of no known format, unreadable or malformed, that the target's
+    Python does not satisfy, or that has no group or extra ``selection`` names.
     """
     if not lock.is_file():
         raise LockError(lock, "no such lockfile" if not lock.exists() else "not a file")
-    readers = {
-        "pylock.toml": read_pylock,
-        "uv.lock": read_uv_lock,
-        "requirements.txt": read_requirements,
-    }
-    return readers[lock_kind(lock)](lock, target)
+    selection = selection or Selection()
+    kind = lock_kind(lock)
+    if kind == "pylock.toml":
+        return read_pylock(lock, target, selection)
+    if kind == "uv.lock":
+        return read_uv_lock(lock, target, selection)
+    if selection != Selection():
+        raise LockError(
+            lock,
+            "a requirements.txt has no groups or extras: --group, --extra and --no-dev are"
+            " for uv.lock and pylock.toml",
+        )
+    return read_requirements(lock, target)
 
 
 def _tags(link: WheelLink) -> frozenset[object]:

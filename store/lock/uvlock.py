@@ -4,11 +4,17 @@ uv.lock has no specification; its format is what uv writes (``version = 1``). Th
 this reader follows, each from uv's behaviour:
 
 - The roots are the project itself: packages whose source is ``virtual`` or ``editable``
-  at ``"."`` (else the workspace members of ``[manifest]``). They are not wheels and are
-  not installed from the store; each is said once.
-- A root contributes its ``dependencies`` and its default dependency groups from
-  ``[package.dev-dependencies]``: ``dev`` unless ``[tool.uv] default-groups`` in the
-  project's pyproject.toml says otherwise (``"all"`` meaning every group).
+  at ``"."`` (else the workspace members of ``[manifest]``).
+- A root contributes its ``dependencies``, the ``[package.optional-dependencies]`` of the
+  extras asked for, and the groups chosen from ``[package.dev-dependencies]``: ``dev``
+  unless ``[tool.uv] default-groups`` in the project's pyproject.toml says otherwise
+  (``"all"`` meaning every group), changed by ``--group``, ``--no-dev`` and the like
+  (:class:`~pkgfs.store.lock.selection.Selection` quotes uv's rules).
+- Every ``editable`` source reached (the project, workspace members, ``editable = true``
+  path dependencies) is installed editable, as uv does: built from its directory, not
+  found in the lock (:class:`~pkgfs.store.lock.model.EditableProject`). A ``virtual``
+  source ("a project that is not packaged": ``package = false``, or no
+  ``[build-system]``) is not installed, silently as with uv; its dependencies are.
 - Each dependency ``{ name, version?, source?, marker?, extra? }`` is followed when its
   marker holds for the target; ``extra`` adds that package's
   ``[package.optional-dependencies]``. When a name has several versions (a forked
@@ -20,6 +26,7 @@ a malformed lock is refused in one line naming the file and the key, never half-
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -33,7 +40,8 @@ from packaging.utils import NormalizedName, canonicalize_name
 
 from pkgfs.store.errors import LockError
 
-from .model import LockedPackage, Lockfile, WheelLink, sha256_hex
+from .model import EditableProject, LockedPackage, Lockfile, WheelLink, sha256_hex
+from .selection import Selection
 from .target import Target
 
 __all__ = [
@@ -322,15 +330,10 @@ class _Graph:
             raise LockError(self.lock, f"{found} [[package]] entries for dependency {name!r}")
         return candidates[0]
 
-    def walk(self, roots: Iterable[UvPackage], groups: set[str] | None) -> list[UvPackage]:
-        """Every package reachable from the roots for the target, roots excluded."""
+    def walk(self, roots: Iterable[UvPackage], pending: list[UvDependency]) -> list[UvPackage]:
+        """Every package reachable from ``pending`` (the roots' chosen dependencies) for the
+        target, the roots excluded."""
         selected: dict[tuple[str, str | None], UvPackage] = {}
-        pending: list[UvDependency] = []
-        for root in roots:
-            pending.extend(root.dependencies)
-            for group, members in root.dev_dependencies.items():
-                if groups is None or group in groups:
-                    pending.extend(members)
         root_keys = {(r.name, r.version) for r in roots}
         while pending:
             dependency = pending.pop()
@@ -345,6 +348,34 @@ class _Graph:
             selected[key] = package
             pending.extend(package.dependencies)
         return sorted(selected.values(), key=lambda p: p.name)
+
+
+def _root_dependencies(
+    lock: Path, roots: list[UvPackage], selection: Selection
+) -> list[UvDependency]:
+    """What the roots bring for ``selection``: their dependencies and chosen extras (unless
+    ``--only-group``), and the chosen groups. Raises :class:`LockError` for a group or an
+    extra that no root defines."""
+    groups = selection.choose_groups(
+        lock, {g for r in roots for g in r.dev_dependencies}, _default_groups(lock)
+    )
+    extras = selection.choose_extras(lock, {e for r in roots for e in r.optional_dependencies})
+    pending: list[UvDependency] = []
+    for root in roots:
+        if not selection.only:
+            pending.extend(root.dependencies)
+            for extra, members in root.optional_dependencies.items():
+                if canonicalize_name(extra) in extras:
+                    pending.extend(members)
+        for group, members in root.dev_dependencies.items():
+            if canonicalize_name(group) in groups:
+                pending.extend(members)
+    return pending
+
+
+def _source_dir(lock: Path, package: UvPackage) -> Path:
+    """The absolute directory of a source tree; uv writes it relative to the lock's."""
+    return Path(os.path.normpath(lock.parent.absolute() / package.source.value))
 
 
 def _default_groups(lock: Path) -> set[str] | None:
@@ -368,13 +399,17 @@ def _default_groups(lock: Path) -> set[str] | None:
     return set(configured)
 
 
-def read_uv_lock(lock: Path, target: Target) -> Lockfile:
-    """The packages ``uv sync --frozen`` would install from ``lock`` for ``target``.
+def read_uv_lock(lock: Path, target: Target, selection: Selection | None = None) -> Lockfile:
+    """The packages ``uv sync --frozen`` would install from ``lock`` for ``target``, with
+    the groups and extras of ``selection`` (default: uv's default groups, no extras); the
+    editable projects apart, in ``editables``.
 
     Raises :class:`LockError` (one line naming the file and the key) when the lock cannot
     be read, is not TOML, is malformed (see :func:`parse_uv_lock`), has no root project,
-    does not admit the target's Python, or names a dependency it does not hold.
+    does not admit the target's Python, names a dependency it does not hold, or does not
+    define a group or an extra that ``selection`` asks for.
     """
+    selection = selection or Selection()
     try:
         data = tomllib.loads(lock.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -395,10 +430,12 @@ def read_uv_lock(lock: Path, target: Target) -> Lockfile:
         roots = [p for p in uv.packages if p.name in uv.members]
     if not roots:
         raise LockError(lock, "no root project (a virtual or editable source at '.')")
-    notes = [
-        f"skipped {' '.join(filter(None, (r.name, r.version)))}, the project itself:"
-        " it is not a wheel"
-        for r in roots
+    selected = _Graph(uv, target).walk(roots, _root_dependencies(lock, roots, selection))
+    installed = [] if selection.only else roots
+    editables = [
+        EditableProject(p.name, p.version, _source_dir(lock, p))
+        for p in [*installed, *selected]
+        if p.source.kind == "editable"
     ]
     locked = [
         LockedPackage(
@@ -408,6 +445,13 @@ def read_uv_lock(lock: Path, target: Target) -> Lockfile:
             has_sdist=package.sdist is not None,
             source=package.source.kind,
         )
-        for package in _Graph(uv, target).walk(roots, _default_groups(lock))
+        for package in selected
+        if package.source.kind not in ("editable", "virtual")
     ]
-    return Lockfile(path=lock, kind="uv.lock", packages=locked, notes=notes)
+    # The indexes the lock was resolved against, in order: where an editable project's
+    # build requirements come from, as uv takes them from its configured indexes.
+    registries = [p.source.value for p in uv.packages if p.source.kind == "registry"]
+    index_urls = [url for url in dict.fromkeys(registries) if "://" in url]
+    return Lockfile(
+        path=lock, kind="uv.lock", packages=locked, index_urls=index_urls, editables=editables
+    )

@@ -42,7 +42,7 @@ def _lazy(module: str, name: str) -> Command:
 
 def add_lock_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of every command that reads a lock: --lock, --python, --offline,
-    --index-url and --find-links."""
+    --index-url and --find-links, and uv sync's group and extra options."""
     add = parser.add_argument
     add("--lock", type=Path, metavar="FILE",
         help="the lockfile (default: pylock.toml, uv.lock or requirements.txt, found in the"
@@ -56,6 +56,23 @@ def add_lock_arguments(parser: argparse.ArgumentParser) -> None:
         help="a PEP 503/691 simple index, tried before the lock's own (repeatable)")  # fmt: skip
     add("--find-links", action="append", default=[], metavar="DIR",
         help="a directory of wheel files (repeatable)")  # fmt: skip
+    # uv sync's options, with its meanings (pkgfs.store.lock.selection quotes them).
+    groups = parser.add_argument_group("dependency groups and extras (as uv sync)")
+    add = groups.add_argument
+    add("--no-dev", action="store_true",
+        help="leave out the dev group (the same as --no-group dev)")  # fmt: skip
+    add("--group", action="append", default=[], metavar="NAME",
+        help="add this dependency group (repeatable)")  # fmt: skip
+    add("--only-group", action="append", default=[], metavar="NAME",
+        help="only this group, not the project nor its dependencies (uv.lock)")  # fmt: skip
+    add("--no-group", action="append", default=[], metavar="NAME",
+        help="leave out this group, even a default one (repeatable)")  # fmt: skip
+    add("--no-default-groups", action="store_true",
+        help="leave out the default groups (dev, or [tool.uv] default-groups)")  # fmt: skip
+    add("--all-groups", action="store_true", help="every dependency group")
+    add("--extra", action="append", default=[], metavar="NAME",
+        help="add the project's optional dependencies of this extra (repeatable)")  # fmt: skip
+    add("--all-extras", action="store_true", help="every extra")
 
 
 class _Version(argparse.Action):

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -15,18 +15,22 @@ from pkgfs.store import Store
 from pkgfs.store.bytecode import compile_wheels
 from pkgfs.store.errors import StoreError, redact
 from pkgfs.store.fetch import (
+    BuildSources,
     Finder,
     SyncInterrupted,
     SyncOutcome,
+    editable_wheels,
     partition_present,
     remember_credentials,
     sync_wheels,
     unreachable_offline,
 )
+from pkgfs.store.fetch.editable import remembered_for
 from pkgfs.store.lock import (
     LockedWheel,
     LockError,
     Lockfile,
+    Selection,
     Target,
     choose_wheels,
     default_python,
@@ -41,6 +45,7 @@ __all__ = [
     "cmd_lock_show",
     "cmd_sync",
     "resolve_lock",
+    "selection_of",
     "stored_wheels",
     "sync_locked",
 ]
@@ -53,7 +58,22 @@ INDEX_ENV = ("PKGFS_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_U
 class Resolved:
     lockfile: Lockfile
     target: Target
-    wheels: list[LockedWheel]
+    wheels: list[LockedWheel]  # the lock's, and the editable projects' once built
+    selection: Selection = field(default_factory=Selection)
+    editables: list[LockedWheel] | None = None  # None: not built (``lock show``)
+
+
+def selection_of(args: argparse.Namespace) -> Selection:
+    """The groups and extras uv sync's options on the command line ask for."""
+    return Selection(
+        groups=tuple(args.group),
+        only_groups=tuple(args.only_group),
+        no_groups=(*args.no_group, *(["dev"] if args.no_dev else [])),
+        no_default_groups=args.no_default_groups,
+        all_groups=args.all_groups,
+        extras=tuple(args.extra),
+        all_extras=args.all_extras,
+    )
 
 
 def _index_urls(args: argparse.Namespace, lockfile: Lockfile) -> list[str]:
@@ -65,30 +85,50 @@ def _index_urls(args: argparse.Namespace, lockfile: Lockfile) -> list[str]:
     return urls
 
 
-def resolve_lock(args: argparse.Namespace, store: Store, err: TextIO) -> Resolved:
-    """Discover and read the lock for the target, and choose its wheels. Says which lock.
+def resolve_lock(
+    args: argparse.Namespace, store: Store, err: TextIO, *, build: bool = True
+) -> Resolved:
+    """Discover and read the lock for the target, with the groups and extras the options
+    select, and choose its wheels. Says which lock. With ``build``, the lock's editable
+    projects are built (or their remembered wheels taken) and join the wheels.
 
     Credentials in an index URL are remembered for that host (the lock's own wheel URLs
     may point there) and never printed. Raises :class:`LockError` for a lock that cannot
     be found, read or satisfied, :class:`TargetError` for a target that cannot be run,
-    and :class:`FetchError` for an index that cannot be read.
+    :class:`FetchError` for an index that cannot be read, and :class:`BuildError` for an
+    editable project that cannot be built.
     """
     lock = args.lock or discover_lock(Path.cwd())
     if args.lock is None:
         print(f"pkgfs: using {redact(str(lock))}", file=err)
     python = args.python or default_python(lock.absolute().parent)
     target = probe_target(python)
-    lockfile = read_lock(lock, target)
+    selection = selection_of(args)
+    lockfile = read_lock(lock, target, selection)
     for note in lockfile.notes:
         print(redact(f"pkgfs: {lock.name}: {note}"), file=err)
-    index_urls = [remember_credentials(url) for url in _index_urls(args, lockfile)]
+    given_urls = _index_urls(args, lockfile)
+    index_urls = [remember_credentials(url) for url in given_urls]
     finder = Finder(
         index_urls=index_urls,
         find_links=[*args.find_links, *lockfile.find_links],
         offline=args.offline,
         index=store.index,
     )
-    return Resolved(lockfile, target, choose_wheels(lockfile, target, finder))
+    wheels = choose_wheels(lockfile, target, finder)
+    if not build:
+        return Resolved(lockfile, target, wheels, selection)
+    # pip in the build environment authenticates itself: it gets the URLs as given.
+    sources = BuildSources(given_urls, finder.find_links, args.offline)
+    editables = editable_wheels(
+        store,
+        lockfile.editables,
+        sources,
+        target.tags,
+        say=lambda line: print(f"pkgfs: {redact(line)}", file=err),
+    )
+    wheels = sorted([*wheels, *editables], key=lambda w: w.name)
+    return Resolved(lockfile, target, wheels, selection, editables)
 
 
 def cmd_lock_show(args: argparse.Namespace, out: TextIO) -> int:
@@ -97,8 +137,11 @@ def cmd_lock_show(args: argparse.Namespace, out: TextIO) -> int:
     Raises what :func:`resolve_lock` raises; :func:`pkgfs.vfs.cli.main` reports it.
     """
     with Store.open(getattr(args, "store", None)) as store:
-        resolved = resolve_lock(args, store, sys.stderr)
+        resolved = resolve_lock(args, store, sys.stderr, build=False)
         present, _ = partition_present(store, resolved.wheels)
+        # Editable projects are built by sync and mount, not here: shown with the wheel
+        # remembered for their metadata as it is now, if any.
+        editables = [(p, remembered_for(store, p)) for p in resolved.lockfile.editables]
     stored = {w.name for w in present}
     if args.json:
         rows = [
@@ -112,15 +155,33 @@ def cmd_lock_show(args: argparse.Namespace, out: TextIO) -> int:
             }
             for w in resolved.wheels
         ]
+        rows += [
+            {
+                "name": project.name,
+                "version": wheel.version if wheel else project.version,
+                "wheel": wheel.filename if wheel else None,
+                "sha256": wheel.wheel.sha256 if wheel else None,
+                "editable": str(project.path),
+                "in_store": wheel is not None,
+            }
+            for project, wheel in editables
+        ]
         json.dump(rows, out, indent=2)
         out.write("\n")
         return 0
     for w in resolved.wheels:
         mark = "stored " if w.name in stored else "missing"
         print(f"{mark} {w.name:<28} {w.version:<14} {w.filename}", file=out)
+    for project, wheel in editables:
+        mark = "built  " if wheel else "build  "
+        version = wheel.version if wheel else (project.version or "?")
+        print(f"{mark} {project.name:<28} {version:<14} editable {project.path}", file=out)
+    selected = resolved.selection.describe()
     print(
         f"{len(resolved.wheels)} wheels for {resolved.target.python} ({resolved.target.best_tag}),"
-        f" {len(present)} in the store",
+        f" {len(present)} in the store"
+        + (f", {len(editables)} editable projects" if editables else "")
+        + (f" ({selected})" if selected else ""),
         file=out,
     )
     return 0

@@ -183,9 +183,10 @@ def cmd_mount(args: argparse.Namespace, out: TextIO) -> int:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
         raise
+    selected = f", {config.selection}" if config.selection else ""
     print(
         f"mounted {len(config.wheels)} packages at {mountpoint}"
-        f" (lock {args.lock}, python {config.python})",
+        f" (lock {args.lock}{selected}, python {config.python})",
         file=out,
     )
     return 0
@@ -300,6 +301,7 @@ def _prepare(
         magic="" if args.no_compile else resolved.target.magic,
         cache_tag=resolved.target.cache_tag,
         lock_sha256=lock_sha256,
+        selection=resolved.selection.describe(),
     )
     view = config.view(store)  # composed (and saved) now: a conflict fails unmounted
     for note in view.conflict_notes():

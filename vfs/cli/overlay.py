@@ -62,6 +62,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
             {
                 "mountpoint": record.mountpoint,
                 "lock": record.lock,
+                "selection": record.selection,
                 "packages": record.packages,
                 "changes": changes,
                 "pid": record.pid,
@@ -87,7 +88,8 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
         print(
             f"{row['state']:<6} {row['mountpoint']}  {row['packages']} packages,"
             f" {shown} overlay changes, {row['mode']} mode, pid {row['pid']},"
-            f" lock {row['lock']}{lock_note}",
+            f" lock {row['lock']}{lock_note}"
+            + (f" ({row['selection']})" if row["selection"] else ""),
             file=out,
         )
     return 1 if unhealthy else 0

@@ -70,6 +70,9 @@ class MountConfig:
     magic: str = ""  # serve the bytecode compiled for this interpreter magic ("": none)
     cache_tag: str = ""
     lock_sha256: str = ""  # the lock's content when mounted: status tells when it changed
+    # The groups and extras asked for (uv sync's options, canonical; "" for the default):
+    # with the lock, what this environment is.
+    selection: str = ""
 
     def save(self, path: Path) -> None:
         """Write the config to ``path`` atomically. Raises ``OSError``."""
@@ -106,6 +109,7 @@ class MountRecord:
     # How the kernel talks to the daemon: "no-open" (no OPEN/OPENDIR round trips, with the
     # patched pyfuse3) or "open" (stock pyfuse3). Records from before it say neither.
     mode: str = "open"
+    selection: str = ""  # the groups and extras of the mount (MountConfig.selection)
 
     def save(self, directory: Path) -> None:
         """Write ``directory/mount.json`` atomically. Raises ``OSError``."""

@@ -135,6 +135,7 @@ def serve(config: MountConfig, view: View, ready: Callable[[str | None], None]) 
             log=str(state / "log"),
             socket=control.replace("\0", "@"),
             mode=ops.mode,
+            selection=config.selection,
         )
         record.save(state)
         log.info(
