@@ -72,7 +72,6 @@ async def _main(
 
             nursery.start_soon(stop_on_signal)
             nursery.start_soon(announce)
-            nursery.start_soon(ops.prefetch.run)
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
 
@@ -108,8 +107,7 @@ def serve(config: MountConfig, view: View, ready: Callable[[str | None], None]) 
         tree.clean_work()  # what a killed daemon left: half-made copies, unlinked open files
         # PKGFS_FUSE_MODE=open serves the open mode even with the patched pyfuse3 (to compare).
         no_open = no_open_support() and os.environ.get("PKGFS_FUSE_MODE") != "open"
-        prefetch = os.environ.get("PKGFS_PREFETCH") != "0"
-        ops = PkgfsOperations(tree, os.getuid(), os.getgid(), no_open=no_open, prefetch=prefetch)
+        ops = PkgfsOperations(tree, os.getuid(), os.getgid(), no_open=no_open)
         control = new_address(state.name)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(control)

@@ -49,7 +49,6 @@ import pyfuse3
 import trio
 
 from pkgfs.store.layout import libc
-from pkgfs.vfs.fuse.prefetch import Prefetch
 from pkgfs.vfs.overlay import Attributes, MergedTree
 
 from .nodes import ROOT, Node, NodeTable
@@ -105,9 +104,7 @@ class PkgfsOperations(pyfuse3.Operations):
 
     enable_writeback_cache = False
 
-    def __init__(
-        self, tree: MergedTree, uid: int, gid: int, no_open: bool = False, prefetch: bool = True
-    ) -> None:
+    def __init__(self, tree: MergedTree, uid: int, gid: int, no_open: bool = False) -> None:
         super().__init__()
         self.tree = tree
         self.uid = uid
@@ -119,7 +116,6 @@ class PkgfsOperations(pyfuse3.Operations):
         self.nodes = NodeTable(tree)
         self.locks: dict[int, trio.Lock] = {}
         self.requests: collections.Counter[str] = collections.Counter()
-        self.prefetch = Prefetch(tree, prefetch)
 
     @property
     def mode(self) -> str:
@@ -251,7 +247,6 @@ class PkgfsOperations(pyfuse3.Operations):
             negative.st_ino = 0
             negative.entry_timeout = CACHE_TIMEOUT
             return negative
-        self.prefetch.looked_up(path)
         return self._entry(path)
 
     @_errors
