@@ -63,12 +63,15 @@ class Store:
     ) -> None:
         self.close()
 
-    def add(self, wheel: str | os.PathLike[str]) -> IngestResult:
-        """Ingest one wheel; raises :class:`WheelError` if refused, leaving the store as it was."""
+    def add(self, wheel: str | os.PathLike[str], *, direct_url: str | None = None) -> IngestResult:
+        """Ingest one wheel; raises :class:`WheelError` if refused, leaving the store as it was.
+
+        ``direct_url``: PEP 610 JSON to add as the wheel's ``direct_url.json``.
+        """
         # Imported on first use: installer and zlib-ng cost mounts and queries nothing.
         from .ingest import ingest_wheel  # noqa: PLC0415
 
-        return ingest_wheel(self.layout, self.index, Path(wheel).absolute())
+        return ingest_wheel(self.layout, self.index, Path(wheel).absolute(), direct_url=direct_url)
 
     def add_many(
         self, wheels: Iterable[str | os.PathLike[str]], jobs: int | None = None

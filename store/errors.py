@@ -15,6 +15,7 @@ import os
 import re
 
 __all__ = [
+    "BuildError",
     "BytecodeError",
     "FetchError",
     "LockError",
@@ -104,3 +105,8 @@ class ViewError(PkgfsError, ValueError):
 
 class MountError(PkgfsError, OSError):
     """A mount cannot be made, found or undone. The message names the mountpoint."""
+
+
+class BuildError(PkgfsError, OSError):
+    """A wheel could not be built from a lock's source, or the source is not what the lock
+    pins. The message names the package and the source, and the build's log when kept."""

@@ -172,7 +172,13 @@ class StoreDestination(WheelDestination):
         if (where, path) in self._destinations:
             raise WheelError(self._wheel, f"two members install to {scheme}/{path}")
         self._destinations.add((where, path))
-        verified = cast(_VerifiedStream, stream)
+        # A wheel's own members arrive verified; additional metadata (direct_url.json) is
+        # pkgfs's own bytes, hashed as they are written.
+        verified = (
+            stream
+            if isinstance(stream, _VerifiedStream)
+            else _VerifiedStream(stream, None, self._wheel)
+        )
         known = verified.expected_digest
         staged = None
         if known and self._stored(known):
@@ -199,8 +205,17 @@ class StoreDestination(WheelDestination):
         pass
 
 
-def ingest_wheel(layout: StoreLayout, index: Index, wheel: Path) -> IngestResult:
-    """Add ``wheel`` to the store; raise :class:`WheelError` if it is refused."""
+def ingest_wheel(
+    layout: StoreLayout, index: Index, wheel: Path, *, direct_url: str | None = None
+) -> IngestResult:
+    """Add ``wheel`` to the store; raise :class:`WheelError` if it is refused.
+
+    ``direct_url`` (JSON text, PEP 610) becomes the wheel's ``.dist-info/direct_url.json``,
+    recorded like its other files: "This file MUST be created by installers when installing
+    a distribution from a requirement specifying a direct URL reference". pkgfs gives it to
+    wheels it built from a git, directory or URL source. A wheel already stored keeps what
+    it has.
+    """
     check_wheel_name(wheel)
     try:
         sha256, _ = hash_file(wheel)
@@ -220,7 +235,7 @@ def ingest_wheel(layout: StoreLayout, index: Index, wheel: Path) -> IngestResult
         staging = Path(tempfile.mkdtemp(prefix="ingest-", dir=layout.tmp))
         try:
             destination = StoreDestination(layout, staging, wheel)
-            _unpack(wheel, source, destination)
+            _unpack(wheel, source, destination, direct_url)
             # Objects first, made durable; then the index transaction that refers to them.
             objects = str(layout.objects)
             added = [
@@ -249,9 +264,17 @@ def ingest_wheel(layout: StoreLayout, index: Index, wheel: Path) -> IngestResult
     )
 
 
-def _unpack(wheel: Path, source: _CheckedWheelFile, destination: StoreDestination) -> None:
+def _unpack(
+    wheel: Path,
+    source: _CheckedWheelFile,
+    destination: StoreDestination,
+    direct_url: str | None = None,
+) -> None:
+    extra = {} if direct_url is None else {"direct_url.json": direct_url.encode()}
     try:
-        installer.install(source, destination, additional_metadata={})
+        # installer writes each additional_metadata file into the .dist-info through
+        # write_file, so it is stored and listed in RECORD as any file of the wheel.
+        installer.install(source, destination, additional_metadata=extra)
     except WheelError:
         raise
     except zipfile.BadZipFile as exc:  # a CRC mismatch, or a member shorter than declared
