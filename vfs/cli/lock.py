@@ -7,11 +7,12 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from pkgfs.store import Store
+from pkgfs.store.build import build_locked, installer_environ, recall
 from pkgfs.store.bytecode import compile_wheels
 from pkgfs.store.errors import StoreError, redact
 from pkgfs.store.fetch import (
@@ -53,7 +54,9 @@ INDEX_ENV = ("PKGFS_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_U
 class Resolved:
     lockfile: Lockfile
     target: Target
-    wheels: list[LockedWheel]
+    wheels: list[LockedWheel]  # those with ``build`` set are built (or recalled) by sync
+    index_urls: list[str] = field(default_factory=list)  # for build requirements too
+    find_links: list[str] = field(default_factory=list)
 
 
 def _index_urls(args: argparse.Namespace, lockfile: Lockfile) -> list[str]:
@@ -88,7 +91,8 @@ def resolve_lock(args: argparse.Namespace, store: Store, err: TextIO) -> Resolve
         offline=args.offline,
         index=store.index,
     )
-    return Resolved(lockfile, target, choose_wheels(lockfile, target, finder))
+    wheels = choose_wheels(lockfile, target, finder)
+    return Resolved(lockfile, target, wheels, index_urls, [*args.find_links, *lockfile.find_links])
 
 
 def cmd_lock_show(args: argparse.Namespace, out: TextIO) -> int:
@@ -98,6 +102,9 @@ def cmd_lock_show(args: argparse.Namespace, out: TextIO) -> int:
     """
     with Store.open(getattr(args, "store", None)) as store:
         resolved = resolve_lock(args, store, sys.stderr)
+        to_build = {w.name for w in resolved.wheels if w.build is not None}
+        resolved.wheels = [recall(store, w, resolved.target) or w for w in resolved.wheels]
+        to_build -= {w.name for w in resolved.wheels if w.build is None}
         present, _ = partition_present(store, resolved.wheels)
     stored = {w.name for w in present}
     if args.json:
@@ -109,6 +116,7 @@ def cmd_lock_show(args: argparse.Namespace, out: TextIO) -> int:
                 "sha256": w.wheel.sha256,
                 "url": None if w.wheel.url is None else redact(w.wheel.url),
                 "in_store": w.name in stored,
+                "built_from": None if w.build is None else w.build.kind,
             }
             for w in resolved.wheels
         ]
@@ -116,7 +124,7 @@ def cmd_lock_show(args: argparse.Namespace, out: TextIO) -> int:
         out.write("\n")
         return 0
     for w in resolved.wheels:
-        mark = "stored " if w.name in stored else "missing"
+        mark = "stored " if w.name in stored else "build  " if w.name in to_build else "missing"
         print(f"{mark} {w.name:<28} {w.version:<14} {w.filename}", file=out)
     print(
         f"{len(resolved.wheels)} wheels for {resolved.target.python} ({resolved.target.best_tag}),"
@@ -174,11 +182,25 @@ def sync_locked(
     """Get the resolved wheels into the store: (those already there, outcomes of the rest),
     then their bytecode for the target interpreter unless told not to.
 
+    Packages to build from source are built first (or recalled from an earlier build);
+    :class:`BuildError` for a source that does not match the lock or fails to build.
     Offline, wheels that only the network could bring are refused in one line naming
     ``where`` (:class:`LockError`). A wheel that cannot be fetched or ingested is an outcome
     with its error, not an exception; Ctrl-C raises :class:`SyncInterrupted` naming the
     wheels kept; :class:`BytecodeError` when the target cannot be run to compile.
     """
+    # Sources first: each is built once (or its earlier build recalled) and stored, so what
+    # follows sees only wheels. Build requirements come from the lock's indexes and
+    # find-links; offline, from find-links only.
+    no_index = offline or resolved.lockfile.no_index
+    environ = installer_environ(resolved.index_urls, resolved.find_links, no_index)
+    resolved.wheels = build_locked(
+        store,
+        resolved.wheels,
+        resolved.target,
+        environ,
+        lambda line: print(f"pkgfs: {line}", file=sys.stderr),
+    )
     present, missing = partition_present(store, resolved.wheels)
     remote = unreachable_offline(missing) if offline else []
     if remote:

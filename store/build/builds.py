@@ -1,0 +1,174 @@
+"""Wheels built once from a lock's sources, and remembered in the store by their source.
+
+For each locked package that has no wheel for the target but a source (an sdist, git, a
+directory, an archive), :func:`build_locked` first asks the store's index which wheels were
+built from that source's key (pkgfs.store.build.source) and takes one the target's tags
+accept. Only when there is none does it fetch and verify the source, build the wheel with
+pypa/build (pkgfs.store.build.frontend), ingest it like any wheel and then commit the
+source -> wheel record: the record is the last write, so an interrupted build leaves at
+most staging files and a log in the store's ``tmp/``.
+
+A wheel built from git, a directory or an archive URL gets PEP 610's ``direct_url.json``,
+as pip and uv write it; one built from an index's sdist gets none, as with pip and uv.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from packaging.tags import create_compatible_tags_selector
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
+
+from pkgfs.store.core import Store
+from pkgfs.store.errors import BuildError, PkgfsError
+from pkgfs.store.lock.model import BuildSource, LockedWheel, WheelLink
+from pkgfs.store.lock.target import Target
+
+from .frontend import build_wheel
+from .source import describe, fetch_source, known_key
+
+__all__ = ["build_locked", "direct_url", "recall"]
+
+
+def direct_url(source: BuildSource) -> str | None:
+    """PEP 610's ``direct_url.json`` for a wheel built from ``source``; None for an index's
+    sdist (not a direct URL reference).
+
+    PEP 610: "When the requirement is a VCS reference, the vcs_info key MUST be present"
+    (with ``commit_id``); "When url refers to a local directory, the dir_info key MUST be
+    present"; "When url refers to a source archive or a wheel, the archive_info key MUST be
+    present" (``hashes``, and the deprecated ``hash`` that older readers use).
+    """
+    if source.kind == "sdist":
+        return None
+    data: dict[str, object] = {"url": source.url}
+    if source.kind == "git":
+        vcs: dict[str, str] = {"vcs": "git", "commit_id": source.commit or ""}
+        if source.requested_revision:
+            vcs["requested_revision"] = source.requested_revision
+        data["vcs_info"] = vcs
+    elif source.kind == "directory":
+        data["dir_info"] = {}
+    else:
+        archive: dict[str, object] = {}
+        if source.sha256:
+            archive = {"hash": f"sha256={source.sha256}", "hashes": {"sha256": source.sha256}}
+        data["archive_info"] = archive
+    if source.subdirectory:
+        data["subdirectory"] = source.subdirectory
+    return json.dumps(data, sort_keys=True)
+
+
+def _fits(filename: str, target: Target) -> bool:
+    try:
+        tags = parse_wheel_filename(filename)[-1]
+    except (InvalidWheelFilename, InvalidVersion):
+        return False
+    selector = create_compatible_tags_selector(target.tags)
+    return next(selector([(filename, frozenset(tags))]), None) is not None
+
+
+def _stored(store: Store, key: str, wheel: LockedWheel, target: Target) -> LockedWheel | None:
+    for sha256 in store.index.built_from(key):
+        info = store.index.find_wheel(sha256)
+        if info is not None and _fits(info.filename, target):
+            link = WheelLink(info.filename, None, sha256)
+            return LockedWheel(wheel.name, wheel.version, link, frozenset({sha256}))
+    return None
+
+
+def recall(store: Store, wheel: LockedWheel, target: Target) -> LockedWheel | None:
+    """The stored wheel built earlier from ``wheel.build`` that fits ``target``, if any.
+
+    Hashes a local directory or file to know its key (a remote sdist that the lock gives no
+    sha256 for cannot be recalled without downloading it). Raises :class:`BuildError` for
+    a local source that cannot be read.
+    """
+    if wheel.build is None:
+        return None
+    key = known_key(wheel.build)
+    return None if key is None else _stored(store, key, wheel, target)
+
+
+def _check_built(what: str, wheel: LockedWheel, built: Path, target: Target) -> None:
+    try:
+        name, version, _, _ = parse_wheel_filename(built.name)
+    except (InvalidWheelFilename, InvalidVersion) as exc:
+        raise BuildError(f"{what}: the backend made {built.name!r}, not a wheel ({exc})") from None
+    if name != canonicalize_name(wheel.name) or (
+        wheel.version != "?" and version != Version(wheel.version)
+    ):
+        raise BuildError(
+            f"{what}: the source builds {name} {version}, not what the lock names: relock"
+        )
+    if not _fits(built.name, target):
+        raise BuildError(f"{what}: built {built.name}, which {target.python} cannot use")
+
+
+def _build_one(
+    store: Store,
+    wheel: LockedWheel,
+    target: Target,
+    installer_env: Mapping[str, str],
+    say: Callable[[str], None],
+) -> LockedWheel:
+    source = wheel.build
+    assert source is not None
+    what = f"{wheel.name} {wheel.version}"
+    work = Path(tempfile.mkdtemp(prefix="build-", dir=store.layout.tmp))
+    log_path = work.with_name(work.name + ".log")
+    try:
+        project, key = fetch_source(what, source, work)
+        stored = _stored(store, key, wheel, target)  # a remote sdist's key, known only now
+        if stored is not None:
+            return stored
+        say(f"building {what} from {describe(source)}")
+        try:
+            built = build_wheel(project, target.python, work, installer_env, log_path)
+        except BuildError as exc:
+            raise BuildError(
+                f"{what}: building a wheel from {describe(source)} failed: {exc};"
+                f" the build's output is in {log_path}"
+            ) from None
+        _check_built(what, wheel, built, target)
+        try:
+            result = store.add(built, direct_url=direct_url(source))
+        except PkgfsError as exc:
+            raise BuildError(f"{what}: the wheel built from {describe(source)}: {exc}") from None
+        store.index.add_build(key, result.sha256)  # last: the wheel is stored by now
+        log_path.unlink(missing_ok=True)
+        link = WheelLink(built.name, None, result.sha256)
+        return LockedWheel(wheel.name, wheel.version, link, frozenset({result.sha256}))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def build_locked(
+    store: Store,
+    wheels: Sequence[LockedWheel],
+    target: Target,
+    installer_env: Mapping[str, str],
+    say: Callable[[str], None] = lambda _: None,
+) -> list[LockedWheel]:
+    """``wheels`` with each one still to build replaced by its stored wheel: recalled from
+    an earlier build of the same source for a compatible target, else built now (``say``
+    reports ``building docopt 0.6.2 from sdist``).
+
+    ``installer_env`` holds the pip/uv variables for installing build requirements
+    (pkgfs.store.build.frontend.installer_environ). Raises :class:`BuildError`, one line
+    naming the package and the source, for a source that does not match the lock or a
+    build that fails (naming the kept log file); the wheels built before it stay stored.
+    """
+    done = []
+    for wheel in wheels:
+        if wheel.build is None:
+            done.append(wheel)
+            continue
+        recalled = recall(store, wheel, target)
+        done.append(recalled or _build_one(store, wheel, target, installer_env, say))
+    return done

@@ -1,0 +1,147 @@
+"""Real source trees and sdists for tests, built offline.
+
+Each tree declares a PEP 517 in-tree backend (``backend-path = ["."]``, no ``requires``), so
+any frontend (pypa/build, pip, uv) builds it without downloading anything. The backend
+writes a standard wheel (METADATA, WHEEL, RECORD, console scripts) and a standard sdist
+(``{name}-{version}/`` with PKG-INFO), and appends one line per wheel it builds to the file
+named by ``$SDISTMAKER_LOG``, so a test can count builds.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["BUILD_LOG_ENV", "builds_logged", "make_sdist", "make_tree"]
+
+BUILD_LOG_ENV = "SDISTMAKER_LOG"
+
+_BACKEND = '''\
+"""In-tree PEP 517 backend of a test project (tests/sdistmaker.py)."""
+
+import base64
+import hashlib
+import io
+import os
+import tarfile
+import zipfile
+
+NAME = {name!r}
+VERSION = {version!r}
+REQUIRES = {requires!r}
+SCRIPTS = {scripts!r}
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _dist():
+    return NAME.replace("-", "_") + "-" + VERSION
+
+
+def _metadata():
+    lines = ["Metadata-Version: 2.1", "Name: " + NAME, "Version: " + VERSION]
+    lines += ["Requires-Dist: " + r for r in REQUIRES]
+    return "\\n".join(lines) + "\\n"
+
+
+def _sources():
+    root = os.path.join(HERE, "src")
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        for filename in sorted(filenames):
+            path = os.path.join(dirpath, filename)
+            yield os.path.relpath(path, root).replace(os.sep, "/"), path
+
+
+def _record_hash(data):
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+    return "sha256=" + digest.decode()
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    log = os.environ.get("{log_env}")
+    if log:
+        with open(log, "a") as out:
+            out.write(NAME + " " + VERSION + "\\n")
+    dist_info = _dist() + ".dist-info"
+    members = [(name, open(path, "rb").read()) for name, path in _sources()]
+    members.append((dist_info + "/METADATA", _metadata().encode()))
+    wheel = "Wheel-Version: 1.0\\nGenerator: sdistmaker\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"
+    members.append((dist_info + "/WHEEL", wheel.encode()))
+    if SCRIPTS:
+        text = "[console_scripts]\\n" + "".join(k + " = " + v + "\\n" for k, v in SCRIPTS.items())
+        members.append((dist_info + "/entry_points.txt", text.encode()))
+    record = "".join(n + "," + _record_hash(d) + "," + str(len(d)) + "\\n" for n, d in members)
+    record += dist_info + "/RECORD,,\\n"
+    members.append((dist_info + "/RECORD", record.encode()))
+    filename = _dist() + "-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(wheel_directory, filename), "w") as archive:
+        for name, data in members:
+            archive.writestr(name, data)
+    return filename
+
+
+def build_sdist(sdist_directory, config_settings=None):
+    filename = _dist() + ".tar.gz"
+    files = [("pyproject.toml", os.path.join(HERE, "pyproject.toml"))]
+    files.append(("backend.py", os.path.join(HERE, "backend.py")))
+    files += [("src/" + name, path) for name, path in _sources()]
+    with tarfile.open(os.path.join(sdist_directory, filename), "w:gz") as archive:
+        for name, path in files:
+            archive.add(path, _dist() + "/" + name)
+        info = tarfile.TarInfo(_dist() + "/PKG-INFO")
+        data = _metadata().encode()
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    return filename
+'''
+
+
+def make_tree(
+    root: Path,
+    name: str,
+    version: str,
+    files: dict[str, str],
+    requires: list[str] | None = None,
+    scripts: dict[str, str] | None = None,
+) -> Path:
+    """A source tree at ``root``: pyproject.toml, the in-tree backend, and ``files`` (paths
+    relative to site-packages) under ``src/``."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pyproject.toml").write_text(
+        "[build-system]\nrequires = []\nbuild-backend = 'backend'\nbackend-path = ['.']\n\n"
+        f"[project]\nname = {name!r}\nversion = {version!r}\n"
+        f"dependencies = {requires or []!r}\n"
+    )
+    (root / "backend.py").write_text(
+        _BACKEND.format(
+            name=name,
+            version=version,
+            requires=requires or [],
+            scripts=scripts or {},
+            log_env=BUILD_LOG_ENV,
+        )
+    )
+    for relative, text in files.items():
+        path = root / "src" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def make_sdist(tree: Path, out: Path) -> Path:
+    """The sdist of ``tree``, made by pypa/build (no isolation needed: the backend is in-tree)."""
+    out.mkdir(parents=True, exist_ok=True)
+    before = set(out.iterdir())
+    subprocess.run(
+        [sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", out, tree],
+        check=True,
+        capture_output=True,
+    )
+    (made,) = set(out.iterdir()) - before
+    return made
+
+
+def builds_logged(log: Path) -> list[str]:
+    """The ``name version`` lines the backend logged, one per wheel built."""
+    return log.read_text().splitlines() if log.exists() else []
