@@ -4,7 +4,9 @@ Each tree declares a PEP 517 in-tree backend (``backend-path = ["."]``, no ``req
 any frontend (pypa/build, pip, uv) builds it without downloading anything. The backend
 writes a standard wheel (METADATA, WHEEL, RECORD, console scripts) and a standard sdist
 (``{name}-{version}/`` with PKG-INFO), and appends one line per wheel it builds to the file
-named by ``$SDISTMAKER_LOG``, so a test can count builds.
+named by ``$SDISTMAKER_LOG``, so a test can count builds. ``$SDISTMAKER_FAIL=<name>`` makes
+that project's wheel build fail; ``$SDISTMAKER_HOLD=<dir>`` makes each wheel build write
+``<dir>/started`` and wait for ``<dir>/go``, so a test can interrupt a build.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import hashlib
 import io
 import os
 import tarfile
+import time
 import zipfile
 
 NAME = {name!r}
@@ -58,7 +61,21 @@ def _record_hash(data):
     return "sha256=" + digest.decode()
 
 
+def _hold():
+    # $SDISTMAKER_HOLD=DIR: say "started" there, then wait (a minute at most) for "go".
+    hold = os.environ.get("SDISTMAKER_HOLD")
+    if hold:
+        open(os.path.join(hold, "started"), "w").close()
+        for _ in range(600):
+            if os.path.exists(os.path.join(hold, "go")):
+                break
+            time.sleep(0.1)
+
+
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    _hold()
+    if os.environ.get("SDISTMAKER_FAIL") == NAME:
+        raise RuntimeError("sdistmaker: told to fail building " + NAME)
     log = os.environ.get("{log_env}")
     if log:
         with open(log, "a") as out:

@@ -18,6 +18,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.tags import create_compatible_tags_selector
@@ -53,7 +54,7 @@ def direct_url(source: BuildSource) -> str | None:
             vcs["requested_revision"] = source.requested_revision
         data["vcs_info"] = vcs
     elif source.kind == "directory":
-        data["dir_info"] = {}
+        data["dir_info"] = {"editable": False}  # as uv writes it; PEP 610's default
     else:
         archive: dict[str, object] = {}
         if source.sha256:
@@ -110,42 +111,45 @@ def _check_built(what: str, wheel: LockedWheel, built: Path, target: Target) -> 
         raise BuildError(f"{what}: built {built.name}, which {target.python} cannot use")
 
 
+@dataclass(frozen=True)
+class _Fetched:
+    """A source got and verified, waiting to be built: its project directory and key."""
+
+    wheel: LockedWheel
+    work: Path
+    project: Path
+    key: str
+
+
 def _build_one(
     store: Store,
-    wheel: LockedWheel,
+    fetched: _Fetched,
     target: Target,
     installer_env: Mapping[str, str],
     say: Callable[[str], None],
 ) -> LockedWheel:
+    wheel, work = fetched.wheel, fetched.work
     source = wheel.build
     assert source is not None
     what = f"{wheel.name} {wheel.version}"
-    work = Path(tempfile.mkdtemp(prefix="build-", dir=store.layout.tmp))
     log_path = work.with_name(work.name + ".log")
+    say(f"building {what} from {describe(source)}")
     try:
-        project, key = fetch_source(what, source, work)
-        stored = _stored(store, key, wheel, target)  # a remote sdist's key, known only now
-        if stored is not None:
-            return stored
-        say(f"building {what} from {describe(source)}")
-        try:
-            built = build_wheel(project, target.python, work, installer_env, log_path)
-        except BuildError as exc:
-            raise BuildError(
-                f"{what}: building a wheel from {describe(source)} failed: {exc};"
-                f" the build's output is in {log_path}"
-            ) from None
-        _check_built(what, wheel, built, target)
-        try:
-            result = store.add(built, direct_url=direct_url(source))
-        except PkgfsError as exc:
-            raise BuildError(f"{what}: the wheel built from {describe(source)}: {exc}") from None
-        store.index.add_build(key, result.sha256)  # last: the wheel is stored by now
-        log_path.unlink(missing_ok=True)
-        link = WheelLink(built.name, None, result.sha256)
-        return LockedWheel(wheel.name, wheel.version, link, frozenset({result.sha256}))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        built = build_wheel(fetched.project, target.python, work, installer_env, log_path)
+    except BuildError as exc:
+        raise BuildError(
+            f"{what}: building a wheel from {describe(source)} failed: {exc};"
+            f" the build's output is in {log_path}"
+        ) from None
+    _check_built(what, wheel, built, target)
+    try:
+        result = store.add(built, direct_url=direct_url(source))
+    except PkgfsError as exc:
+        raise BuildError(f"{what}: the wheel built from {describe(source)}: {exc}") from None
+    store.index.add_build(fetched.key, result.sha256)  # last: the wheel is stored by now
+    log_path.unlink(missing_ok=True)
+    link = WheelLink(built.name, None, result.sha256)
+    return LockedWheel(wheel.name, wheel.version, link, frozenset({result.sha256}))
 
 
 def build_locked(
@@ -159,16 +163,36 @@ def build_locked(
     an earlier build of the same source for a compatible target, else built now (``say``
     reports ``building docopt 0.6.2 from sdist``).
 
-    ``installer_env`` holds the pip/uv variables for installing build requirements
-    (pkgfs.store.build.frontend.installer_environ). Raises :class:`BuildError`, one line
-    naming the package and the source, for a source that does not match the lock or a
-    build that fails (naming the kept log file); the wheels built before it stay stored.
+    Every source is fetched and checked against the lock before any is built, so a source
+    that does not match leaves the store as it was. ``installer_env`` holds the pip/uv
+    variables for installing build requirements (frontend.installer_environ). Raises
+    :class:`BuildError`, one line naming the package and the source, for a source that
+    does not match the lock or a build that fails (naming the kept log file); the wheels
+    built before a failed build stay stored.
     """
-    done = []
-    for wheel in wheels:
-        if wheel.build is None:
-            done.append(wheel)
-            continue
-        recalled = recall(store, wheel, target)
-        done.append(recalled or _build_one(store, wheel, target, installer_env, say))
-    return done
+    done: dict[int, LockedWheel] = {}
+    pending: list[tuple[int, _Fetched]] = []
+    try:
+        for i, wheel in enumerate(wheels):
+            recalled = None if wheel.build is None else recall(store, wheel, target)
+            if wheel.build is None or recalled is not None:
+                done[i] = recalled or wheel
+                continue
+            work = Path(tempfile.mkdtemp(prefix="build-", dir=store.layout.tmp))
+            fetched = _Fetched(wheel, work, work, "")  # cleaned up whatever happens next
+            pending.append((i, fetched))
+            project, key = fetch_source(f"{wheel.name} {wheel.version}", wheel.build, work)
+            fetched = _Fetched(wheel, work, project, key)
+            pending[-1] = (i, fetched)
+            # A remote sdist's key is known only once it is here.
+            stored = _stored(store, fetched.key, wheel, target)
+            if stored is not None:
+                done[i] = stored
+                pending.pop()
+                shutil.rmtree(work, ignore_errors=True)
+        for i, fetched in pending:
+            done[i] = _build_one(store, fetched, target, installer_env, say)
+    finally:
+        for _, fetched in pending:
+            shutil.rmtree(fetched.work, ignore_errors=True)
+    return [done[i] for i in range(len(wheels))]

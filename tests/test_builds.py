@@ -1,0 +1,308 @@
+"""Locks whose packages are not wheels: an sdist-only package in a real `pip lock`
+pylock.toml, and a git source, a directory and a find-links sdist in a real `uv lock`.
+pkgfs builds each once with pypa/build, mounts it, and a second environment builds nothing.
+Everything is offline: the projects use an in-tree backend (tests/sdistmaker.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import venv
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pkgfs.store import Store
+from tests.conftest import PKGFS, snapshot
+from tests.indexserver import IndexServer
+from tests.mountkit import Env, environ_for, fails, force_unmount, needs_fuse
+from tests.sdistmaker import BUILD_LOG_ENV, builds_logged, make_sdist, make_tree
+
+UV = Path(sys.executable).with_name("uv")
+LIST_DISTS = (
+    "import importlib.metadata as m;"
+    " print(sorted((d.metadata['Name'], d.version) for d in m.distributions()))"
+)
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
+        cwd=repo, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+
+
+def _env(project: Path, base: dict[str, str]) -> Env:
+    venv.create(project / ".venv", with_pip=False)
+    return Env(project, project / ".venv", base)
+
+
+def _dists(env: Env, python: Path | None = None) -> str:
+    return env.run(python or env.python, "-c", LIST_DISTS)
+
+
+def _direct_url(env: Env, python: Path, name: str) -> object:
+    code = f"import importlib.metadata as m; print(m.distribution({name!r}).read_text('direct_url.json'))"
+    text = env.run(python, "-c", code).strip()
+    return None if text == "None" else json.loads(text)
+
+
+@pytest.fixture
+def base_env(tmp_path: Path) -> dict[str, str]:
+    env = environ_for(tmp_path)
+    env[BUILD_LOG_ENV] = str(tmp_path / "builds.log")
+    env["PIP_CONFIG_FILE"] = os.devnull  # only the test's index, never the machine's
+    env["UV_CACHE_DIR"] = str(tmp_path / "uv-cache")
+    env["UV_NO_CONFIG"] = "1"
+    return env
+
+
+@pytest.fixture
+def docopt_sdist(tmp_path: Path) -> Path:
+    tree = make_tree(
+        tmp_path / "src" / "docopt",
+        "docopt",
+        "0.6.2",
+        {"docopt.py": "def main() -> None:\n    print('docopt ran')\n"},
+        scripts={"docopt-hello": "docopt:main"},
+    )
+    return make_sdist(tree, tmp_path / "dist")
+
+
+@pytest.fixture
+def index(docopt_sdist: Path) -> Iterator[IndexServer]:
+    with IndexServer([docopt_sdist]) as server:
+        yield server
+
+
+@pytest.fixture
+def piplock(tmp_path: Path, base_env: dict[str, str], index: IndexServer) -> Path:
+    """A real `pip lock` pylock.toml of the sdist-only docopt, served by ``index``."""
+    lockdir = tmp_path / "locked"
+    lockdir.mkdir()
+    subprocess.run(
+        [sys.executable, "-m", "pip", "lock", "--index-url", index.simple_url, "docopt",
+         "-o", lockdir / "pylock.toml"],
+        env=base_env, capture_output=True, check=True,
+    )  # fmt: skip
+    return lockdir / "pylock.toml"
+
+
+def _project_with(lock: Path, root: Path, base: dict[str, str]) -> Env:
+    root.mkdir(parents=True)
+    (root / lock.name).write_text(lock.read_text())
+    for name in ("pyproject.toml",):
+        if (lock.parent / name).exists():
+            (root / name).write_text((lock.parent / name).read_text())
+    return _env(root, base)
+
+
+@needs_fuse
+def test_pip_lock_with_an_sdist_only_package(
+    tmp_path: Path, base_env: dict[str, str], piplock: Path, index: IndexServer
+) -> None:
+    log = tmp_path / "builds.log"
+    assert "[packages.sdist]" in piplock.read_text()  # pip locked the sdist: no wheel exists
+    locked = len(builds_logged(log))  # pip lock may build to read the metadata
+    first = _project_with(piplock, tmp_path / "one", base_env)
+    try:
+        result = first.pkgfs("mount", first.site)
+        assert "pkgfs: building docopt 0.6.2 from sdist" in result.stderr.splitlines()
+        assert len(builds_logged(log)) == locked + 1
+        assert first.run(first.venv / "bin" / "docopt-hello") == "docopt ran\n"
+        assert first.pip("check").startswith("No broken requirements")
+        assert _direct_url(first, first.python, "docopt") is None  # from an index, as pip
+        # The same package set as pip installing from the same index.
+        native = tmp_path / "native"
+        venv.create(native, with_pip=False)
+        first.run(
+            sys.executable, "-m", "pip", "--python", native / "bin" / "python", "install",
+            "--index-url", index.simple_url, "docopt",
+        )  # fmt: skip
+        assert _dists(first) == _dists(first, native / "bin" / "python")
+    finally:
+        force_unmount(first.site)
+    builds = len(builds_logged(log))  # pip install built it too
+    second = _project_with(piplock, tmp_path / "two", base_env)
+    try:
+        result = second.pkgfs("mount", second.site)
+        assert "building" not in result.stderr
+        assert len(builds_logged(log)) == builds  # remembered: built once
+        assert second.run(second.venv / "bin" / "docopt-hello") == "docopt ran\n"
+    finally:
+        force_unmount(second.site)
+    assert first.pkgfs("store", "verify").returncode == 0
+
+
+def _refused_sync(env: Env) -> str:
+    """A sync that must fail in one line, leaving the store exactly as it was."""
+    store = Path(env.env["PKGFS_STORE"])
+    env.pkgfs("store", "stats")
+    before = snapshot(store)
+    error = fails(env, "sync")
+    assert snapshot(store) == before
+    return error
+
+
+def test_an_sdist_that_is_not_the_locked_one_is_refused(
+    tmp_path: Path, base_env: dict[str, str], piplock: Path
+) -> None:
+    real = piplock.read_text()
+    digest = real.split('sha256 = "')[1].split('"')[0]
+    piplock.write_text(real.replace(digest, "0" * 64))
+    env = _project_with(piplock, tmp_path / "one", base_env)
+    error = _refused_sync(env)
+    assert error.startswith("pkgfs: error: docopt 0.6.2: http://127.0.0.1:")
+    assert f"has sha256 {digest[:16]}..., the lock says 0000000000000000...: refusing" in error
+    assert not builds_logged(tmp_path / "builds.log")[1:]
+
+
+def test_a_failed_build_names_the_package_and_keeps_its_log(
+    tmp_path: Path, base_env: dict[str, str], piplock: Path
+) -> None:
+    env = _project_with(piplock, tmp_path / "one", {**base_env, "SDISTMAKER_FAIL": "docopt"})
+    error = fails(env, "sync")
+    assert error.startswith(
+        "pkgfs: error: docopt 0.6.2: building a wheel from sdist failed: the build backend"
+        " failed (CalledProcessError); the build's output is in "
+    )
+    log = Path(error.rsplit(" ", 1)[-1])
+    assert log.parent == tmp_path / "store" / "tmp"
+    assert "sdistmaker: told to fail building docopt" in log.read_text()
+    assert "Traceback" in log.read_text()
+    assert json.loads(env.pkgfs("store", "ls", "--json").stdout) == []
+    assert env.pkgfs("store", "verify").returncode == 0
+
+
+def test_a_build_killed_midway_leaves_only_tmp_leftovers(
+    tmp_path: Path, base_env: dict[str, str], piplock: Path
+) -> None:
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    env = _project_with(piplock, tmp_path / "one", {**base_env, "SDISTMAKER_HOLD": str(hold)})
+    sync = subprocess.Popen(
+        [*PKGFS, "sync"], cwd=env.project, env=env.env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(600):  # the backend is running once it says so
+            if (hold / "started").exists() or sync.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert (hold / "started").exists()
+    finally:
+        os.killpg(sync.pid, signal.SIGKILL)
+        sync.wait()
+    with Store.open(tmp_path / "store") as store:
+        assert store.wheels() == []
+        assert store.index.builds() == []
+        report = store.verify()
+        assert report.ok
+        assert report.leftovers  # the build's staging and log, in tmp/
+    (hold / "go").touch()
+    assert env.pkgfs("sync").returncode == 0  # and the next sync builds it
+    with Store.open(tmp_path / "store") as store:
+        ((_, sha256),) = store.index.builds()
+        assert [w.name for w in store.wheels()] == ["docopt"]
+        assert store.wheels()[0].sha256 == sha256
+
+
+# -- uv.lock: git, directory and find-links sdist --------------------------------------------
+
+
+@pytest.fixture
+def uvproject(tmp_path: Path, base_env: dict[str, str], docopt_sdist: Path) -> tuple[Path, str]:
+    """A project locked by a real `uv lock`: gitdep from a local git repository (it needs
+    docopt, an sdist in find-links) and dirdep from a directory. (root, gitdep's commit)"""
+    repo = make_tree(
+        tmp_path / "repos" / "gitdep", "gitdep", "1.0",
+        {"gitdep/__init__.py": "import docopt\nG = 'from git'\n"}, requires=["docopt"],
+    )  # fmt: skip
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "gitdep 1.0")
+    commit = _git(repo, "rev-parse", "HEAD")
+    make_tree(tmp_path / "repos" / "dirdep", "dirdep", "2.0", {"dirdep.py": "D = 'from a dir'\n"})
+    root = tmp_path / "locked-uv"
+    root.mkdir()
+    (root / "pyproject.toml").write_text(
+        '[project]\nname = "proj"\nversion = "0.1"\nrequires-python = ">=3.11"\n'
+        f'dependencies = ["gitdep @ git+{repo.as_uri()}", "dirdep @ {(repo.parent / "dirdep").as_uri()}"]\n'
+    )
+    subprocess.run(
+        [UV, "lock", "--offline", "--no-index", "--find-links", docopt_sdist.parent,
+         "--python", sys.executable],
+        cwd=root, env=base_env, capture_output=True, check=True,
+    )  # fmt: skip
+    return root, commit
+
+
+@needs_fuse
+def test_uv_lock_with_a_git_source(
+    tmp_path: Path, base_env: dict[str, str], uvproject: tuple[Path, str]
+) -> None:
+    root, commit = uvproject
+    log = tmp_path / "builds.log"
+    lock = (root / "uv.lock").read_text()
+    assert f"#{commit}" in lock
+    locked = len(builds_logged(log))
+    first = _project_with(root / "uv.lock", tmp_path / "one", base_env)
+    try:
+        result = first.pkgfs("mount", first.site)
+        building = sorted(line for line in result.stderr.splitlines() if "building" in line)
+        repos = tmp_path / "repos"
+        assert building == [
+            f"pkgfs: building dirdep 2.0 from directory {(repos / 'dirdep').as_uri()}",
+            "pkgfs: building docopt 0.6.2 from sdist",
+            f"pkgfs: building gitdep 1.0 from git {(repos / 'gitdep').as_uri()}@{commit[:12]}",
+        ]
+        assert len(builds_logged(log)) == locked + 3
+        out = first.run(first.python, "-c", "import gitdep, dirdep; print(gitdep.G, dirdep.D)")
+        assert out == "from git from a dir\n"
+        assert first.pip("check").startswith("No broken requirements")
+        # What uv sync --frozen installs from the same lock: the same packages, and the
+        # same PEP 610 records.
+        native = tmp_path / "native"
+        subprocess.run(
+            [UV, "sync", "--frozen", "--offline", "--python", sys.executable],
+            cwd=root, env={**base_env, "UV_PROJECT_ENVIRONMENT": str(native)},
+            capture_output=True, check=True,
+        )  # fmt: skip
+        python = native / "bin" / "python"
+        assert _dists(first) == _dists(first, python)
+        for name in ("gitdep", "dirdep", "docopt"):
+            assert _direct_url(first, first.python, name) == _direct_url(first, python, name)
+        assert _direct_url(first, first.python, "gitdep") == {
+            "url": (repos / "gitdep").as_uri(),
+            "vcs_info": {"vcs": "git", "commit_id": commit},
+        }
+    finally:
+        force_unmount(first.site)
+    builds = len(builds_logged(log))
+    second = _project_with(root / "uv.lock", tmp_path / "two", base_env)
+    try:
+        assert "building" not in second.pkgfs("mount", second.site).stderr
+        assert len(builds_logged(log)) == builds
+        assert second.run(second.python, "-c", "import gitdep; print(gitdep.G)") == "from git\n"
+    finally:
+        force_unmount(second.site)
+    assert first.pkgfs("store", "verify").returncode == 0
+
+
+def test_a_commit_the_repository_lacks_is_refused(
+    tmp_path: Path, base_env: dict[str, str], uvproject: tuple[Path, str]
+) -> None:
+    root, commit = uvproject
+    env = _project_with(root / "uv.lock", tmp_path / "one", base_env)
+    lock = env.project / "uv.lock"
+    lock.write_text(lock.read_text().replace(commit, "1" * 40))
+    error = _refused_sync(env)
+    gitdep = (tmp_path / "repos" / "gitdep").as_uri()
+    assert error == (
+        f"pkgfs: error: gitdep 1.0: git {gitdep} has no commit {'1' * 40}: the lock does not match"
+    )
