@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -306,3 +307,23 @@ def test_a_commit_the_repository_lacks_is_refused(
     assert error == (
         f"pkgfs: error: gitdep 1.0: git {gitdep} has no commit {'1' * 40}: the lock does not match"
     )
+
+
+def test_a_schema_2_store_reads_and_upgrades(tmp_path: Path) -> None:
+    """Schema 3 only adds the builds table: a schema-2 index opens read-only with no builds,
+    and opening it for writing adds the table."""
+    root = tmp_path / "store"
+    Store.open(root).close()
+    db = sqlite3.connect(root / "index-v1.sqlite")
+    db.executescript("DROP TABLE builds; PRAGMA user_version = 2;")
+    db.close()
+    with Store.open_read_only(root) as store:
+        assert store.index.builds() == []
+        assert store.verify().ok
+    with Store.open(root) as store:
+        store.index.add_build("sdist:" + "a" * 64, "b" * 64)
+        assert store.index.built_from("sdist:" + "a" * 64) == ["b" * 64]
+        # A build whose wheel is not in the store is what verify exists to tell.
+        assert store.verify().problems == [
+            f"build of sdist:{'a' * 64}: its wheel {'b' * 64} is not in the index"
+        ]
