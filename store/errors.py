@@ -110,3 +110,5 @@ class MountError(PkgfsError, OSError):
 class BuildError(PkgfsError, OSError):
     """A wheel could not be built from a lock's source, or the source is not what the lock
     pins. The message names the package and the source, and the build's log when kept."""
+
+    log: str | None = None  # the build's output, kept in the store's tmp/, when it ran

@@ -176,6 +176,10 @@ def test_a_failed_build_names_the_package_and_keeps_its_log(
     assert log.parent == tmp_path / "store" / "tmp"
     assert "sdistmaker: told to fail building docopt" in log.read_text()
     assert "Traceback" in log.read_text()
+    assert "Traceback" not in fails(env, "sync")
+    verbose = env.pkgfs("sync", "-v", check=False)  # -v: the backend's whole output too
+    assert verbose.returncode == 1
+    assert "RuntimeError: sdistmaker: told to fail building docopt" in verbose.stderr
     assert json.loads(env.pkgfs("store", "ls", "--json").stdout) == []
     assert env.pkgfs("store", "verify").returncode == 0
 
@@ -253,6 +257,10 @@ def test_uv_lock_with_a_git_source(
     assert f"#{commit}" in lock
     locked = len(builds_logged(log))
     first = _project_with(root / "uv.lock", tmp_path / "one", base_env)
+    shown = first.pkgfs("lock", "show").stdout.splitlines()
+    assert [line.split()[:2] for line in shown[:-1]] == [
+        ["build", "dirdep"], ["build", "docopt"], ["build", "gitdep"]
+    ]  # fmt: skip
     try:
         result = first.pkgfs("mount", first.site)
         building = sorted(line for line in result.stderr.splitlines() if "building" in line)
@@ -286,6 +294,12 @@ def test_uv_lock_with_a_git_source(
         force_unmount(first.site)
     builds = len(builds_logged(log))
     second = _project_with(root / "uv.lock", tmp_path / "two", base_env)
+    rows = json.loads(second.pkgfs("lock", "show", "--json").stdout)
+    assert [(r["name"], r["wheel"], r["in_store"]) for r in rows] == [
+        ("dirdep", "dirdep-2.0-py3-none-any.whl", True),
+        ("docopt", "docopt-0.6.2-py3-none-any.whl", True),
+        ("gitdep", "gitdep-1.0-py3-none-any.whl", True),
+    ]
     try:
         assert "building" not in second.pkgfs("mount", second.site).stderr
         assert len(builds_logged(log)) == builds

@@ -137,10 +137,12 @@ def _build_one(
     try:
         built = build_wheel(fetched.project, target.python, work, installer_env, log_path)
     except BuildError as exc:
-        raise BuildError(
+        failed = BuildError(
             f"{what}: building a wheel from {describe(source)} failed: {exc};"
             f" the build's output is in {log_path}"
-        ) from None
+        )
+        failed.log = str(log_path)
+        raise failed from None
     _check_built(what, wheel, built, target)
     try:
         result = store.add(built, direct_url=direct_url(source))

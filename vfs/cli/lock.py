@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -14,7 +15,7 @@ from typing import TextIO
 from pkgfs.store import Store
 from pkgfs.store.build import build_locked, installer_environ, recall
 from pkgfs.store.bytecode import compile_wheels
-from pkgfs.store.errors import StoreError, redact
+from pkgfs.store.errors import BuildError, StoreError, redact
 from pkgfs.store.fetch import (
     Finder,
     SyncInterrupted,
@@ -57,6 +58,7 @@ class Resolved:
     wheels: list[LockedWheel]  # those with ``build`` set are built (or recalled) by sync
     index_urls: list[str] = field(default_factory=list)  # for build requirements too
     find_links: list[str] = field(default_factory=list)
+    verbose: bool = False  # a failed build prints its whole output
 
 
 def _index_urls(args: argparse.Namespace, lockfile: Lockfile) -> list[str]:
@@ -92,7 +94,9 @@ def resolve_lock(args: argparse.Namespace, store: Store, err: TextIO) -> Resolve
         index=store.index,
     )
     wheels = choose_wheels(lockfile, target, finder)
-    return Resolved(lockfile, target, wheels, index_urls, [*args.find_links, *lockfile.find_links])
+    find_links = [*args.find_links, *lockfile.find_links]
+    verbose = bool(getattr(args, "verbose", False))
+    return Resolved(lockfile, target, wheels, index_urls, find_links, verbose)
 
 
 def cmd_lock_show(args: argparse.Namespace, out: TextIO) -> int:
@@ -116,7 +120,7 @@ def cmd_lock_show(args: argparse.Namespace, out: TextIO) -> int:
                 "sha256": w.wheel.sha256,
                 "url": None if w.wheel.url is None else redact(w.wheel.url),
                 "in_store": w.name in stored,
-                "built_from": None if w.build is None else w.build.kind,
+                "to_build": None if w.build is None else w.build.kind,  # the source, not built yet
             }
             for w in resolved.wheels
         ]
@@ -194,13 +198,19 @@ def sync_locked(
     # find-links; offline, from find-links only.
     no_index = offline or resolved.lockfile.no_index
     environ = installer_environ(resolved.index_urls, resolved.find_links, no_index)
-    resolved.wheels = build_locked(
-        store,
-        resolved.wheels,
-        resolved.target,
-        environ,
-        lambda line: print(f"pkgfs: {line}", file=sys.stderr),
-    )
+    try:
+        resolved.wheels = build_locked(
+            store,
+            resolved.wheels,
+            resolved.target,
+            environ,
+            lambda line: print(f"pkgfs: {line}", file=sys.stderr),
+        )
+    except BuildError as exc:
+        if resolved.verbose and exc.log is not None:
+            with contextlib.suppress(OSError), open(exc.log, encoding="utf-8") as log:
+                sys.stderr.write(log.read())
+        raise
     present, missing = partition_present(store, resolved.wheels)
     remote = unreachable_offline(missing) if offline else []
     if remote:
