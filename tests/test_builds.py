@@ -140,12 +140,12 @@ def test_pip_lock_with_an_sdist_only_package(
     assert first.pkgfs("store", "verify").returncode == 0
 
 
-def _refused_sync(env: Env) -> str:
+def _refused_sync(env: Env, *args: str) -> str:
     """A sync that must fail in one line, leaving the store exactly as it was."""
     store = Path(env.env["PKGFS_STORE"])
     env.pkgfs("store", "stats")
     before = snapshot(store)
-    error = fails(env, "sync")
+    error = fails(env, "sync", *args)
     assert snapshot(store) == before
     return error
 
@@ -161,6 +161,19 @@ def test_an_sdist_that_is_not_the_locked_one_is_refused(
     assert error.startswith("pkgfs: error: docopt 0.6.2: http://127.0.0.1:")
     assert f"has sha256 {digest[:16]}..., the lock says 0000000000000000...: refusing" in error
     assert not builds_logged(tmp_path / "builds.log")[1:]
+
+
+def test_offline_builds_only_what_is_here(
+    tmp_path: Path, base_env: dict[str, str], piplock: Path
+) -> None:
+    env = _project_with(piplock, tmp_path / "one", base_env)
+    error = _refused_sync(env, "--offline")
+    assert error == (
+        "pkgfs: error: docopt 0.6.2: offline, and its wheel is to be built from sdist, which"
+        " only the network can bring"
+    )
+    env.pkgfs("sync")
+    assert "building" not in env.pkgfs("sync", "--offline").stderr  # remembered
 
 
 def test_a_failed_build_names_the_package_and_keeps_its_log(

@@ -115,3 +115,14 @@ def test_git_needs_a_full_commit_the_repository_has(tmp_path: Path) -> None:
     short.mkdir()
     with pytest.raises(BuildError, match=r"the lock pins no full commit id \('abc'\)"):
         fetch_source("demo 1.0", BuildSource("git", repo.as_uri(), commit="abc"), short)
+
+
+def test_credentials_are_never_kept(tmp_path: Path) -> None:
+    git = BuildSource("git", "https://user:tok3n@git.example/r", commit="a" * 40)
+    assert "tok3n" not in (known_key(git) or "")
+    assert direct_url(git) == (
+        '{"url": "https://git.example/r", "vcs_info": {"commit_id": "' + "a" * 40
+        + '", "vcs": "git"}}'
+    )  # fmt: skip
+    ssh = BuildSource("git", "ssh://git@git.example/r", commit="a" * 40)
+    assert '"url": "ssh://git@git.example/r"' in (direct_url(ssh) or "")

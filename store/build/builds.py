@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from packaging.tags import create_compatible_tags_selector
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
@@ -47,7 +48,13 @@ def direct_url(source: BuildSource) -> str | None:
     """
     if source.kind == "sdist":
         return None
-    data: dict[str, object] = {"url": source.url}
+    # PEP 610: "When persisting, url MUST be stripped of any sensitive authentication
+    # information, for security reasons." (ssh's conventional "git@" is not a secret.)
+    parts = urlsplit(source.url)
+    url = source.url
+    if parts.username is not None and parts.username != "git":
+        url = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    data: dict[str, object] = {"url": url}
     if source.kind == "git":
         vcs: dict[str, str] = {"vcs": "git", "commit_id": source.commit or ""}
         if source.requested_revision:
@@ -160,12 +167,16 @@ def build_locked(
     target: Target,
     installer_env: Mapping[str, str],
     say: Callable[[str], None] = lambda _: None,
+    *,
+    offline: bool = False,
 ) -> list[LockedWheel]:
     """``wheels`` with each one still to build replaced by its stored wheel: recalled from
     an earlier build of the same source for a compatible target, else built now (``say``
     reports ``building docopt 0.6.2 from sdist``).
 
-    Every source is fetched and checked against the lock before any is built, so a source
+    Offline, a source only the network can bring (not a file:// URL) is refused unless an
+    earlier build of it is stored. Every source is fetched and checked against the lock
+    before any is built, so a source
     that does not match leaves the store as it was. ``installer_env`` holds the pip/uv
     variables for installing build requirements (frontend.installer_environ). Raises
     :class:`BuildError`, one line naming the package and the source, for a source that
@@ -180,6 +191,11 @@ def build_locked(
             if wheel.build is None or recalled is not None:
                 done[i] = recalled or wheel
                 continue
+            if offline and urlsplit(wheel.build.url).scheme != "file":
+                raise BuildError(
+                    f"{wheel.name} {wheel.version}: offline, and its wheel is to be built from"
+                    f" {describe(wheel.build)}, which only the network can bring"
+                )
             work = Path(tempfile.mkdtemp(prefix="build-", dir=store.layout.tmp))
             fetched = _Fetched(wheel, work, work, "")  # cleaned up whatever happens next
             pending.append((i, fetched))

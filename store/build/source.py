@@ -106,7 +106,7 @@ def _subdirectory(source: BuildSource) -> str:
 def _file_key(source: BuildSource, sha256: str) -> str:
     if source.kind == "sdist":
         return f"sdist:{sha256}{_subdirectory(source)}"
-    return f"archive:{source.url}:{sha256}{_subdirectory(source)}"
+    return f"archive:{redact(source.url)}:{sha256}{_subdirectory(source)}"
 
 
 def known_key(source: BuildSource) -> str | None:
@@ -115,8 +115,9 @@ def known_key(source: BuildSource) -> str | None:
 
     Raises :class:`BuildError` for a directory or local file that cannot be read.
     """
+    # Keys are stored: credentials in a URL never are (the commit or sha256 is the identity).
     if source.kind == "git":
-        return f"git:{source.url}@{source.commit}{_subdirectory(source)}"
+        return f"git:{redact(source.url)}@{source.commit}{_subdirectory(source)}"
     local = _local_path(source.url)
     if source.kind == "directory":
         if local is None or not local.is_dir():

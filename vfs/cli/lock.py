@@ -205,6 +205,7 @@ def sync_locked(
             resolved.target,
             environ,
             lambda line: print(f"pkgfs: {line}", file=sys.stderr),
+            offline=offline,
         )
     except BuildError as exc:
         if resolved.verbose and exc.log is not None:
