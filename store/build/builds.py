@@ -176,15 +176,15 @@ def build_locked(
 
     Offline, a source only the network can bring (not a file:// URL) is refused unless an
     earlier build of it is stored. Every source is fetched and checked against the lock
-    before any is built, so a source
-    that does not match leaves the store as it was. ``installer_env`` holds the pip/uv
-    variables for installing build requirements (frontend.installer_environ). Raises
-    :class:`BuildError`, one line naming the package and the source, for a source that
-    does not match the lock or a build that fails (naming the kept log file); the wheels
-    built before a failed build stay stored.
+    before any is built, so a source that does not match leaves the store as it was.
+    ``installer_env`` holds the pip/uv variables for installing build requirements
+    (frontend.installer_environ). Raises :class:`BuildError`, one line naming the package
+    and the source, for a source that does not match the lock or a build that fails
+    (naming the kept log file); the wheels built before a failed build stay stored.
     """
     done: dict[int, LockedWheel] = {}
     pending: list[tuple[int, _Fetched]] = []
+    works: list[Path] = []  # removed whatever happens
     try:
         for i, wheel in enumerate(wheels):
             recalled = None if wheel.build is None else recall(store, wheel, target)
@@ -197,20 +197,17 @@ def build_locked(
                     f" {describe(wheel.build)}, which only the network can bring"
                 )
             work = Path(tempfile.mkdtemp(prefix="build-", dir=store.layout.tmp))
-            fetched = _Fetched(wheel, work, work, "")  # cleaned up whatever happens next
-            pending.append((i, fetched))
+            works.append(work)
             project, key = fetch_source(f"{wheel.name} {wheel.version}", wheel.build, work)
-            fetched = _Fetched(wheel, work, project, key)
-            pending[-1] = (i, fetched)
             # A remote sdist's key is known only once it is here.
-            stored = _stored(store, fetched.key, wheel, target)
+            stored = _stored(store, key, wheel, target)
             if stored is not None:
                 done[i] = stored
-                pending.pop()
-                shutil.rmtree(work, ignore_errors=True)
+            else:
+                pending.append((i, _Fetched(wheel, work, project, key)))
         for i, fetched in pending:
             done[i] = _build_one(store, fetched, target, installer_env, say)
     finally:
-        for _, fetched in pending:
-            shutil.rmtree(fetched.work, ignore_errors=True)
+        for work in works:
+            shutil.rmtree(work, ignore_errors=True)
     return [done[i] for i in range(len(wheels))]

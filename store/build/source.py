@@ -25,7 +25,7 @@ import zipfile
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from pkgfs.store.contain import is_safe_path
+from pkgfs.store.contain import is_plain_name, is_safe_path
 from pkgfs.store.errors import BuildError, FetchError, redact
 from pkgfs.store.fetch.http import open_url
 from pkgfs.store.hashing import hash_file
@@ -139,8 +139,10 @@ def _checked_file(name: str, source: BuildSource, work: Path) -> tuple[Path, str
     local = _local_path(source.url)
     try:
         if local is None:
-            filename = Path(unquote(urlsplit(source.url).path)).name or "source"
-            local = work / filename
+            filename = Path(unquote(urlsplit(source.url).path)).name
+            filename = filename if is_plain_name(filename) else "source"
+            (work / "download").mkdir()
+            local = work / "download" / filename
             with open_url(source.url) as response, open(local, "wb") as out:
                 shutil.copyfileobj(response, out, _CHUNK)
         digest, _ = hash_file(local)
