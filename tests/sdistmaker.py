@@ -11,11 +11,16 @@ that project's wheel build fail; ``$SDISTMAKER_HOLD=<dir>`` makes each wheel bui
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
+import tarfile
+import tomllib
 from pathlib import Path
 
-__all__ = ["BUILD_LOG_ENV", "builds_logged", "make_sdist", "make_tree"]
+from tests.wheelmaker import WheelMaker
+
+__all__ = ["BUILD_LOG_ENV", "builds_logged", "make_backend_wheel", "make_sdist", "make_tree"]
 
 BUILD_LOG_ENV = "SDISTMAKER_LOG"
 
@@ -34,7 +39,7 @@ NAME = {name!r}
 VERSION = {version!r}
 REQUIRES = {requires!r}
 SCRIPTS = {scripts!r}
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.getcwd()  # PEP 517: "the current directory is the root of the source tree"
 
 
 def _dist():
@@ -101,7 +106,8 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
 def build_sdist(sdist_directory, config_settings=None):
     filename = _dist() + ".tar.gz"
     files = [("pyproject.toml", os.path.join(HERE, "pyproject.toml"))]
-    files.append(("backend.py", os.path.join(HERE, "backend.py")))
+    if os.path.exists(os.path.join(HERE, "backend.py")):
+        files.append(("backend.py", os.path.join(HERE, "backend.py")))
     files += [("src/" + name, path) for name, path in _sources()]
     with tarfile.open(os.path.join(sdist_directory, filename), "w:gz") as archive:
         for name, path in files:
@@ -114,6 +120,12 @@ def build_sdist(sdist_directory, config_settings=None):
 '''
 
 
+def _backend(name: str, version: str, requires: list[str], scripts: dict[str, str]) -> str:
+    return _BACKEND.format(
+        name=name, version=version, requires=requires, scripts=scripts, log_env=BUILD_LOG_ENV
+    )
+
+
 def make_tree(
     root: Path,
     name: str,
@@ -121,24 +133,24 @@ def make_tree(
     files: dict[str, str],
     requires: list[str] | None = None,
     scripts: dict[str, str] | None = None,
+    backend: str | None = None,
 ) -> Path:
     """A source tree at ``root``: pyproject.toml, the in-tree backend, and ``files`` (paths
-    relative to site-packages) under ``src/``."""
+    relative to site-packages) under ``src/``. With ``backend``, the tree instead declares
+    that installed backend (``requires = [backend]``: see :func:`make_backend_wheel`)."""
     root.mkdir(parents=True, exist_ok=True)
+    system = (
+        f"requires = [{backend!r}]\nbuild-backend = {backend!r}\n"
+        if backend
+        else "requires = []\nbuild-backend = 'backend'\nbackend-path = ['.']\n"
+    )
     (root / "pyproject.toml").write_text(
-        "[build-system]\nrequires = []\nbuild-backend = 'backend'\nbackend-path = ['.']\n\n"
+        f"[build-system]\n{system}\n"
         f"[project]\nname = {name!r}\nversion = {version!r}\n"
         f"dependencies = {requires or []!r}\n"
     )
-    (root / "backend.py").write_text(
-        _BACKEND.format(
-            name=name,
-            version=version,
-            requires=requires or [],
-            scripts=scripts or {},
-            log_env=BUILD_LOG_ENV,
-        )
-    )
+    if backend is None:
+        (root / "backend.py").write_text(_backend(name, version, requires or [], scripts or {}))
     for relative, text in files.items():
         path = root / "src" / relative
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,9 +158,30 @@ def make_tree(
     return root
 
 
+def make_backend_wheel(backend: str, name: str, version: str, out: Path) -> Path:
+    """A wheel of the build backend ``backend`` (one module), which builds project ``name``
+    ``version``: for trees whose build requirements must be installed from an index."""
+    files = {f"{backend}.py": _backend(name, version, [], {})}
+    return WheelMaker(name=backend, version="1.0", files=files).build(out)
+
+
 def make_sdist(tree: Path, out: Path) -> Path:
-    """The sdist of ``tree``, made by pypa/build (no isolation needed: the backend is in-tree)."""
+    """The sdist of ``tree``, made by pypa/build (no isolation needed: the backend is in-tree);
+    a tree declaring an installed backend is packed here, as that backend would."""
     out.mkdir(parents=True, exist_ok=True)
+    if not (tree / "backend.py").exists():
+        project = tomllib.loads((tree / "pyproject.toml").read_text())["project"]
+        dist = f"{project['name'].replace('-', '_')}-{project['version']}"
+        sdist = out / f"{dist}.tar.gz"
+        with tarfile.open(sdist, "w:gz") as archive:
+            archive.add(tree, dist)
+            pkg_info = (
+                f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n"
+            )
+            info = tarfile.TarInfo(f"{dist}/PKG-INFO")
+            info.size = len(pkg_info.encode())
+            archive.addfile(info, io.BytesIO(pkg_info.encode()))
+        return sdist
     before = set(out.iterdir())
     subprocess.run(
         [sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", out, tree],

@@ -22,7 +22,13 @@ from pkgfs.store import Store
 from tests.conftest import PKGFS, snapshot
 from tests.indexserver import IndexServer
 from tests.mountkit import Env, environ_for, fails, force_unmount, needs_fuse
-from tests.sdistmaker import BUILD_LOG_ENV, builds_logged, make_sdist, make_tree
+from tests.sdistmaker import (
+    BUILD_LOG_ENV,
+    builds_logged,
+    make_backend_wheel,
+    make_sdist,
+    make_tree,
+)
 
 UV = Path(sys.executable).with_name("uv")
 LIST_DISTS = (
@@ -138,6 +144,32 @@ def test_pip_lock_with_an_sdist_only_package(
     finally:
         force_unmount(second.site)
     assert first.pkgfs("store", "verify").returncode == 0
+
+
+def test_build_requirements_come_from_the_index(tmp_path: Path, base_env: dict[str, str]) -> None:
+    """A project whose backend is a package on the index: pkgfs installs it into the build's
+    venv from the index it is given (pip lock found it there too)."""
+    tree = make_tree(
+        tmp_path / "src" / "needsbe", "needsbe", "3.0", {"needsbe.py": "N = 3\n"},
+        backend="tinybackend",
+    )  # fmt: skip
+    sdist = make_sdist(tree, tmp_path / "dist")
+    backend = make_backend_wheel("tinybackend", "needsbe", "3.0", tmp_path / "dist")
+    lockdir = tmp_path / "locked"
+    lockdir.mkdir()
+    with IndexServer([sdist, backend]) as index:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "lock", "--index-url", index.simple_url, "needsbe",
+             "-o", lockdir / "pylock.toml"],
+            env=base_env, capture_output=True, check=True,
+        )  # fmt: skip
+        env = _project_with(lockdir / "pylock.toml", tmp_path / "one", base_env)
+        index.requests.clear()  # pip lock's own
+        result = env.pkgfs("sync", "--index-url", index.simple_url)
+        assert "pkgfs: building needsbe 3.0 from sdist" in result.stderr.splitlines()
+        assert "/simple/tinybackend/" in index.requests  # asked for by the build
+    with Store.open(tmp_path / "store") as store:
+        assert [w.filename for w in store.wheels()] == ["needsbe-3.0-py3-none-any.whl"]
 
 
 def _refused_sync(env: Env, *args: str) -> str:
