@@ -17,8 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from packaging.utils import canonicalize_name
 
 from pkgfs.store import Store
+from pkgfs.store.build import recall
+from pkgfs.store.lock import LockedWheel, WheelLink
+from pkgfs.store.lock.model import BuildSource
 from tests.conftest import PKGFS, snapshot
 from tests.indexserver import IndexServer
 from tests.mountkit import Env, environ_for, fails, force_unmount, needs_fuse
@@ -29,6 +33,8 @@ from tests.sdistmaker import (
     make_sdist,
     make_tree,
 )
+from tests.targets import cpython_linux
+from tests.wheelmaker import WheelMaker
 
 UV = Path(sys.executable).with_name("uv")
 LIST_DISTS = (
@@ -386,3 +392,19 @@ def test_a_schema_2_store_reads_and_upgrades(tmp_path: Path) -> None:
         assert store.verify().problems == [
             f"build of sdist:{'a' * 64}: its wheel {'b' * 64} is not in the index"
         ]
+
+
+def test_a_wheel_built_for_one_interpreter_is_recalled_only_for_it(tmp_path: Path) -> None:
+    wheel = WheelMaker(name="native", tag="cp311-cp311-linux_x86_64").build(tmp_path)
+    source = BuildSource("git", "file:///native", commit="c" * 40)
+    locked = LockedWheel(
+        canonicalize_name("native"), "1.0", WheelLink("native-1.0 (git)", None, None),
+        frozenset(), source,
+    )  # fmt: skip
+    with Store.open(tmp_path / "store") as store:
+        sha256 = store.add(wheel).sha256
+        store.index.add_build(f"git:file:///native@{'c' * 40}", sha256)
+        recalled = recall(store, locked, cpython_linux(11))
+        assert recalled is not None
+        assert (recalled.filename, recalled.hashes) == (wheel.name, frozenset({sha256}))
+        assert recall(store, locked, cpython_linux(12)) is None  # cp312 builds its own
