@@ -1,4 +1,5 @@
-"""The store's SQLite index: which wheels exist, and which object backs each file.
+"""The store's SQLite index: which wheels exist, which object backs each file, and which
+wheel each build from a source gave (pkgfs.store.build).
 
 One wheel is one transaction: its row, its files and its entry points appear together or
 not at all, so a reader never sees half a wheel, whatever happens to the writer. WAL mode
