@@ -5,6 +5,7 @@ Everything is offline: the projects use an in-tree backend (tests/sdistmaker.py)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -274,7 +275,8 @@ def test_a_build_killed_midway_leaves_only_tmp_leftovers(
 @pytest.fixture
 def uvproject(tmp_path: Path, base_env: dict[str, str], docopt_sdist: Path) -> tuple[Path, str]:
     """A project locked by a real `uv lock`: gitdep from a local git repository (it needs
-    docopt, an sdist in find-links) and dirdep from a directory. (root, gitdep's commit)"""
+    docopt, an sdist in find-links), dirdep from a directory and pathdep from the path of
+    its sdist. (root, gitdep's commit)"""
     repo = make_tree(
         tmp_path / "repos" / "gitdep", "gitdep", "1.0",
         {"gitdep/__init__.py": "import docopt\nG = 'from git'\n"}, requires=["docopt"],
@@ -284,11 +286,16 @@ def uvproject(tmp_path: Path, base_env: dict[str, str], docopt_sdist: Path) -> t
     _git(repo, "commit", "-qm", "gitdep 1.0")
     commit = _git(repo, "rev-parse", "HEAD")
     make_tree(tmp_path / "repos" / "dirdep", "dirdep", "2.0", {"dirdep.py": "D = 'from a dir'\n"})
+    pathdep = make_sdist(
+        make_tree(tmp_path / "repos" / "pathdep", "pathdep", "1.5", {"pathdep.py": "P = 'path'\n"}),
+        tmp_path / "sdists",
+    )
     root = tmp_path / "locked-uv"
     root.mkdir()
     (root / "pyproject.toml").write_text(
         '[project]\nname = "proj"\nversion = "0.1"\nrequires-python = ">=3.11"\n'
-        f'dependencies = ["gitdep @ git+{repo.as_uri()}", "dirdep @ {(repo.parent / "dirdep").as_uri()}"]\n'
+        f'dependencies = ["gitdep @ git+{repo.as_uri()}", "dirdep @ {(repo.parent / "dirdep").as_uri()}",'
+        f' "pathdep @ {pathdep.as_uri()}"]\n'
     )
     subprocess.run(
         [UV, "lock", "--offline", "--no-index", "--find-links", docopt_sdist.parent,
@@ -303,6 +310,7 @@ def test_uv_lock_with_a_git_source(
     tmp_path: Path, base_env: dict[str, str], uvproject: tuple[Path, str]
 ) -> None:
     root, commit = uvproject
+    sdist = tmp_path / "sdists" / "pathdep-1.5.tar.gz"
     log = tmp_path / "builds.log"
     lock = (root / "uv.lock").read_text()
     assert f"#{commit}" in lock
@@ -310,7 +318,7 @@ def test_uv_lock_with_a_git_source(
     first = _project_with(root / "uv.lock", tmp_path / "one", base_env)
     shown = first.pkgfs("lock", "show").stdout.splitlines()
     assert [line.split()[:2] for line in shown[:-1]] == [
-        ["build", "dirdep"], ["build", "docopt"], ["build", "gitdep"]
+        ["build", "dirdep"], ["build", "docopt"], ["build", "gitdep"], ["build", "pathdep"]
     ]  # fmt: skip
     try:
         result = first.pkgfs("mount", first.site)
@@ -320,10 +328,11 @@ def test_uv_lock_with_a_git_source(
             f"pkgfs: building dirdep 2.0 from directory {(repos / 'dirdep').as_uri()}",
             "pkgfs: building docopt 0.6.2 from sdist",
             f"pkgfs: building gitdep 1.0 from git {(repos / 'gitdep').as_uri()}@{commit[:12]}",
+            f"pkgfs: building pathdep 1.5 from archive {sdist.as_uri()}",
         ]
-        assert len(builds_logged(log)) == locked + 3
-        out = first.run(first.python, "-c", "import gitdep, dirdep; print(gitdep.G, dirdep.D)")
-        assert out == "from git from a dir\n"
+        assert len(builds_logged(log)) == locked + 4
+        code = "import gitdep, dirdep, pathdep; print(gitdep.G, dirdep.D, pathdep.P)"
+        assert first.run(first.python, "-c", code) == "from git from a dir path\n"
         assert first.pip("check").startswith("No broken requirements")
         # What uv sync --frozen installs from the same lock: the same packages, and the
         # same PEP 610 records.
@@ -341,6 +350,13 @@ def test_uv_lock_with_a_git_source(
             "url": (repos / "gitdep").as_uri(),
             "vcs_info": {"vcs": "git", "commit_id": commit},
         }
+        # An archive: uv records no hash for a local path, pip does; pkgfs gives the lock's.
+        digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
+        assert _direct_url(first, python, "pathdep") == {"url": sdist.as_uri(), "archive_info": {}}
+        assert _direct_url(first, first.python, "pathdep") == {
+            "url": sdist.as_uri(),
+            "archive_info": {"hash": f"sha256={digest}", "hashes": {"sha256": digest}},
+        }
     finally:
         force_unmount(first.site)
     builds = len(builds_logged(log))
@@ -350,6 +366,7 @@ def test_uv_lock_with_a_git_source(
         ("dirdep", "dirdep-2.0-py3-none-any.whl", True),
         ("docopt", "docopt-0.6.2-py3-none-any.whl", True),
         ("gitdep", "gitdep-1.0-py3-none-any.whl", True),
+        ("pathdep", "pathdep-1.5-py3-none-any.whl", True),
     ]
     try:
         assert "building" not in second.pkgfs("mount", second.site).stderr
