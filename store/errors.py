@@ -87,10 +87,6 @@ class FetchError(PkgfsError, OSError):
     """An index or a download failed. The message names the URL (redacted) or file."""
 
 
-class BuildError(PkgfsError, OSError):
-    """A project could not be built into a wheel. The message names its directory."""
-
-
 class TargetError(PkgfsError, OSError):
     """The target interpreter cannot be found or run."""
 
@@ -109,3 +105,11 @@ class ViewError(PkgfsError, ValueError):
 
 class MountError(PkgfsError, OSError):
     """A mount cannot be made, found or undone. The message names the mountpoint."""
+
+
+class BuildError(PkgfsError, OSError):
+    """A wheel could not be built from a lock's source or an editable project, or the source
+    is not what the lock pins. The message names the package and the source (or the
+    project's directory), and the build's log when kept."""
+
+    log: str | None = None  # the build's output, kept in the store's tmp/, when it ran

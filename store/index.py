@@ -1,4 +1,5 @@
-"""The store's SQLite index: which wheels exist, and which object backs each file.
+"""The store's SQLite index: which wheels exist, which object backs each file, and which
+wheel each build from a source gave (pkgfs.store.build).
 
 One wheel is one transaction: its row, its files and its entry points appear together or
 not at all, so a reader never sees half a wheel, whatever happens to the writer. WAL mode
@@ -28,7 +29,8 @@ __all__ = [
     "WheelRecord",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (2, 3)  # read-only: schema 2 differs only in lacking ``builds``
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -76,6 +78,13 @@ CREATE TABLE IF NOT EXISTS bytecode_done (
     compiled INTEGER NOT NULL,
     failed INTEGER NOT NULL,           -- sources that do not compile (Python 2, newer syntax)
     PRIMARY KEY (wheel_id, magic)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS builds (     -- schema 3: wheels pkgfs built from a source
+    source TEXT NOT NULL,              -- the source's key: sdist sha256, git URL and commit, ...
+    wheel_sha256 TEXT NOT NULL,        -- the built wheel, ingested before this row
+    built REAL NOT NULL,
+    PRIMARY KEY (source, wheel_sha256)
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS entry_points (
@@ -213,7 +222,7 @@ class Index:
             if read_only:
                 self._db = _connect_read_only(path)
                 version = self._db.execute("PRAGMA user_version").fetchone()[0]
-                if version != SCHEMA_VERSION:
+                if version not in READABLE_VERSIONS:
                     raise StoreError(
                         f"{path}: index schema {version}, and this pkgfs reads"
                         f" {SCHEMA_VERSION} without writing: open it once with write access"
@@ -235,8 +244,8 @@ class Index:
             if version < SCHEMA_VERSION:
                 # executescript() runs its own statements outside Python's transaction
                 # handling, so the script carries its own; IF NOT EXISTS lets two processes
-                # creating one store at once both succeed. Schema 2 only adds tables, so the
-                # same script upgrades a schema-1 index.
+                # creating one store at once both succeed. Schemas 2 and 3 only add tables,
+                # so the same script upgrades a schema-1 or schema-2 index.
                 try:
                     self._db.executescript(
                         f"BEGIN IMMEDIATE; {_SCHEMA};"
@@ -319,6 +328,33 @@ class Index:
 
     def wheels(self) -> list[WheelInfo]:
         return self._wheel_infos()
+
+    def add_build(self, source: str, wheel_sha256: str) -> None:
+        """Remember that building ``source`` (a key of pkgfs.store.build) gave the stored
+        wheel ``wheel_sha256``. Commit it only after the wheel's own ingest committed."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO builds VALUES (?, ?, ?)", (source, wheel_sha256, time.time())
+            )
+
+    def built_from(self, source: str) -> list[str]:
+        """The sha256 of every stored wheel built from ``source``, newest first."""
+        return [str(s) for s, _ in self._builds("WHERE source = ?", (source,))]
+
+    def builds(self) -> list[tuple[str, str]]:
+        """Every remembered build: (source key, wheel sha256)."""
+        return [(str(k), str(s)) for s, k in self._builds("", ())]
+
+    def _builds(self, where: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
+        try:
+            return self._query(
+                f"SELECT wheel_sha256, source FROM builds {where} ORDER BY built DESC",  # noqa: S608
+                params,
+            )
+        except sqlite3.OperationalError:  # a schema-2 index opened read-only: no builds
+            if self._db.execute("PRAGMA user_version").fetchone()[0] >= 3:
+                raise
+            return []
 
     def wheels_named(self, name: str, version: str) -> list[WheelInfo]:
         """The stored wheels of a canonical name and a normalized version."""

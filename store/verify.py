@@ -84,6 +84,10 @@ def _check_rows(index: Index) -> list[str]:
         for entry in index.entry_points(wheel.sha256):
             if not is_plain_name(entry.name):
                 problems.append(f"{where}: entry point {entry.name!r} is not a plain file name")
+    # A build is recorded only after its wheel's ingest committed, so its wheel is there.
+    for source, sha256 in index.builds():
+        if not index.has_wheel(sha256):
+            problems.append(f"build of {source}: its wheel {sha256} is not in the index")
     return problems
 
 

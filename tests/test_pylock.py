@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pkgfs.store.lock import LockError, choose_wheels, read_lock
+from pkgfs.store.lock import LockedWheel, LockError, choose_wheels, read_lock
+from pkgfs.store.lock.model import BuildSource
 from tests.conftest import RunPkgfs
 from tests.targets import cpython_linux
 
@@ -69,24 +70,60 @@ def test_relative_wheel_path(tmp_path: Path) -> None:
     assert six.wheel.url == (tmp_path / "wheels" / "six-1.17.0-py3-none-any.whl").as_uri()
 
 
-def test_sdist_only(tmp_path: Path) -> None:
+def _chosen(tmp_path: Path, text: str) -> list[LockedWheel]:
+    (tmp_path / "pylock.toml").write_text(text)
+    target = cpython_linux()
+    return choose_wheels(read_lock(tmp_path / "pylock.toml", target), target, None)
+
+
+def test_sdist_only_is_built(tmp_path: Path) -> None:
     text = HEAD + (
         '[[packages]]\nname = "legacy"\nversion = "1.0"\n'
         f'sdist = {{ url = "https://files.example/legacy-1.0.tar.gz", hashes = {{ sha256 = "{"b" * 64}" }} }}\n'
     )
-    with pytest.raises(
-        LockError, match=r"pylock.toml: package legacy 1.0 has only an sdist: build a wheel"
-    ):
-        _select(tmp_path, text)
+    (legacy,) = _chosen(tmp_path, text)
+    assert legacy.build == BuildSource(
+        "sdist", "https://files.example/legacy-1.0.tar.gz", sha256="b" * 64
+    )
+    assert legacy.wheel.url is None
+    assert not legacy.hashes
 
 
-def test_vcs_source(tmp_path: Path) -> None:
+def test_vcs_directory_and_archive_sources(tmp_path: Path) -> None:
     text = HEAD + (
         '[[packages]]\nname = "tool"\nversion = "1.0"\n'
-        'vcs = { type = "git", url = "https://git.example/tool", commit-id = "abc" }\n'
+        'vcs = { type = "git", url = "https://git.example/tool", commit-id = "abc", requested-revision = "main", subdirectory = "py" }\n\n'
+        '[[packages]]\nname = "local"\n'
+        'directory = { path = "src/local" }\n\n'
+        '[[packages]]\nname = "packed"\nversion = "2.0"\n'
+        f'archive = {{ path = "dist/packed-2.0.tar.gz", hashes = {{ sha256 = "{"c" * 64}" }} }}\n\n'
+        '[[packages]]\nname = "mine"\n'
+        'directory = { path = "src/mine", editable = true }\n'
     )
-    with pytest.raises(LockError, match=r"package tool 1.0 comes from a vcs source, not a wheel"):
-        _select(tmp_path, text)
+    (tmp_path / "pylock.toml").write_text(text)
+    target = cpython_linux()
+    lock = read_lock(tmp_path / "pylock.toml", target)
+    builds = {p.name: p.build for p in lock.packages}
+    base = tmp_path.absolute().as_uri()
+    assert builds == {
+        "tool": BuildSource(
+            "git", "https://git.example/tool", commit="abc", requested_revision="main",
+            subdirectory="py",
+        ),
+        "local": BuildSource("directory", f"{base}/src/local"),
+        "packed": BuildSource("archive", f"{base}/dist/packed-2.0.tar.gz", sha256="c" * 64),
+    }  # fmt: skip
+    # The editable directory is installed in place (a PEP 660 wheel), never built from source.
+    assert [(e.name, e.path) for e in lock.editables] == [("mine", tmp_path / "src" / "mine")]
+
+
+def test_vcs_other_than_git_is_refused(tmp_path: Path) -> None:
+    text = HEAD + (
+        '[[packages]]\nname = "tool"\nversion = "1.0"\n'
+        'vcs = { type = "hg", url = "https://hg.example/tool", commit-id = "abc" }\n'
+    )
+    with pytest.raises(LockError, match=r"package 'tool': vcs type 'hg': pkgfs builds git"):
+        _chosen(tmp_path, text)
 
 
 def test_requires_python(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pkgfs.store.lock import LockError, Selection, choose_wheels, read_lock
+from pkgfs.store.lock.model import BuildSource
 from tests.conftest import RunPkgfs
 from tests.targets import cpython_linux
 
@@ -225,30 +226,49 @@ def test_no_wheel_for_the_target_names_package_and_remedy(project: Path) -> None
         "package numpy 2.1.0: no wheel for cp313-cp313-manylinux_2_28_x86_64 (Python 3.13.7)"
         in message
     )
-    assert "pip wheel --no-deps numpy==2.1.0" in message
-    assert "pkgfs store add" in message
+    assert "the lock names no source pkgfs can build numpy from" in message
 
 
-def test_sdist_only_package(project: Path) -> None:
+def test_sdist_only_package_is_built(project: Path) -> None:
     text = LOCK.replace(
         f"wheels = [{_wheel('idna', '3.10')}]",
         f'sdist = {{ url = "https://files.example/idna-3.10.tar.gz", hash = "sha256:{"f" * 64}", size = 1 }}',
     )
     (project / "uv.lock").write_text(text)
     target = cpython_linux()
-    with pytest.raises(LockError, match=r"package idna 3.10 has only an sdist: build a wheel with"):
-        choose_wheels(read_lock(project / "uv.lock", target), target, None)
+    (idna,) = [
+        w for w in choose_wheels(read_lock(project / "uv.lock", target), target, None)
+        if w.name == "idna"
+    ]  # fmt: skip
+    assert idna.build == BuildSource("sdist", "https://files.example/idna-3.10.tar.gz", "f" * 64)
+    assert idna.wheel.url is None
 
 
-def test_git_source_is_refused_with_a_remedy(project: Path) -> None:
-    text = LOCK.replace(
-        f'name = "idna"\nversion = "3.10"\n{REG}\nwheels = [{_wheel("idna", "3.10")}]',
-        'name = "idna"\nversion = "3.10"\nsource = { git = "https://git.example/idna?rev=main#abc" }',
+def test_git_directory_and_path_sources(project: Path) -> None:
+    text = (
+        LOCK.replace(
+            f'name = "idna"\nversion = "3.10"\n{REG}\nwheels = [{_wheel("idna", "3.10")}]',
+            'name = "idna"\nversion = "3.10"\nsource = { git = "https://git.example/idna?rev=main&subdirectory=py#abc" }',
+        )
+        .replace(
+            f'name = "httpx"\nversion = "0.28.1"\n{REG}\n',
+            'name = "httpx"\nversion = "0.28.1"\nsource = { directory = "../httpx" }\n',
+        )
+        .replace(f"wheels = [{_wheel('httpx', '0.28.1')}]", "")
     )
     (project / "uv.lock").write_text(text)
     target = cpython_linux()
-    with pytest.raises(LockError, match=r"package idna 3.10 comes from a git source, not a wheel"):
-        choose_wheels(read_lock(project / "uv.lock", target), target, None)
+    chosen: dict[str, BuildSource | None] = {
+        w.name: w.build for w in choose_wheels(read_lock(project / "uv.lock", target), target, None)
+    }
+    assert chosen["idna"] == BuildSource(
+        "git",
+        "https://git.example/idna",
+        commit="abc",
+        requested_revision="main",
+        subdirectory="py",
+    )
+    assert chosen["httpx"] == BuildSource("directory", (project.parent / "httpx").as_uri())
 
 
 def test_local_wheel_path_is_relative_to_the_lock(project: Path) -> None:

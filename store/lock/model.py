@@ -9,6 +9,7 @@ from pathlib import Path
 from packaging.utils import NormalizedName
 
 __all__ = [
+    "BuildSource",
     "EditableProject",
     "LockedPackage",
     "LockedWheel",
@@ -37,6 +38,25 @@ class WheelLink:
 
 
 @dataclass(frozen=True)
+class BuildSource:
+    """A lock entry that is not a wheel: the source a wheel is built from.
+
+    ``kind`` is ``sdist`` (an index's or find-links' sdist, installed as from a registry),
+    ``archive`` (an sdist or source archive named by URL or path: a direct URL, PEP 610),
+    ``git`` (a repository at one commit) or ``directory`` (a source tree, not editable).
+    ``url`` is the file's http(s):// or file:// URL, the repository's URL (``file://``,
+    ``https://``, ``ssh://``; no ``git+``), or the directory's file:// URL.
+    """
+
+    kind: str
+    url: str
+    sha256: str | None = None  # of the sdist or archive file, when the lock names it
+    commit: str | None = None  # git: the full commit id the lock pins
+    requested_revision: str | None = None  # git: the branch or tag asked for (PEP 610)
+    subdirectory: str | None = None  # the project's directory inside the source
+
+
+@dataclass(frozen=True)
 class LockedPackage:
     """A package that the lock selects for the target, before a wheel is chosen for it.
 
@@ -50,6 +70,7 @@ class LockedPackage:
     hashes: frozenset[str] = frozenset()  # allowed sha256 digests, when the lock names them
     has_sdist: bool = False
     source: str = "registry"  # or: vcs, directory, path, url (for error messages)
+    build: BuildSource | None = None  # what a wheel is built from when none fits the target
 
 
 @dataclass(frozen=True)
@@ -58,12 +79,16 @@ class LockedWheel:
 
     ``hashes`` are the sha256 digests the wheel may have: the one the lock names, or, for a
     requirements.txt, every ``--hash`` of the requirement.
+
+    With ``build`` set, the wheel is still to be built from that source (or recalled from
+    the store's record of an earlier build): ``wheel`` has no URL and ``hashes`` is empty.
     """
 
     name: NormalizedName
     version: str
     wheel: WheelLink
     hashes: frozenset[str]
+    build: BuildSource | None = None
 
     @property
     def filename(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import cast
 from urllib.parse import urljoin
@@ -28,7 +29,7 @@ from packaging.pylock import (
 
 from pkgfs.store.errors import LockError
 
-from .model import EditableProject, LockedPackage, Lockfile, WheelLink, sha256_hex
+from .model import BuildSource, EditableProject, LockedPackage, Lockfile, WheelLink, sha256_hex
 from .selection import Selection
 from .target import Target
 
@@ -55,6 +56,55 @@ def _wheel_link(lock: Path, package: str, wheel: PackageWheel) -> WheelLink:
         # PEP 751: a relative "path" is relative to the lock file's directory.
         url = urljoin(lock.parent.absolute().as_uri() + "/", wheel.path)
     return WheelLink(wheel.filename, url, digest, wheel.size)
+
+
+def _file_url(lock: Path, url: str | None, path: str | None) -> str:
+    # PEP 751: "path: ... relative to the lock file" when not absolute.
+    if url is not None:
+        return url
+    return urljoin(lock.parent.absolute().as_uri() + "/", path or ".")
+
+
+def _file_sha256(lock: Path, package: str, hashes: Mapping[str, str]) -> str | None:
+    value = hashes.get("sha256")
+    if value is None:
+        return None
+    digest = sha256_hex(value)
+    if digest is None:
+        raise LockError(lock, f"package {package!r}: {value!r} is not a sha256 digest")
+    return digest
+
+
+def _build_source(
+    lock: Path, package: str, source: PackageSdist | PackageVcs | PackageDirectory | PackageArchive
+) -> BuildSource | None:
+    """What PEP 751's ``sdist``, ``vcs``, ``archive`` or non-editable ``directory`` table
+    says to build a wheel from; None for an editable directory (installed, not built)."""
+    if isinstance(source, PackageSdist):
+        url = _file_url(lock, source.url, source.path)
+        return BuildSource("sdist", url, _file_sha256(lock, package, source.hashes))
+    if isinstance(source, PackageArchive):
+        url = _file_url(lock, source.url, source.path)
+        sha256 = _file_sha256(lock, package, source.hashes)
+        return BuildSource("archive", url, sha256, subdirectory=source.subdirectory)
+    if isinstance(source, PackageVcs):
+        # PEP 751: "[packages.vcs] type: The type of version control system used" ...
+        # "commit-id: The exact commit/revision number that is to be installed."
+        if source.type != "git":
+            raise LockError(
+                lock, f"package {package!r}: vcs type {source.type!r}: pkgfs builds git"
+            )
+        return BuildSource(
+            "git",
+            _file_url(lock, source.url, source.path),
+            commit=source.commit_id,
+            requested_revision=source.requested_revision,
+            subdirectory=source.subdirectory,
+        )
+    if source.editable:
+        return None
+    url = _file_url(lock, None, source.path)
+    return BuildSource("directory", url, subdirectory=source.subdirectory)
 
 
 def _groups(lock: Path, pylock: Pylock, selection: Selection) -> set[str] | None:
@@ -113,7 +163,8 @@ def read_pylock(lock: Path, target: Target, selection: Selection | None = None) 
             packages.append(LockedPackage(package.name, version, wheels=(link,)))
         elif isinstance(source, PackageSdist):
             # select() falls back to the sdist when no wheel matches the target's tags.
-            packages.append(LockedPackage(package.name, version, has_sdist=True))
+            build = _build_source(lock, package.name, source)
+            packages.append(LockedPackage(package.name, version, has_sdist=True, build=build))
         elif isinstance(source, PackageDirectory) and source.editable:
             # PEP 751: "editable: A flag representing whether the source tree was an
             # editable install at lock time." A relative path is from the lock's directory.
@@ -123,5 +174,8 @@ def read_pylock(lock: Path, target: Target, selection: Selection | None = None) 
             editables.append(EditableProject(package.name, _version_or_none(package), path))
         else:
             kind = {PackageVcs: "vcs", PackageDirectory: "directory", PackageArchive: "archive"}
-            packages.append(LockedPackage(package.name, version, source=kind[type(source)]))
+            build = _build_source(lock, package.name, source)
+            packages.append(
+                LockedPackage(package.name, version, source=kind[type(source)], build=build)
+            )
     return Lockfile(path=lock, kind="pylock.toml", packages=packages, editables=editables)

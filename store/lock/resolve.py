@@ -58,10 +58,34 @@ def _tags(link: WheelLink) -> frozenset[object]:
 
 
 def _build_hint(package: LockedPackage) -> str:
+    """What to do when pkgfs cannot build a package itself: the lock names no source it
+    can build from (an sdist without a location, a VCS other than git)."""
     return (
-        f"build a wheel with `pip wheel --no-deps {package.name}=={package.version}`"
-        " and `pkgfs store add` it"
+        f"the lock names no source pkgfs can build {package.name} from:"
+        " relock it with a wheel or an sdist, git, path or URL source"
     )
+
+
+def _to_build(package: LockedPackage) -> LockedWheel:
+    """The wheel that ``package.build`` will give (pkgfs.store.build builds or recalls it)."""
+    assert package.build is not None
+    label = f"{package.name}-{package.version} ({package.build.kind})"
+    return LockedWheel(
+        package.name, package.version, WheelLink(label, None, None), frozenset(), package.build
+    )
+
+
+def _no_wheel(lock: Path, what: str, package: LockedPackage) -> LockError:
+    """Why ``package`` has no wheel at all, and nothing pkgfs can build one from."""
+    if package.source in ("vcs", "git", "directory", "editable", "archive", "url", "path"):
+        return LockError(
+            lock,
+            f"{what} comes from {'an' if package.source in ('archive', 'editable') else 'a'}"
+            f" {package.source} source, not a wheel: {_build_hint(package)}",
+        )
+    if package.has_sdist:
+        return LockError(lock, f"{what} has only an sdist: {_build_hint(package)}")
+    return LockError(lock, f"{what} lists no wheel")
 
 
 def _choose(
@@ -100,17 +124,11 @@ def _choose(
             else:
                 where = "in the store, find-links or the index"
             raise LockError(lock, f"{what}: no wheel with a listed hash {where}")
-    if not candidates:
-        if package.source in ("vcs", "git", "directory", "editable", "archive", "url", "path"):
-            raise LockError(
-                lock,
-                f"{what} comes from {'an' if package.source in ('archive', 'editable') else 'a'}"
-                f" {package.source} source, not a wheel: {_build_hint(package)}",
-            )
-        if package.has_sdist:
-            raise LockError(lock, f"{what} has only an sdist: {_build_hint(package)}")
-        raise LockError(lock, f"{what} lists no wheel")
     best = next(selector((link, _tags(link)) for link in candidates), None)  # type: ignore[misc]
+    if best is None and package.build is not None:
+        return _to_build(package)  # uv and pip build the sdist when no wheel fits
+    if not candidates:
+        raise _no_wheel(lock, what, package)
     if best is None:
         offered = ", ".join(sorted({c.filename for c in candidates})[:4])
         raise LockError(
@@ -125,8 +143,10 @@ def _choose(
 def choose_wheels(lockfile: Lockfile, target: Target, finder: Finder | None) -> list[LockedWheel]:
     """One wheel per package, the most specific one the target supports (tag priority).
 
-    Raises :class:`LockError` for a package selected twice, one with no wheel for the
-    target (an sdist, a VCS or directory source: the message says how to build one), or a
+    A package with no wheel for the target but a source to build from (an sdist, git, a
+    directory, an archive) gets a :class:`LockedWheel` with ``build`` set, for
+    :mod:`pkgfs.store.build` to build or recall. Raises :class:`LockError` for a package
+    selected twice, one with no wheel for the target and nothing to build it from, or a
     hashed requirement whose wheel is nowhere; :class:`FetchError` from ``finder`` for an
     index or find-links source that cannot be read.
     """

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urljoin
+from urllib.parse import parse_qs, urldefrag, urljoin, urlsplit
 
 from packaging.markers import InvalidMarker, Marker, UndefinedComparison, UndefinedEnvironmentName
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -40,7 +40,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 
 from pkgfs.store.errors import LockError
 
-from .model import EditableProject, LockedPackage, Lockfile, WheelLink, sha256_hex
+from .model import BuildSource, EditableProject, LockedPackage, Lockfile, WheelLink, sha256_hex
 from .selection import Selection
 from .target import Target
 
@@ -272,11 +272,11 @@ def _marker_holds(lock: Path, text: str | None, target: Target) -> bool:
         raise LockError(lock, f"invalid marker {text!r}: {exc}") from None
 
 
-def _sha256(lock: Path, name: str, entry: UvFile) -> str:
+def _sha256(lock: Path, name: str, entry: UvFile, what: str = "a wheel") -> str:
     text = entry.hash or ""
     algorithm, _, value = text.partition(":")
     if algorithm != "sha256" or not value:
-        raise LockError(lock, f"package {name!r}: a wheel has no sha256 hash ({text!r})")
+        raise LockError(lock, f"package {name!r}: {what} has no sha256 hash ({text!r})")
     digest = sha256_hex(value)
     if digest is None:
         raise LockError(lock, f"package {name!r}: hash {text!r} is not a sha256 digest")
@@ -298,6 +298,53 @@ def _wheel_links(lock: Path, package: UvPackage) -> tuple[WheelLink, ...]:
             raise LockError(lock, f"package {package.name!r}: a wheel has neither url nor filename")
         links.append(WheelLink(filename, url, _sha256(lock, package.name, wheel), wheel.size))
     return tuple(links)
+
+
+def _lock_relative(lock: Path, where: str) -> str:
+    """A URL, or a path relative to the lock's directory (uv writes those) as a file:// URL."""
+    if "://" in where:
+        return where
+    return urljoin(lock.parent.absolute().as_uri() + "/", where)
+
+
+def _git_source(value: str) -> BuildSource:
+    """uv's ``source = { git = "URL?rev=REV&subdirectory=DIR#COMMIT" }`` (uv's
+    ``GitSource``: the query names what was asked for, the fragment the commit locked)."""
+    url, commit = urldefrag(value.removeprefix("git+"))
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    requested = next((query[k][0] for k in ("rev", "tag", "branch") if k in query), None)
+    subdirectory = query.get("subdirectory", [None])[0]
+    return BuildSource(
+        "git",
+        parts._replace(query="").geturl(),
+        commit=commit or None,
+        requested_revision=requested,
+        subdirectory=subdirectory,
+    )
+
+
+def _build_source(lock: Path, package: UvPackage) -> BuildSource | None:
+    """What to build a wheel of ``package`` from when no wheel fits, as ``uv sync`` does:
+    the registry's sdist, the git commit, the directory (not editable), or the archive at a
+    path or URL; None for the project's own trees (virtual, editable)."""
+    source = package.source
+    sdist = package.sdist
+    sdist_hash = None
+    if sdist is not None and sdist.hash is not None:
+        sdist_hash = _sha256(lock, package.name, sdist, "its sdist")
+    if source.kind == "git":
+        return _git_source(source.value)
+    if source.kind == "directory":
+        return BuildSource("directory", _lock_relative(lock, source.value))
+    if source.kind in ("path", "url") and not source.value.endswith(".whl"):
+        return BuildSource("archive", _lock_relative(lock, source.value), sdist_hash)
+    if source.kind == "registry" and sdist is not None:
+        where = sdist.url or sdist.path
+        if where is None:
+            raise LockError(lock, f"package {package.name!r}: its sdist has neither url nor path")
+        return BuildSource("sdist", _lock_relative(lock, where), sdist_hash)
+    return None
 
 
 class _Graph:
@@ -444,6 +491,7 @@ def read_uv_lock(lock: Path, target: Target, selection: Selection | None = None)
             wheels=_wheel_links(lock, package),
             has_sdist=package.sdist is not None,
             source=package.source.kind,
+            build=_build_source(lock, package),
         )
         for package in selected
         if package.source.kind not in ("editable", "virtual")

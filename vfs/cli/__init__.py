@@ -56,6 +56,8 @@ def add_lock_arguments(parser: argparse.ArgumentParser) -> None:
         help="a PEP 503/691 simple index, tried before the lock's own (repeatable)")  # fmt: skip
     add("--find-links", action="append", default=[], metavar="DIR",
         help="a directory of wheel files (repeatable)")  # fmt: skip
+    add("-v", "--verbose", action="store_true",
+        help="print the whole output of a build that fails (else only its log's path)")  # fmt: skip
     # uv sync's options, with its meanings (pkgfs.store.lock.selection quotes them).
     groups = parser.add_argument_group("dependency groups and extras (as uv sync)")
     add = groups.add_argument

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -12,8 +13,9 @@ from pathlib import Path
 from typing import TextIO
 
 from pkgfs.store import Store
+from pkgfs.store.build import build_locked, installer_environ, recall
 from pkgfs.store.bytecode import compile_wheels
-from pkgfs.store.errors import StoreError, redact
+from pkgfs.store.errors import BuildError, StoreError, redact
 from pkgfs.store.fetch import (
     BuildSources,
     Finder,
@@ -58,9 +60,13 @@ INDEX_ENV = ("PKGFS_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_U
 class Resolved:
     lockfile: Lockfile
     target: Target
-    wheels: list[LockedWheel]  # the lock's, and the editable projects' once built
+    wheels: list[LockedWheel]  # the lock's, and the editable projects' once built; those
+    # with ``build`` set are built (or recalled) by sync
     selection: Selection = field(default_factory=Selection)
     editables: list[LockedWheel] | None = None  # None: not built (``lock show``)
+    index_urls: list[str] = field(default_factory=list)  # for build requirements too
+    find_links: list[str] = field(default_factory=list)
+    verbose: bool = False  # a failed build prints its whole output
 
 
 def selection_of(args: argparse.Namespace) -> Selection:
@@ -116,8 +122,10 @@ def resolve_lock(
         index=store.index,
     )
     wheels = choose_wheels(lockfile, target, finder)
+    find_links = [*args.find_links, *lockfile.find_links]
+    verbose = bool(getattr(args, "verbose", False))
     if not build:
-        return Resolved(lockfile, target, wheels, selection)
+        return Resolved(lockfile, target, wheels, selection, None, index_urls, find_links, verbose)
     # pip in the build environment authenticates itself: it gets the URLs as given.
     sources = BuildSources(given_urls, finder.find_links, args.offline)
     editables = editable_wheels(
@@ -128,7 +136,7 @@ def resolve_lock(
         say=lambda line: print(f"pkgfs: {redact(line)}", file=err),
     )
     wheels = sorted([*wheels, *editables], key=lambda w: w.name)
-    return Resolved(lockfile, target, wheels, selection, editables)
+    return Resolved(lockfile, target, wheels, selection, editables, index_urls, find_links, verbose)
 
 
 def cmd_lock_show(args: argparse.Namespace, out: TextIO) -> int:
@@ -138,6 +146,9 @@ def cmd_lock_show(args: argparse.Namespace, out: TextIO) -> int:
     """
     with Store.open(getattr(args, "store", None)) as store:
         resolved = resolve_lock(args, store, sys.stderr, build=False)
+        to_build = {w.name for w in resolved.wheels if w.build is not None}
+        resolved.wheels = [recall(store, w, resolved.target) or w for w in resolved.wheels]
+        to_build -= {w.name for w in resolved.wheels if w.build is None}
         present, _ = partition_present(store, resolved.wheels)
         # Editable projects are built by sync and mount, not here: shown with the wheel
         # remembered for their metadata as it is now, if any.
@@ -152,6 +163,7 @@ def cmd_lock_show(args: argparse.Namespace, out: TextIO) -> int:
                 "sha256": w.wheel.sha256,
                 "url": None if w.wheel.url is None else redact(w.wheel.url),
                 "in_store": w.name in stored,
+                "to_build": None if w.build is None else w.build.kind,  # the source, not built yet
             }
             for w in resolved.wheels
         ]
@@ -170,7 +182,7 @@ def cmd_lock_show(args: argparse.Namespace, out: TextIO) -> int:
         out.write("\n")
         return 0
     for w in resolved.wheels:
-        mark = "stored " if w.name in stored else "missing"
+        mark = "stored " if w.name in stored else "build  " if w.name in to_build else "missing"
         print(f"{mark} {w.name:<28} {w.version:<14} {w.filename}", file=out)
     for project, wheel in editables:
         mark = "built  " if wheel else "build  "
@@ -235,11 +247,32 @@ def sync_locked(
     """Get the resolved wheels into the store: (those already there, outcomes of the rest),
     then their bytecode for the target interpreter unless told not to.
 
+    Packages to build from source are built first (or recalled from an earlier build);
+    :class:`BuildError` for a source that does not match the lock or fails to build.
     Offline, wheels that only the network could bring are refused in one line naming
     ``where`` (:class:`LockError`). A wheel that cannot be fetched or ingested is an outcome
     with its error, not an exception; Ctrl-C raises :class:`SyncInterrupted` naming the
     wheels kept; :class:`BytecodeError` when the target cannot be run to compile.
     """
+    # Sources first: each is built once (or its earlier build recalled) and stored, so what
+    # follows sees only wheels. Build requirements come from the lock's indexes and
+    # find-links; offline, from find-links only.
+    no_index = offline or resolved.lockfile.no_index
+    environ = installer_environ(resolved.index_urls, resolved.find_links, no_index)
+    try:
+        resolved.wheels = build_locked(
+            store,
+            resolved.wheels,
+            resolved.target,
+            environ,
+            lambda line: print(f"pkgfs: {line}", file=sys.stderr),
+            offline=offline,
+        )
+    except BuildError as exc:
+        if resolved.verbose and exc.log is not None:
+            with contextlib.suppress(OSError), open(exc.log, encoding="utf-8") as log:
+                sys.stderr.write(log.read())
+        raise
     present, missing = partition_present(store, resolved.wheels)
     remote = unreachable_offline(missing) if offline else []
     if remote:
