@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
 import os
 import signal
+import sys
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
-from .errors import PkgfsError
+from .errors import PkgfsError, StoreError
 from .index import EntryPoint, FileEntry, Index, IngestResult, StoreStats, WheelInfo
 from .layout import StoreLayout, resolve_store_path
 from .verify import VerifyReport, verify_store
@@ -18,14 +20,37 @@ from .verify import VerifyReport, verify_store
 __all__ = ["IngestPool", "Store"]
 
 
+def _hold_shared(layout: StoreLayout) -> int:
+    """The store's lock file, held shared while this writer has the store open: ``gc``
+    (which holds it exclusively) waits for every writer, and writers wait for it. Raises
+    :class:`StoreError` when the lock file cannot be opened."""
+    try:
+        fd = os.open(layout.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise StoreError(f"cannot open the store lock {layout.lock}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"pkgfs: waiting for pkgfs store gc on {layout.root}", file=sys.stderr)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
 class Store:
     """A content-addressed store of unpacked wheels. Safe to share between threads."""
 
-    def __init__(self, root: Path, *, read_only: bool = False) -> None:
+    def __init__(self, root: Path, *, read_only: bool = False, shared_lock: bool = True) -> None:
         self.layout = StoreLayout(root)
+        self._lock_fd = -1
         if not read_only:
             self.layout.create()
-        self.index = Index(self.layout.index, read_only=read_only)
+        if not read_only and shared_lock:
+            self._lock_fd = _hold_shared(self.layout)
+        try:
+            self.index = Index(self.layout.index, read_only=read_only)
+        except BaseException:
+            self._release()
+            raise
 
     @classmethod
     def open(cls, root: str | os.PathLike[str] | None = None) -> Store:
@@ -51,6 +76,12 @@ class Store:
 
     def close(self) -> None:
         self.index.close()
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
 
     def __enter__(self) -> Store:
         return self

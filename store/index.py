@@ -12,7 +12,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Set
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -398,6 +398,37 @@ class Index:
             (sha256,),
         )
         return [EntryPoint(*map(str, row)) for row in rows]
+
+    def unreferenced_objects(self, without: Set[str] = frozenset()) -> dict[str, int]:
+        """The objects (digest -> size) that no wheel's files nor bytecode would use once
+        the wheels whose sha256 is in ``without`` are gone."""
+        used: set[str] = set()
+        for sha256, digest in self._query(
+            "SELECT w.sha256, f.digest FROM files f JOIN wheels w ON w.id = f.wheel_id"
+            " UNION ALL SELECT w.sha256, b.digest FROM bytecode b JOIN wheels w"
+            " ON w.id = b.wheel_id"
+        ):
+            if sha256 not in without:
+                used.add(str(digest))
+        return {d: s for d, s in self.objects().items() if d not in used}
+
+    def remove_wheels(self, sha256s: list[str]) -> None:
+        """Forget these wheels (manifests, entry points, bytecode, build records) and every
+        object row no other wheel uses, in one transaction. Their files are the caller's
+        to unlink, after this returns (``pkgfs.store.gc``)."""
+        with self.transaction() as db:
+            for sha256 in sha256s:
+                row = db.execute("SELECT id FROM wheels WHERE sha256 = ?", (sha256,)).fetchone()
+                if row is None:
+                    continue
+                for table in ("files", "bytecode", "bytecode_done", "entry_points"):
+                    db.execute(f"DELETE FROM {table} WHERE wheel_id = ?", row)  # noqa: S608
+                db.execute("DELETE FROM builds WHERE wheel_sha256 = ?", (sha256,))
+                db.execute("DELETE FROM wheels WHERE id = ?", row)
+            db.execute(
+                "DELETE FROM objects WHERE digest NOT IN (SELECT digest FROM files)"
+                " AND digest NOT IN (SELECT digest FROM bytecode)"
+            )
 
     def objects(self) -> dict[str, int]:
         return {str(d): int(s) for d, s in self._query("SELECT digest, size FROM objects")}  # type: ignore[call-overload]

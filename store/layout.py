@@ -7,6 +7,7 @@
       index-v1.sqlite         which wheels exist and which object backs each of their files
       views-v2/<key>          saved views: a lock's wheels as one tree, checksummed (sealed.py)
       tmp/                    staging of ingests and views in progress; garbage after a crash
+      lock                    flock: shared by every writer while open, exclusive for gc
 
 A format change gets a new bucket (``objects-v2``, ``index-v2``) rather than a migration in
 place, so an older pkgfs never misreads a newer store. Saved views are on their second:
@@ -76,6 +77,11 @@ class StoreLayout:
     @property
     def tmp(self) -> Path:
         return self.root / "tmp"
+
+    @property
+    def lock(self) -> Path:
+        """Held shared by every writer while the store is open, exclusively by ``gc``."""
+        return self.root / "lock"
 
     def object_path(self, digest: str) -> Path:
         """The file holding the content whose sha256 is ``digest`` (64 lowercase hex digits)."""

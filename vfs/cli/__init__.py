@@ -115,31 +115,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_Version, help="show pkgfs's version and exit")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
-    store = commands.add_parser("store", help="the content-addressed store of unpacked wheels")
-    store_commands = store.add_subparsers(title="commands", metavar="COMMAND", required=True)
-
-    add = store_commands.add_parser(
-        "add", parents=[store_option, jobs_option], help="ingest wheel files into the store"
-    )
-    add.add_argument("wheels", nargs="+", type=Path, metavar="WHEEL")
-    add.set_defaults(run=_lazy(".store", "cmd_store_add"))
-
-    ls = store_commands.add_parser(
-        "ls", parents=[store_option, json_option], help="list the ingested wheels"
-    )
-    ls.set_defaults(run=_lazy(".store", "cmd_store_ls"))
-
-    stats = store_commands.add_parser(
-        "stats", parents=[store_option, json_option], help="count wheels, objects and bytes"
-    )
-    stats.set_defaults(run=_lazy(".store", "cmd_store_stats"))
-
-    verify = store_commands.add_parser(
-        "verify",
-        parents=[store_option, jobs_option],
-        help="re-hash every object and check every manifest; exit 1 on any problem",
-    )
-    verify.set_defaults(run=_lazy(".store", "cmd_store_verify"))
+    _add_store_commands(commands, store_option, json_option, jobs_option)
 
     sync = commands.add_parser(
         "sync",
@@ -180,6 +156,8 @@ def _build_parser() -> argparse.ArgumentParser:
     unmount.add_argument("--lazy", action="store_true", help="detach now, even if busy")
     unmount.set_defaults(run=_lazy(".mount", "cmd_unmount"))
 
+    _add_env_commands(commands, json_option)
+
     status = commands.add_parser(
         "status", parents=[json_option], help="every pkgfs mount and its state"
     )
@@ -196,6 +174,62 @@ def _build_parser() -> argparse.ArgumentParser:
     reset.add_argument("paths", nargs="*", metavar="PATH")
     reset.set_defaults(run=_lazy(".overlay", "cmd_reset"))
     return parser
+
+
+def _add_store_commands(
+    commands: Any,
+    store_option: argparse.ArgumentParser,
+    json_option: argparse.ArgumentParser,
+    jobs_option: argparse.ArgumentParser,
+) -> None:
+    store = commands.add_parser("store", help="the content-addressed store of unpacked wheels")
+    store_commands = store.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    add = store_commands.add_parser(
+        "add", parents=[store_option, jobs_option], help="ingest wheel files into the store"
+    )
+    add.add_argument("wheels", nargs="+", type=Path, metavar="WHEEL")
+    add.set_defaults(run=_lazy(".store", "cmd_store_add"))
+
+    ls = store_commands.add_parser(
+        "ls", parents=[store_option, json_option], help="list the ingested wheels"
+    )
+    ls.set_defaults(run=_lazy(".store", "cmd_store_ls"))
+
+    stats = store_commands.add_parser(
+        "stats", parents=[store_option, json_option], help="count wheels, objects and bytes"
+    )
+    stats.set_defaults(run=_lazy(".store", "cmd_store_stats"))
+
+    verify = store_commands.add_parser(
+        "verify",
+        parents=[store_option, jobs_option],
+        help="re-hash every object and check every manifest; exit 1 on any problem",
+    )
+    verify.set_defaults(run=_lazy(".store", "cmd_store_verify"))
+
+    gc = store_commands.add_parser(
+        "gc",
+        parents=[store_option, json_option],
+        help="remove the wheels, objects and views no environment of yours uses",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="say what would go; remove nothing")
+    add_lock_arguments(gc)  # --lock: keep what this lock selects too
+    gc.set_defaults(run=_lazy(".store", "cmd_store_gc"))
+
+
+def _add_env_commands(commands: Any, json_option: argparse.ArgumentParser) -> None:
+    env = commands.add_parser("env", help="the environments you have made, mounted or not")
+    env_commands = env.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    env_list = env_commands.add_parser(
+        "list", parents=[json_option], help="every environment: mountpoint, state, lock"
+    )
+    env_list.set_defaults(run=_lazy(".env", "cmd_env_list"))
+    env_rm = env_commands.add_parser(
+        "rm", help="forget an unmounted environment and delete its overlay (local edits)"
+    )
+    env_rm.add_argument("mountpoint", metavar="MOUNTPOINT")
+    env_rm.set_defaults(run=_lazy(".env", "cmd_env_rm"))
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:

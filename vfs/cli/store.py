@@ -15,6 +15,7 @@ from .output import EXIT_FAILURE, EXIT_OK, human
 
 __all__ = [
     "cmd_store_add",
+    "cmd_store_gc",
     "cmd_store_ls",
     "cmd_store_stats",
     "cmd_store_verify",
@@ -147,3 +148,49 @@ def cmd_store_verify(args: argparse.Namespace, out: TextIO) -> int:
     verdict = "ok" if report.ok else f"{len(report.problems)} problems"
     print(f"{verdict}: {report.objects_checked} objects, {report.wheels} wheels checked", file=out)
     return EXIT_OK if report.ok else EXIT_FAILURE
+
+
+def cmd_store_gc(args: argparse.Namespace, out: TextIO) -> int:
+    """``pkgfs store gc``: remove what no environment of this user (and no ``--lock``)
+    uses. Raises :class:`StoreError` (one line) when another command has the store open,
+    or when an environment's config cannot be read (its roots would be unknown)."""
+    from pkgfs.store import resolve_store_path  # noqa: PLC0415
+    from pkgfs.store.gc import collect_garbage, exclusive  # noqa: PLC0415
+    from pkgfs.store.layout import StoreLayout  # noqa: PLC0415
+    from pkgfs.vfs.env.registry import Environment, environments, roots  # noqa: PLC0415
+
+    from .lock import resolve_lock, stored_wheels  # noqa: PLC0415
+
+    envs: list[Environment] = []
+    for _directory, env in environments():
+        if not isinstance(env, Environment):
+            raise StoreError(
+                f"{env}: what that environment uses is unknown, so nothing is removed;"
+                " pkgfs env rm it, or mount it again"
+            )
+        envs.append(env)
+    root = resolve_store_path(getattr(args, "store", None))
+    if not StoreLayout(root).index.is_file():
+        raise StoreError(f"{root}: no store here")
+    with exclusive(StoreLayout(root), wait=False), Store(root, shared_lock=False) as store:
+        keep_wheels, keep_views = roots(store, envs)
+        if args.lock is not None:
+            resolved = resolve_lock(args, store, sys.stderr, build=False)
+            keep_wheels.update(stored_wheels(store, resolved.wheels))
+        report = collect_garbage(
+            store.layout, store.index, keep_wheels, keep_views, dry_run=args.dry_run
+        )
+    if args.json:
+        json.dump({**asdict(report), "freed": report.freed}, out, indent=2)
+        out.write("\n")
+        return EXIT_OK
+    verb = "would remove" if report.dry_run else "removed"
+    for wheel in report.wheels:
+        print(f"{verb} {wheel}", file=out)
+    print(
+        f"{verb} {len(report.wheels)} wheels, {report.objects} objects, {report.views} views,"
+        f" {report.leftovers} leftovers: {human(report.freed)}; kept {report.kept_wheels} wheels"
+        f" of {len(envs)} environments",
+        file=out,
+    )
+    return EXIT_OK

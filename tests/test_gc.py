@@ -1,0 +1,133 @@
+"""``pkgfs store gc`` and ``pkgfs env list|rm``: the store keeps what environments use.
+
+Real projects, real mounts, a real store; a second pkgfs process holds the store open to
+show that gc never runs beside a writer.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pkgfs.store import Store
+from tests.mountkit import Env, environ_for, force_unmount, make_project, needs_fuse
+
+pytestmark = needs_fuse
+
+
+def _store(env: Env) -> Path:
+    return Path(env.env["PKGFS_STORE"])
+
+
+def _names(env: Env) -> set[str]:
+    listed = json.loads(env.pkgfs("store", "ls", "--json").stdout)
+    return {row["name"] for row in listed}
+
+
+@pytest.fixture
+def two(tmp_path: Path) -> tuple[Env, Env]:
+    base = environ_for(tmp_path)
+    first = make_project(tmp_path / "first", base, extra={"onlyfirst": {"of/__init__.py": "F=1\n"}})
+    second = make_project(
+        tmp_path / "second", base, extra={"onlysecond": {"os2/__init__.py": "S=2\n"}}
+    )
+    for env in (first, second):
+        env.pkgfs("mount", env.site)
+    return first, second
+
+
+def test_gc_keeps_what_environments_use_and_removes_the_rest(two: tuple[Env, Env]) -> None:
+    first, second = two
+    try:
+        listed = json.loads(first.pkgfs("env", "list", "--json").stdout)
+        assert {row["mountpoint"] for row in listed} == {str(first.site), str(second.site)}
+        assert all(row["state"] == "ok" and row["lock_state"] == "current" for row in listed)
+        # Both environments are roots, mounted or not: nothing of theirs goes.
+        first.pkgfs("unmount", first.site)
+        kept = first.pkgfs("store", "gc", "--json")
+        assert json.loads(kept.stdout)["wheels"] == []
+        assert "onlyfirst" in _names(first)
+
+        refused = first.pkgfs("env", "rm", second.site, check=False)
+        assert refused.returncode == 1
+        assert "mounted: pkgfs unmount it first" in refused.stderr
+        first.pkgfs("env", "rm", first.site)
+        assert [
+            r["mountpoint"] for r in json.loads(first.pkgfs("env", "list", "--json").stdout)
+        ] == [str(second.site)]
+
+        dry = json.loads(first.pkgfs("store", "gc", "--dry-run", "--json").stdout)
+        assert dry["wheels"] == ["onlyfirst-1.0-py3-none-any.whl"]
+        assert "onlyfirst" in _names(first)  # a dry run removes nothing
+
+        done = first.pkgfs("store", "gc")
+        assert "removed onlyfirst-1.0-py3-none-any.whl" in done.stdout
+        assert _names(first) == {"app", "nsa", "nsb", "onlysecond"}
+        assert first.pkgfs("store", "verify").returncode == 0
+        # The mounted environment still serves, and a new one of its lock needs nothing.
+        assert second.run(second.python, "-c", "import os2, app; print(os2.S)") == "2\n"
+        second.pkgfs("unmount", second.site)
+        second.pkgfs("mount", second.site, "--offline")
+        assert second.run(second.python, "-c", "import os2; print(os2.S)") == "2\n"
+    finally:
+        for env in two:
+            force_unmount(env.site)
+
+
+def test_gc_removes_leftovers_of_a_killed_ingest(two: tuple[Env, Env]) -> None:
+    first, _second = two
+    store = _store(first)
+    try:
+        orphan = store / "objects-v1" / "ab" / ("c" * 62)  # published, never committed
+        orphan.parent.mkdir(exist_ok=True)
+        orphan.write_bytes(b"half an ingest")
+        (store / "tmp" / "ingest-dead").mkdir(parents=True)
+        (store / "tmp" / "ingest-dead" / "x").write_bytes(b"staged")
+        report = json.loads(first.pkgfs("store", "gc", "--json").stdout)
+        assert report["objects"] == 1
+        assert report["leftovers"] == 1
+        assert not orphan.exists()
+        assert list((store / "tmp").iterdir()) == []
+        assert first.pkgfs("store", "verify").returncode == 0
+    finally:
+        for env in two:
+            force_unmount(env.site)
+
+
+def test_gc_never_runs_beside_a_writer(tmp_path: Path) -> None:
+    env = make_project(tmp_path / "project", environ_for(tmp_path))
+    env.pkgfs("sync", "--lock", env.project / "pylock.toml")
+    before = sorted(p.name for p in (_store(env) / "objects-v1").rglob("*"))
+    holder = subprocess.Popen(  # another pkgfs command with the store open for writing
+        [
+            sys.executable,
+            "-c",
+            "import sys, pkgfs.store as s; st = s.Store.open(sys.argv[1]); print('open', flush=True);"
+            " sys.stdin.read()",
+            str(_store(env)),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env.env,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "open\n"
+        refused = env.pkgfs("store", "gc", check=False)
+        assert refused.returncode == 1
+        (line,) = refused.stderr.splitlines()
+        assert "another pkgfs command is using the store" in line
+    finally:
+        holder.communicate("", timeout=30)
+    assert sorted(p.name for p in (_store(env) / "objects-v1").rglob("*")) == before
+    # No environment: everything is garbage, and gc says so.
+    report = json.loads(env.pkgfs("store", "gc", "--json").stdout)
+    assert len(report["wheels"]) == 3
+    with Store.open(_store(env)) as store:
+        assert store.index.wheels() == []
+        assert store.index.objects() == {}

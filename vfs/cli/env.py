@@ -1,0 +1,97 @@
+"""``pkgfs env list`` and ``pkgfs env rm``: the environments this user has made.
+
+``list`` only reads. ``rm`` forgets an environment that is not mounted: its state
+directory, with its overlay (the local edits), goes; so do the overlay's ``upper/`` and
+``work/`` when ``--overlay DIR`` put them elsewhere (DIR itself is the user's and stays).
+The store keeps its wheels until ``pkgfs store gc``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from pkgfs.store.errors import MountError
+from pkgfs.store.hashing import hash_file
+from pkgfs.vfs.env.registry import Environment, environments
+from pkgfs.vfs.env.state import mount_dir
+from pkgfs.vfs.env.venv import mountpoint_of
+from pkgfs.vfs.fuse.mounts import mount_state
+
+__all__ = ["cmd_env_list", "cmd_env_rm"]
+
+
+def _lock_state(env: Environment) -> str:
+    try:
+        now = hash_file(env.config.lock)[0]
+    except FileNotFoundError:
+        return "missing"
+    except OSError:
+        return "unknown"
+    if not env.config.lock_sha256:
+        return "unknown"
+    return "current" if now == env.config.lock_sha256 else "changed"
+
+
+def cmd_env_list(args: argparse.Namespace, out: TextIO) -> int:
+    """``pkgfs env list``: every environment, mounted or not. Reads only; a config that
+    cannot be read is a warning line on stderr."""
+    rows = []
+    for _directory, env in environments():
+        if not isinstance(env, Environment):
+            print(f"pkgfs: warning: {env}", file=sys.stderr)
+            continue
+        mountpoint = Path(env.config.mountpoint)
+        rows.append(
+            {
+                "mountpoint": str(mountpoint),
+                "state": mount_state(mountpoint),
+                "venv": mountpoint.exists(),
+                "lock": env.config.lock,
+                "lock_state": _lock_state(env),
+                "packages": len(env.config.wheels),
+                "selection": env.config.selection,
+                "state_dir": str(env.directory),
+                "overlay": str(Path(env.config.upper).parent),
+            }
+        )
+    if args.json:
+        json.dump(rows, out, indent=2)
+        out.write("\n")
+        return 0
+    if not rows:
+        print("no pkgfs environments", file=out)
+    for row in rows:
+        gone = "" if row["venv"] else ", its mountpoint is gone"
+        print(
+            f"{row['state']:<9} {row['mountpoint']}  {row['packages']} packages,"
+            f" lock {row['lock']} ({row['lock_state']}){gone}",
+            file=out,
+        )
+    return 0
+
+
+def cmd_env_rm(args: argparse.Namespace, out: TextIO) -> int:
+    """``pkgfs env rm MOUNTPOINT``. Raises ``MountError`` (one line) when it is mounted or
+    pkgfs knows no environment there."""
+    mountpoint = mountpoint_of(Path(args.mountpoint).absolute())
+    directory = mount_dir(mountpoint)
+    if not (directory / "config.json").is_file():
+        raise MountError(f"{mountpoint}: pkgfs knows no environment there (pkgfs env list)")
+    if mount_state(mountpoint) != "unmounted":
+        raise MountError(f"{mountpoint}: mounted: pkgfs unmount it first")
+    env = next(
+        (e for d, e in environments() if d == directory and isinstance(e, Environment)), None
+    )
+    if env is not None:
+        overlay = Path(env.config.upper).parent
+        if overlay != directory:  # --overlay DIR: ours are only its upper/ and work/
+            for part in (Path(env.config.upper), Path(env.config.work)):
+                shutil.rmtree(part, ignore_errors=True)
+    shutil.rmtree(directory)
+    print(f"forgot {mountpoint} and its overlay", file=out)
+    return 0

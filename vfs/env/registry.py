@@ -1,0 +1,63 @@
+"""The environments this user has made: every mount's state directory with a config.
+
+An environment is what ``pkgfs mount`` prepared for a mountpoint: its lock, its wheels, its
+view and its overlay, kept in ``$XDG_STATE_HOME/pkgfs/mounts/<id>/`` whether mounted or
+not, until ``pkgfs env rm`` forgets it. They are the roots of ``pkgfs store gc``: what any
+of them uses stays in the store.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pkgfs.store import Store
+from pkgfs.store.errors import MountError
+
+from .saved import view_key
+from .state import MountConfig, state_home
+from .view import Bytecode
+
+__all__ = ["Environment", "environments", "roots"]
+
+
+@dataclass(frozen=True)
+class Environment:
+    directory: Path  # its state directory
+    config: MountConfig
+
+
+def environments(
+    environ: Mapping[str, str] = os.environ,
+) -> Iterator[tuple[Path, Environment | MountError]]:
+    """Every state directory with a ``config.json``, with its environment, or the
+    ``MountError`` saying why its config cannot be read."""
+    mounts = state_home(environ) / "mounts"
+    if not mounts.is_dir():
+        return
+    for directory in sorted(mounts.iterdir()):
+        path = directory / "config.json"
+        try:
+            yield directory, Environment(directory, MountConfig.load(path))
+        except FileNotFoundError:
+            continue
+        except MountError as exc:
+            yield directory, exc
+        except OSError as exc:
+            yield directory, MountError(f"{path}: {exc.strerror}")
+
+
+def roots(store: Store, envs: list[Environment]) -> tuple[set[str], set[str]]:
+    """(wheel sha256s, saved view names) that the environments of ``store`` use."""
+    wheels: set[str] = set()
+    views: set[str] = set()
+    for env in envs:
+        config = env.config
+        if Path(config.store).absolute() != store.root.absolute():
+            continue
+        wheels.update(config.wheels)
+        bytecode = Bytecode(config.magic, config.cache_tag) if config.magic else None
+        views.add(view_key(store, config.wheels, config.site_packages, bytecode))
+    return wheels, views
