@@ -120,6 +120,7 @@ def test_a_full_disk_after_the_mount_undoes_it(small_disk: Path, base_env: dict[
     # The venv lives on a full disk: the mount succeeds, writing its scripts fails.
     env = make_project(small_disk / "project", base_env)
     try:
+        (env.venv / ".pkgfs-venv").write_text("1" * 32 + "\n")  # as a first mount marks it
         fill(small_disk)
         error = fails(env, "mount", env.site)
         assert "cannot write the venv's scripts and links" in error
@@ -132,6 +133,21 @@ def test_a_full_disk_after_the_mount_undoes_it(small_disk: Path, base_env: dict[
         shutil.rmtree(small_disk / "inodes")
         env.pkgfs("mount", env.site)  # nothing was left in the way
         assert (env.venv / "bin" / "app-cli").exists()
+    finally:
+        force_unmount(env.site)
+
+
+def test_a_full_disk_before_the_venv_is_marked_is_one_line(
+    small_disk: Path, base_env: dict[str, str]
+) -> None:
+    env = make_project(small_disk / "project", base_env)
+    try:
+        fill(small_disk)
+        error = fails(env, "mount", env.site)
+        assert "cannot mark the venv as pkgfs's" in error
+        assert "No space left on device" in error
+        assert sorted(p.name for p in env.venv.iterdir() if p.name.startswith(".pkgfs")) == []
+        assert not mounted_now(env.site)
     finally:
         force_unmount(env.site)
 
@@ -381,3 +397,27 @@ def test_status_is_a_healthcheck(mounted: Env) -> None:
     stale = mounted.pkgfs("status", check=False)
     assert stale.returncode == 1
     assert stale.stdout.startswith("stale")
+
+
+def test_a_new_venv_at_the_same_path_does_not_inherit_the_old_overlay(project: Env) -> None:
+    project.pkgfs("mount", project.site)
+    (project.site / "app" / "data.txt").write_text("an edit of the old venv\n")
+    (project.site / "app" / "sub" / "mod.py").unlink()
+    project.pkgfs("unmount", project.site)
+    shutil.rmtree(project.venv)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", project.venv], check=True)
+
+    mounted = project.pkgfs("mount", project.site)
+    (note,) = [line for line in mounted.stderr.splitlines() if "is a new venv" in line]
+    aside = Path(note.split(" it is kept in ")[1].split(" (")[0])
+    assert (project.site / "app" / "data.txt").read_text() == "lower data\n"
+    assert (project.site / "app" / "sub" / "mod.py").exists()
+    assert project.pkgfs("diff", project.site).stdout == ""
+    # Kept, not lost: the old edits are where the note says.
+    assert (aside / "upper" / "app" / "data.txt").read_text() == "an edit of the old venv\n"
+    # The same venv mounted again keeps its own edits.
+    (project.site / "app" / "data.txt").write_text("an edit of the new venv\n")
+    project.pkgfs("unmount", project.site)
+    again = project.pkgfs("mount", project.site)
+    assert "is a new venv" not in again.stderr
+    assert (project.site / "app" / "data.txt").read_text() == "an edit of the new venv\n"

@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
@@ -30,7 +31,14 @@ from pkgfs.store.errors import MountError, PkgfsError, TargetError
 from pkgfs.store.hashing import hash_file
 from pkgfs.store.lock import discover_lock, probe_target
 from pkgfs.vfs.env.state import MountConfig, MountRecord, mount_dir
-from pkgfs.vfs.env.venv import Venv, depopulate_venv, mountpoint_of, populate_venv, venv_of
+from pkgfs.vfs.env.venv import (
+    Venv,
+    depopulate_venv,
+    mountpoint_of,
+    populate_venv,
+    venv_identity,
+    venv_of,
+)
 from pkgfs.vfs.env.view import View
 from pkgfs.vfs.fuse.mounts import (
     BusyError,
@@ -157,6 +165,8 @@ def cmd_mount(args: argparse.Namespace, out: TextIO) -> int:
         with _locks(mountpoint, state, overlay) as locks:
             try:
                 _clear_stale(mountpoint, sys.stderr)
+                if venv is not None:
+                    _set_aside_if_new(venv, state, overlay, sys.stderr)
                 with Store.open(getattr(args, "store", None)) as store:
                     config, view = _prepare(
                         args, store, mountpoint=mountpoint, venv=venv, state=state, overlay=overlay
@@ -209,6 +219,46 @@ def _check_python(python: Path, venv: Venv) -> None:
         f" at {venv.root} (Python {own.python_version}), which is the one that imports these"
         f" packages: recreate the venv with it ({python} -m venv {venv.root}), or leave out"
         " --python (and relock if the lock needs another Python)"
+    )
+
+
+def _identity(venv: Venv) -> str:
+    try:
+        return venv_identity(venv, create=True) or ""
+    except OSError as exc:
+        raise MountError(f"{venv.root}: cannot mark the venv as pkgfs's: {exc}") from None
+
+
+def _set_aside_if_new(venv: Venv, state: Path, overlay: Path, err: TextIO) -> None:
+    """When the environment kept for this mountpoint belonged to another venv (this one
+    was made anew at the same path), its overlay is not this venv's: it is moved aside, not
+    applied and not deleted, and said in one line. Raises ``MountError`` when it cannot be
+    moved."""
+    try:
+        previous = MountConfig.load(state / "config.json")
+    except (OSError, MountError):
+        return  # none, or unreadable: nothing to inherit
+    current = venv_identity(venv)
+    if not previous.venv_id or previous.venv_id == current:
+        return  # the same venv (or one mounted by a pkgfs that kept no identity)
+    upper, work = Path(previous.upper), Path(previous.work)
+    if not upper.exists() and not work.exists():
+        return
+    aside = overlay / f"previous-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    try:
+        aside.mkdir(mode=0o700)
+        for part in (upper, work):
+            if part.exists():
+                part.rename(aside / part.name)
+        (state / "config.json").rename(aside / "config.json")
+    except OSError as exc:
+        raise MountError(
+            f"{venv.root}: cannot set the previous venv's overlay aside: {exc}"
+        ) from None
+    print(
+        f"pkgfs: {venv.root} is a new venv: the overlay of the one mounted here before is not"
+        f" applied; it is kept in {aside} (delete it when you do not need it)",
+        file=err,
     )
 
 
@@ -301,6 +351,7 @@ def _prepare(
         magic="" if args.no_compile else resolved.target.magic,
         cache_tag=resolved.target.cache_tag,
         lock_sha256=lock_sha256,
+        venv_id=_identity(venv) if venv else "",
         selection=resolved.selection.describe(),
     )
     view = config.view(store)  # composed (and saved) now: a conflict fails unmounted

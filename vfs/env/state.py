@@ -70,6 +70,7 @@ class MountConfig:
     magic: str = ""  # serve the bytecode compiled for this interpreter magic ("": none)
     cache_tag: str = ""
     lock_sha256: str = ""  # the lock's content when mounted: status tells when it changed
+    venv_id: str = ""  # the venv's identity (env/venv.py): a new venv is a new environment
     # The groups and extras asked for (uv sync's options, canonical; "" for the default):
     # with the lock, what this environment is.
     selection: str = ""

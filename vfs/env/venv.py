@@ -8,6 +8,7 @@ it is still what was written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -26,6 +27,7 @@ __all__ = [
     "mountpoint_of",
     "populate_venv",
     "site_packages_of",
+    "venv_identity",
     "venv_of",
 ]
 
@@ -70,6 +72,34 @@ def site_packages_of(path: Path) -> Path | None:
         what = "none" if not found else ", ".join(str(f.relative_to(path)) for f in found)
         raise MountError(f"{path}: a venv with {what} as lib/pythonX.Y/site-packages: name one")
     return found[0]
+
+
+MARKER = ".pkgfs-venv"  # in the venv's root: which venv this is, for its environment
+
+
+def venv_identity(venv: Venv, create: bool = False) -> str | None:
+    """The venv's identity: a random id pkgfs wrote into it the first time it mounted it
+    (``create``), so that a new venv made at the same path (``rm -rf .venv``, then ``python
+    -m venv .venv``) is a new environment and does not inherit the old one's overlay. None
+    for a venv pkgfs never marked. Raises ``MountError`` when it cannot be written."""
+    path = venv.root / MARKER
+    try:
+        found = path.read_text().strip()
+    except FileNotFoundError:
+        found = ""
+    if found or not create:
+        return found or None
+    identity = os.urandom(16).hex()
+    fd, tmp = tempfile.mkstemp(dir=venv.root, prefix=MARKER + ".")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(identity + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return identity
 
 
 def mountpoint_of(path: Path) -> Path:
