@@ -7,6 +7,9 @@ show that gc never runs beside a writer.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -131,3 +134,30 @@ def test_gc_never_runs_beside_a_writer(tmp_path: Path) -> None:
     with Store.open(_store(env)) as store:
         assert store.index.wheels() == []
         assert store.index.objects() == {}
+
+
+def test_mount_all_brings_back_every_environment(two: tuple[Env, Env], tmp_path: Path) -> None:
+    # As after a reboot: one daemon killed (its mount stale), one unmounted cleanly, and a
+    # third environment whose venv is gone.
+    first, second = two
+    third = make_project(tmp_path / "third", dict(first.env))
+    try:
+        third.pkgfs("mount", third.site)
+        third.pkgfs("unmount", third.site)
+        shutil.rmtree(third.venv)
+        (row,) = [r for r in first.status() if r["mountpoint"] == str(first.site)]
+        os.kill(int(str(row["pid"])), signal.SIGKILL)
+        second.pkgfs("unmount", second.site)
+        assert first.pkgfs("status", check=False).returncode == 1
+
+        result = first.pkgfs("mount", "--all", check=False)
+        assert result.returncode == 0, result.stderr
+        assert f"skipped {third.site}: it is gone" in result.stdout
+        assert first.pkgfs("status").returncode == 0
+        assert first.run(first.python, "-c", "import of; print(of.F)") == "1\n"
+        assert second.run(second.python, "-c", "import os2; print(os2.S)") == "2\n"
+        # Nothing left to do: a second run mounts nothing and succeeds.
+        assert first.pkgfs("mount", "--all").returncode == 0
+    finally:
+        for env in (*two, third):
+            force_unmount(env.site)

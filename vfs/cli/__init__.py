@@ -141,7 +141,10 @@ def _build_parser() -> argparse.ArgumentParser:
         parents=[store_option],
         help="mount the lockfile's environment at MOUNTPOINT (a venv's site-packages)",
     )
-    mount.add_argument("mountpoint", metavar="MOUNTPOINT")
+    mount.add_argument("mountpoint", metavar="MOUNTPOINT", nargs="?")
+    mount.add_argument(
+        "--all", action="store_true", help="mount again every environment that is not mounted"
+    )
     add_lock_arguments(mount)
     mount.add_argument(
         "--foreground", action="store_true", help="stay attached; unmount on SIGTERM/SIGINT"

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -19,10 +21,10 @@ from pkgfs.store.errors import MountError
 from pkgfs.store.hashing import hash_file
 from pkgfs.vfs.env.registry import Environment, environments
 from pkgfs.vfs.env.state import mount_dir
-from pkgfs.vfs.env.venv import mountpoint_of
+from pkgfs.vfs.env.venv import mountpoint_of, venv_of
 from pkgfs.vfs.fuse.mounts import mount_state
 
-__all__ = ["cmd_env_list", "cmd_env_rm"]
+__all__ = ["cmd_env_list", "cmd_env_rm", "mount_all"]
 
 
 def _lock_state(env: Environment) -> str:
@@ -95,3 +97,34 @@ def cmd_env_rm(args: argparse.Namespace, out: TextIO) -> int:
     shutil.rmtree(directory)
     print(f"forgot {mountpoint} and its overlay", file=out)
     return 0
+
+
+def mount_all(args: argparse.Namespace, out: TextIO) -> int:
+    """``pkgfs mount --all``: mount again every environment that is not mounted (after a
+    reboot, or a killed daemon) and whose mountpoint still exists, each as ``pkgfs mount``
+    would, with the lock, groups and options it was mounted with. One line per
+    environment; exit 1 if any failed."""
+    failed = 0
+    for directory, env in environments():
+        if not isinstance(env, Environment):
+            print(f"pkgfs: warning: {env}", file=sys.stderr)
+            continue
+        config = env.config
+        mountpoint = Path(config.mountpoint)
+        if mount_state(mountpoint) == "ok":
+            continue
+        if not mountpoint.is_dir():
+            print(f"pkgfs: skipped {mountpoint}: it is gone (pkgfs env rm it)", file=out)
+            continue
+        argv = [sys.executable, "-m", "pkgfs.vfs", "--store", config.store, "mount"]
+        argv += [str(mountpoint), "--lock", config.lock, *shlex.split(config.selection)]
+        if venv_of(mountpoint) is None:
+            argv += ["--python", config.python]
+        if Path(config.upper).parent != directory:
+            argv += ["--overlay", str(Path(config.upper).parent)]
+        argv += ["--allow-other"] * config.allow_other + ["--no-compile"] * (not config.magic)
+        argv += ["--offline"] * bool(getattr(args, "offline", False))
+        out.flush()
+        if subprocess.run(argv, check=False).returncode != 0:
+            failed += 1
+    return 1 if failed else 0

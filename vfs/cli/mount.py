@@ -139,6 +139,18 @@ def _signals_deferred() -> Iterator[None]:
 def cmd_mount(args: argparse.Namespace, out: TextIO) -> int:
     """``pkgfs mount``. Raises ``PkgfsError`` (one line) when it cannot mount, having
     undone everything it did; ``KeyboardInterrupt`` on SIGINT or SIGTERM, likewise."""
+    if args.all:
+        if args.mountpoint is not None:
+            raise MountError(f"{args.mountpoint}: --all mounts every environment: name none")
+        from .env import mount_all  # noqa: PLC0415
+
+        return mount_all(args, out)
+    if args.mountpoint is None:
+        raise MountError("pkgfs mount: name a MOUNTPOINT, or --all")
+    return _mount(args, out)
+
+
+def _mount(args: argparse.Namespace, out: TextIO) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # undone like Ctrl-C
     mountpoint = _mountpoint(args.mountpoint, sys.stderr)
     check_fuse(mountpoint, args.allow_other)
