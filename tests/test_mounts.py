@@ -389,6 +389,9 @@ def test_status_is_a_healthcheck(mounted: Env) -> None:
     changed = mounted.pkgfs("status", check=False)
     assert changed.returncode == 1
     assert "(changed)" in changed.stdout
+    again = mounted.pkgfs("mount", mounted.site, check=False)
+    assert again.returncode == 1
+    assert "mounted with an earlier pylock.toml (it changed since)" in again.stderr
     lock.write_bytes(original)
     assert mounted.pkgfs("status", check=False).returncode == 0
     (row,) = mounted.status()

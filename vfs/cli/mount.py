@@ -68,6 +68,16 @@ def _check_mountpoint(mountpoint: Path) -> None:
         # (a stale mount exists, but stat fails with ENOTCONN)
         raise MountError(f"{mountpoint}: no such directory")
     if mount_state(mountpoint) == "ok":
+        lock = None
+        with contextlib.suppress(OSError, MountError):
+            config = MountConfig.load(mount_dir(mountpoint) / "config.json")
+            if config.lock_sha256 and hash_file(config.lock)[0] != config.lock_sha256:
+                lock = Path(config.lock).name
+        if lock is not None:
+            raise MountError(
+                f"{mountpoint}: mounted with an earlier {lock} (it changed since): pkgfs"
+                f" unmount {mountpoint}, then mount it again to follow it"
+            )
         raise MountError(f"{mountpoint}: already mounted: pkgfs unmount it first")
 
 
