@@ -171,9 +171,13 @@ def test_unreachable_index(pkgfs: RunPkgfs, lockproject: Path, store_dir: Path) 
     assert "http://127.0.0.1:9/simple/alpha/: cannot connect" in error
 
 
-def test_requirements_without_an_index(pkgfs: RunPkgfs, lockproject: Path, store_dir: Path) -> None:
-    error = _refused(pkgfs, store_dir, "--lock", lockproject / "requirements.txt")
-    assert "no index is configured: pass --index-url URL or set PKGFS_INDEX_URL" in error
+def test_requirements_with_no_index(pkgfs: RunPkgfs, lockproject: Path, store_dir: Path) -> None:
+    # Without --no-index the default index would be asked (tests/test_indexes.py: config).
+    error = _refused(pkgfs, store_dir, "--lock", lockproject / "requirements.txt", "--no-index")
+    assert error == (
+        f"pkgfs: error: {lockproject / 'requirements.txt'}: package alpha 1.0: no wheel with a"
+        " listed hash in the store, (no index: --no-index)"
+    )
 
 
 def test_sdist_only_package(pkgfs: RunPkgfs, lockproject: Path, store_dir: Path) -> None:

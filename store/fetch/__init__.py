@@ -1,14 +1,16 @@
 """pkgfs.store.fetch: getting the wheels a lock selects into the store.
 
-``http`` opens URLs, ``simple`` reads index pages (PEP 503/691), ``finder`` lists where a
-pinned package's wheels are, ``download`` fetches and verifies one wheel, and ``sync``
+``config`` says which indexes and find-links pip's and uv's settings name, ``http`` opens
+URLs, ``simple`` reads index pages (PEP 503/691), ``finder`` lists where a pinned
+package's wheels are, ``download`` fetches and verifies one wheel, and ``sync``
 downloads and ingests many at once.
 """
 
 from pkgfs.store.errors import FetchError
 
+from .config import DEFAULT_INDEX, IndexConfig, index_config
 from .download import Cancel, download
-from .finder import Finder
+from .finder import Finder, Found
 from .http import remember_credentials
 from .sync import (
     SyncInterrupted,
@@ -19,12 +21,16 @@ from .sync import (
 )
 
 __all__ = [
+    "DEFAULT_INDEX",
     "Cancel",
     "FetchError",
     "Finder",
+    "Found",
+    "IndexConfig",
     "SyncInterrupted",
     "SyncOutcome",
     "download",
+    "index_config",
     "partition_present",
     "remember_credentials",
     "sync_wheels",

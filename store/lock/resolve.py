@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,6 +56,36 @@ def _build_hint(package: LockedPackage) -> str:
     )
 
 
+def _search(
+    lock: Path,
+    what: str,
+    package: LockedPackage,
+    selector: Callable[[Iterable[tuple[WheelLink, frozenset[object]]]], Iterator[WheelLink]],
+    finder: Finder | None,
+) -> list[WheelLink]:
+    """The wheels of a package that the lock names only by hashes (requirements.txt), from
+    the first source, in pip's order (the store, find-links, each index), that has one the
+    target can use: a stored wheel is used without asking the network. Raises
+    :class:`LockError` naming every place looked when none has it."""
+    if finder is None:
+        raise LockError(lock, f"{what}: its wheels come from an index, and none is configured")
+    looked: list[str] = []
+    offered: list[WheelLink] = []
+    for found in finder.search(package.name, package.version):
+        looked.append(found.where)
+        hashed = [w for w in found.links if w.sha256 is None or w.sha256 in package.hashes]
+        if next(selector((link, _tags(link)) for link in hashed), None) is not None:
+            return hashed
+        offered += hashed
+    if offered:
+        return offered  # none for the target: the caller says which there are
+    if finder.offline:
+        looked.append("(offline: no index asked)")
+    elif not finder.index_urls:
+        looked.append("(no index: --no-index)")
+    raise LockError(lock, f"{what}: no wheel with a listed hash in {', '.join(looked)}")
+
+
 def _choose(
     lockfile: Lockfile, package: LockedPackage, target: Target, finder: Finder | None
 ) -> LockedWheel:
@@ -63,34 +94,7 @@ def _choose(
     candidates = list(package.wheels)
     selector = create_compatible_tags_selector(target.tags)
     if not candidates and package.hashes:
-        if finder is None:
-            raise LockError(lock, f"{what}: its wheels come from an index, and none is configured")
-        # A stored wheel with a listed hash that the target can use was chosen by an earlier
-        # sync: take it without asking the network.
-        stored = [
-            w
-            for w in finder.stored_links(package.name, package.version)
-            if w.sha256 in package.hashes
-        ]
-        if next(selector((link, _tags(link)) for link in stored), None) is not None:  # type: ignore[misc]
-            candidates = stored
-        else:
-            candidates = [
-                link
-                for link in finder.links(package.name, package.version)
-                if link.sha256 is None or link.sha256 in package.hashes
-            ]
-        if not candidates:
-            if finder.offline:
-                where = "in the store or find-links (offline)"
-            elif not finder.index_urls:
-                where = (
-                    "in the store or find-links, and no index is configured:"
-                    " pass --index-url URL or set PKGFS_INDEX_URL"
-                )
-            else:
-                where = "in the store, find-links or the index"
-            raise LockError(lock, f"{what}: no wheel with a listed hash {where}")
+        candidates = _search(lock, what, package, selector, finder)  # type: ignore[arg-type]
     if not candidates:
         if package.source in ("vcs", "git", "directory", "editable", "archive", "url", "path"):
             raise LockError(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -16,8 +15,10 @@ from pkgfs.store.bytecode import compile_wheels
 from pkgfs.store.errors import StoreError, redact
 from pkgfs.store.fetch import (
     Finder,
+    IndexConfig,
     SyncInterrupted,
     SyncOutcome,
+    index_config,
     partition_present,
     remember_credentials,
     sync_wheels,
@@ -45,9 +46,6 @@ __all__ = [
     "sync_locked",
 ]
 
-# Where an index comes from when neither the lock nor --index-url names one.
-INDEX_ENV = ("PKGFS_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_URL")
-
 
 @dataclass
 class Resolved:
@@ -56,20 +54,27 @@ class Resolved:
     wheels: list[LockedWheel]
 
 
-def _index_urls(args: argparse.Namespace, lockfile: Lockfile) -> list[str]:
-    urls = list(args.index_url)
-    if not lockfile.no_index:
-        urls += lockfile.index_urls
-    if not urls and not lockfile.no_index:
-        urls += [os.environ[name] for name in INDEX_ENV if os.environ.get(name)][:1]
-    return urls
+def _index_urls(args: argparse.Namespace, lockfile: Lockfile, config: IndexConfig) -> list[str]:
+    """The indexes asked, in order, as pip combines them: ``--index-url`` first; a lock's
+    own ``-i`` replaces the configured (or default) index, its extra indexes follow;
+    ``--no-index`` (the command line's, the lock's or the configuration's) asks none."""
+    if getattr(args, "no_index", False):
+        return []
+    given = list(args.index_url)
+    if lockfile.no_index or (config.no_index and not given):
+        return given
+    if lockfile.index_replaced:
+        return list(dict.fromkeys([*given, *lockfile.index_urls]))
+    return list(dict.fromkeys([*config.index_urls(given), *lockfile.index_urls]))
 
 
 def resolve_lock(args: argparse.Namespace, store: Store, err: TextIO) -> Resolved:
     """Discover and read the lock for the target, and choose its wheels. Says which lock.
 
-    Credentials in an index URL are remembered for that host (the lock's own wheel URLs
-    may point there) and never printed. Raises :class:`LockError` for a lock that cannot
+    Indexes and find-links: the command line's, the lock's, then pip's and uv's settings
+    (:func:`pkgfs.store.fetch.index_config`), the default index last. Credentials in an
+    index URL are remembered for that host (the lock's own wheel URLs may point there) and
+    never printed. Raises :class:`LockError` for a lock that cannot
     be found, read or satisfied, :class:`TargetError` for a target that cannot be run,
     and :class:`FetchError` for an index that cannot be read.
     """
@@ -81,10 +86,12 @@ def resolve_lock(args: argparse.Namespace, store: Store, err: TextIO) -> Resolve
     lockfile = read_lock(lock, target)
     for note in lockfile.notes:
         print(redact(f"pkgfs: {lock.name}: {note}"), file=err)
-    index_urls = [remember_credentials(url) for url in _index_urls(args, lockfile)]
+    config = index_config()
+    index_urls = [remember_credentials(u, index=True) for u in _index_urls(args, lockfile, config)]
+    find_links = [*args.find_links, *lockfile.find_links, *config.find_links]
     finder = Finder(
-        index_urls=index_urls,
-        find_links=[*args.find_links, *lockfile.find_links],
+        index_urls=list(dict.fromkeys(index_urls)),
+        find_links=list(dict.fromkeys(remember_credentials(u) for u in find_links)),
         offline=args.offline,
         index=store.index,
     )
