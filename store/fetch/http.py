@@ -234,10 +234,12 @@ def _failure(shown: str, response: requests.Response, credentials: _Credentials 
     status = f"{shown}: HTTP {response.status_code} {response.reason}"
     if response.status_code in _RETRIED_STATUSES:
         return f"{status} (tried {RETRIES + 1} times)"
+    sent = credentials is not None and "Authorization" in response.request.headers
+    if response.status_code in (401, 403) and sent and credentials is not None:
+        # 403: what pypiserver, and some proxies, answer to a wrong password.
+        return f"{status}: the index refused {credentials.source}"
     if response.status_code != 401:
         return status
-    if credentials is not None and "Authorization" in response.request.headers:
-        return f"{status}: the index refused {credentials.source}"
     return (
         f"{status}: the index wants credentials: put USER:TOKEN@ before the host in its URL,"
         " or add the host to ~/.netrc"
