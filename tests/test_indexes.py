@@ -415,3 +415,32 @@ def test_requirements_from_find_links_and_a_private_index_mount_as_pip_installs(
     )
     pip_set = {(p["name"], p["version"]) for p in json.loads(listed.stdout)}
     assert mounted_set == pip_set == {("greeter", "1.0"), ("helper", "2.0")}
+
+
+def test_uv_lock_from_a_private_registry_and_find_links(
+    pkgfs: RunPkgfs, tmp_path: Path, pypiserver: PypiServer
+) -> None:
+    project = _project(tmp_path, pypiserver)
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "proj"\nversion = "0.1"\nrequires-python = ">=3.11"\n'
+        'dependencies = ["greeter==1.0"]\n[tool.uv]\npackage = false\n'
+    )
+    uv = Path(sys.executable).parent / "uv"
+    locked = subprocess.run(
+        [uv, "lock", "--index-url", pypiserver.with_credentials(), "--find-links", "links"],
+        cwd=project, env={**isolated(dict(os.environ)), "UV_CACHE_DIR": str(tmp_path / "uv-cache")},
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert locked.returncode == 0, locked.stderr
+    text = (project / "uv.lock").read_text()
+    assert TOKEN not in text  # uv strips credentials: they come from the user's settings
+    assert f'source = {{ registry = "{pypiserver.url}" }}' in text
+    assert 'source = { registry = "links" }' in text
+    lock = project / "uv.lock"
+    args = ("sync", "--lock", lock, "--python", sys.executable, "--no-compile")
+    refused = _clean(pkgfs(*args))
+    assert refused.code == 1
+    assert "/packages/helper-2.0-py3-none-any.whl: HTTP 401 Unauthorized" in _errors(refused)[0]
+    synced = _clean(pkgfs(*args, env={"UV_INDEX": pypiserver.with_credentials()}))
+    assert synced.code == 0, synced.err
+    assert synced.out == "2 wheels: 1 already in the store, 1 added\n"  # greeter: the first try
