@@ -444,3 +444,29 @@ def test_uv_lock_from_a_private_registry_and_find_links(
     synced = _clean(pkgfs(*args, env={"UV_INDEX": pypiserver.with_credentials()}))
     assert synced.code == 0, synced.err
     assert synced.out == "2 wheels: 1 already in the store, 1 added\n"  # greeter: the first try
+
+
+def test_a_stored_listed_wheel_is_preferred_to_a_download(
+    pkgfs: RunPkgfs, tmp_path: Path, wheel_dir: Path
+) -> None:
+    # The lock lists two wheels; the better-tagged one is not stored, the other is: no request.
+    tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    best = WheelMaker(name="dual", tag=f"{tag}-none-any").build(wheel_dir)
+    pure = WheelMaker(name="dual").build(wheel_dir)
+    assert pkgfs("store", "add", pure).code == 0
+    with IndexServer([best, pure]) as server:
+        wheels = ", ".join(
+            f'{{ url = "{server.url}/files/{w.name}", hashes = {{ sha256 = "{_sha256(w)}" }} }}'
+            for w in (best, pure)
+        )
+        lock = tmp_path / "pylock.toml"
+        lock.write_text(
+            'lock-version = "1.0"\ncreated-by = "test"\n\n[[packages]]\nname = "dual"\n'
+            f'version = "1.0"\nwheels = [{wheels}]\n'
+        )
+        shown = pkgfs("lock", "show", "--json", "--lock", lock, "--python", sys.executable)
+        assert shown.code == 0, shown.err
+        assert [(r["wheel"], r["in_store"]) for r in json.loads(shown.out)] == [(pure.name, True)]
+        synced = pkgfs("sync", "--lock", lock, "--python", sys.executable, "--no-compile")
+        assert synced.out == "1 wheels: 1 already in the store, 0 added\n", synced.err
+        assert server.requests == []

@@ -93,6 +93,12 @@ def _choose(
     what = f"package {package.name} {package.version}"
     candidates = list(package.wheels)
     selector = create_compatible_tags_selector(target.tags)
+    if candidates and finder is not None:
+        # Any stored wheel the lock lists and the target can use: no download.
+        stored = {link.sha256 for link in finder.stored_links(package.name, package.version)}
+        held = [link for link in candidates if link.sha256 in stored]
+        if next(selector((link, _tags(link)) for link in held), None) is not None:  # type: ignore[misc]
+            candidates = held
     if not candidates and package.hashes:
         candidates = _search(lock, what, package, selector, finder)  # type: ignore[arg-type]
     if not candidates:
