@@ -395,6 +395,19 @@ def test_requirements_from_find_links_and_a_private_index_mount_as_pip_installs(
         }
     finally:
         force_unmount(env.site)
+    # A second environment with the index stopped: every wheel comes from the store.
+    pypiserver.stop()
+    venv.create(project / "second", with_pip=False)
+    second = Env(project, project / "second", env.env)
+    try:
+        again = second.pkgfs(
+            "mount", second.site, "--lock", project / "requirements.txt", "--index-url", index
+        )
+        assert "added" not in again.stderr, again.stderr
+        assert second.run(second.venv / "bin" / "greet") == "hello from the index\n"
+    finally:
+        force_unmount(second.site)
+    pypiserver.start()
     # The same requirements.txt, from the same sources, into a plain venv by pip itself.
     plain = tmp_path / "plain"
     venv.create(plain, with_pip=False)
