@@ -197,6 +197,13 @@ def test_sdist_only_package(pkgfs: RunPkgfs, lockproject: Path, store_dir: Path)
         f"pkgfs: error: {lock}: package zeta 1.0 has only an sdist: build a wheel with"
         " `pip wheel --no-deps zeta==1.0` and `pkgfs store add` it"
     )
+    # Done as it says, the stored wheel is used (the lock names no wheel hash to check).
+    added = pkgfs("store", "add", LOCKPROJECT / "wheels" / "zeta-1.0-py3-none-any.whl")
+    assert added.code == 0, added.err
+    shown = pkgfs("lock", "show", "--json", "--lock", lock, "--python", sys.executable)
+    assert shown.code == 0, shown.err
+    zeta_row = next(r for r in json.loads(shown.out) if r["name"] == "zeta")
+    assert (zeta_row["wheel"], zeta_row["in_store"]) == ("zeta-1.0-py3-none-any.whl", True)
 
 
 def test_missing_lock(pkgfs: RunPkgfs, tmp_path: Path, store_dir: Path) -> None:

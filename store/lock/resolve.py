@@ -99,6 +99,13 @@ def _choose(
         held = [link for link in candidates if link.sha256 in stored]
         if next(selector((link, _tags(link)) for link in held), None) is not None:  # type: ignore[misc]
             candidates = held
+    if not candidates and not package.hashes and package.has_sdist and finder is not None:
+        # An sdist-only release: a wheel of it already in the store (built by `pip wheel`
+        # and `pkgfs store add`, or by an earlier build) is used; the lock names no wheel
+        # hash to check it against, as uv installs a wheel it built itself.
+        built = finder.stored_links(package.name, package.version)
+        if next(selector((link, _tags(link)) for link in built), None) is not None:  # type: ignore[misc]
+            candidates = built
     if not candidates and package.hashes:
         candidates = _search(lock, what, package, selector, finder)  # type: ignore[arg-type]
     if not candidates:
