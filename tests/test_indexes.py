@@ -483,3 +483,14 @@ def test_a_stored_listed_wheel_is_preferred_to_a_download(
         synced = pkgfs("sync", "--lock", lock, "--python", sys.executable, "--no-compile")
         assert synced.out == "1 wheels: 1 already in the store, 0 added\n", synced.err
         assert server.requests == []
+
+
+def test_https_is_verified_with_the_system_certificates() -> None:
+    import truststore  # noqa: PLC0415
+
+    from pkgfs.store.fetch.http import session  # noqa: PLC0415
+
+    adapter = session().get_adapter("https://index.invalid/simple/")
+    context = adapter.poolmanager.connection_pool_kw["ssl_context"]  # type: ignore[attr-defined]
+    assert isinstance(context, truststore.SSLContext)
+    assert session() is session()  # one session, its connections reused, per process
