@@ -20,6 +20,7 @@ __all__ = [
     "FetchError",
     "LockError",
     "MountError",
+    "NotFoundError",
     "PkgfsError",
     "StoreError",
     "TargetError",
@@ -85,6 +86,11 @@ class LockError(PkgfsError, ValueError):
 
 class FetchError(PkgfsError, OSError):
     """An index or a download failed. The message names the URL (redacted) or file."""
+
+
+class NotFoundError(FetchError):
+    """The server answered 404 or 410: the page or file is not there. For an index or a
+    find-links page this means "not here", not a failure."""
 
 
 class TargetError(PkgfsError, OSError):

@@ -18,6 +18,20 @@ from tests.wheelmaker import WheelMaker
 
 PKGFS = [sys.executable, "-m", "pkgfs.vfs"]
 
+# The machine's own pip and uv settings name indexes and find-links; a test names its own.
+INDEX_SETTINGS = (
+    "PKGFS_INDEX_URL", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX",
+    "UV_DEFAULT_INDEX", "UV_INDEX_URL", "UV_INDEX", "UV_EXTRA_INDEX_URL", "UV_FIND_LINKS",
+    "UV_NO_INDEX", "NETRC",
+)  # fmt: skip
+
+
+def isolated(environ: dict[str, str]) -> dict[str, str]:
+    """``environ`` without the machine's index settings, and no pip configuration file."""
+    clean = {k: v for k, v in environ.items() if k not in INDEX_SETTINGS}
+    clean["PIP_CONFIG_FILE"] = os.devnull
+    return clean
+
 
 @dataclass(frozen=True)
 class Result:
@@ -56,7 +70,11 @@ def pkgfs(store_dir: Path, tmp_path: Path) -> RunPkgfs:
     """Run the real ``pkgfs`` CLI in a subprocess against the test's store."""
 
     def run(*args: str | os.PathLike[str], env: dict[str, str] | None = None) -> Result:
-        environ = {**os.environ, "PKGFS_STORE": str(store_dir), "HOME": str(tmp_path / "home")}
+        environ = {
+            **isolated(dict(os.environ)),
+            "PKGFS_STORE": str(store_dir),
+            "HOME": str(tmp_path / "home"),
+        }
         environ.pop("XDG_DATA_HOME", None)
         environ.update(env or {})
         proc = subprocess.run(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PKGFS
+from tests.conftest import PKGFS, isolated
 from tests.wheelmaker import WheelMaker
 
 __all__ = [
@@ -156,7 +156,7 @@ def make_project(
 
 def environ_for(tmp_path: Path) -> dict[str, str]:
     """The environment pkgfs runs in for a test: its store, state and cache in ``tmp_path``."""
-    env = {**os.environ, "HOME": str(tmp_path / "home")}
+    env = {**isolated(dict(os.environ)), "HOME": str(tmp_path / "home")}
     env["PKGFS_STORE"] = str(tmp_path / "store")
     env["XDG_STATE_HOME"] = str(tmp_path / "state")
     env["XDG_CACHE_HOME"] = str(tmp_path / "cache")

@@ -171,9 +171,13 @@ def test_unreachable_index(pkgfs: RunPkgfs, lockproject: Path, store_dir: Path) 
     assert "http://127.0.0.1:9/simple/alpha/: cannot connect" in error
 
 
-def test_requirements_without_an_index(pkgfs: RunPkgfs, lockproject: Path, store_dir: Path) -> None:
-    error = _refused(pkgfs, store_dir, "--lock", lockproject / "requirements.txt")
-    assert "no index is configured: pass --index-url URL or set PKGFS_INDEX_URL" in error
+def test_requirements_with_no_index(pkgfs: RunPkgfs, lockproject: Path, store_dir: Path) -> None:
+    # Without --no-index the default index would be asked (tests/test_indexes.py: config).
+    error = _refused(pkgfs, store_dir, "--lock", lockproject / "requirements.txt", "--no-index")
+    assert error == (
+        f"pkgfs: error: {lockproject / 'requirements.txt'}: package alpha 1.0: no wheel with a"
+        " listed hash in the store, (no index: --no-index)"
+    )
 
 
 def test_sdist_only_package(pkgfs: RunPkgfs, lockproject: Path, store_dir: Path) -> None:
@@ -193,6 +197,13 @@ def test_sdist_only_package(pkgfs: RunPkgfs, lockproject: Path, store_dir: Path)
     assert error.startswith(
         "pkgfs: error: zeta 1.0: http://127.0.0.1:9/files/zeta-1.0.tar.gz: cannot connect"
     )
+    # Done as it says, the stored wheel is used (the lock names no wheel hash to check).
+    added = pkgfs("store", "add", LOCKPROJECT / "wheels" / "zeta-1.0-py3-none-any.whl")
+    assert added.code == 0, added.err
+    shown = pkgfs("lock", "show", "--json", "--lock", lock, "--python", sys.executable)
+    assert shown.code == 0, shown.err
+    zeta_row = next(r for r in json.loads(shown.out) if r["name"] == "zeta")
+    assert (zeta_row["wheel"], zeta_row["in_store"]) == ("zeta-1.0-py3-none-any.whl", True)
 
 
 def test_missing_lock(pkgfs: RunPkgfs, tmp_path: Path, store_dir: Path) -> None:

@@ -15,6 +15,7 @@ and the commit the lock names are checked on the source before it is unpacked or
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -27,7 +28,7 @@ from urllib.parse import unquote, urlsplit
 
 from pkgfs.store.contain import is_plain_name, is_safe_path
 from pkgfs.store.errors import BuildError, FetchError, redact
-from pkgfs.store.fetch.http import open_url
+from pkgfs.store.fetch.http import get
 from pkgfs.store.hashing import hash_file
 from pkgfs.store.lock.model import BuildSource
 
@@ -143,8 +144,11 @@ def _checked_file(name: str, source: BuildSource, work: Path) -> tuple[Path, str
             filename = filename if is_plain_name(filename) else "source"
             (work / "download").mkdir()
             local = work / "download" / filename
-            with open_url(source.url) as response, open(local, "wb") as out:
-                shutil.copyfileobj(response, out, _CHUNK)
+            with (
+                contextlib.closing(get(source.url, stream=True)) as response,
+                open(local, "wb") as out,
+            ):
+                shutil.copyfileobj(response.raw, out, _CHUNK)
         digest, _ = hash_file(local)
     except OSError as exc:
         if isinstance(exc, FetchError):

@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import urllib3.exceptions
+
 from pkgfs.store.contain import contained
 from pkgfs.store.errors import FetchError
 from pkgfs.store.hashing import hash_file
 from pkgfs.store.lock.model import LockedWheel
 
-from .http import open_url
+from .http import get
 
 __all__ = ["Cancel", "download"]
 
@@ -83,7 +85,7 @@ class Cancel:
 
 
 def _content_length(url: str, header: str | None) -> int | None:
-    # RFC 9110: Content-Length = 1*DIGIT. http.client reads on to the end of the connection
+    # RFC 9110: Content-Length = 1*DIGIT. A client may read on to the end of the connection
     # when it is not a number; we refuse it, as nothing then says how long the file is.
     if header is None:
         return None
@@ -128,13 +130,23 @@ def download(wheel: LockedWheel, directory: Path, cancel: Cancel | None = None) 
     cancel = cancel or Cancel()
     if cancel.is_set():
         raise FetchError(f"{url}: interrupted")
-    with open_url(url) as response, open(target, "wb") as out, cancel.watching(response):
+    with (
+        contextlib.closing(get(url, stream=True)) as response,
+        open(target, "wb") as out,
+        cancel.watching(response.raw),
+    ):
         declared = _content_length(url, response.headers.get("Content-Length"))
         while True:
             try:
-                # read1: whatever has arrived, so a slow server cannot hold a cancel back.
-                chunk = response.read1(_CHUNK)
-            except (http.client.IncompleteRead, OSError) as exc:
+                # read1: whatever has arrived, so a slow server cannot hold a cancel back;
+                # the bytes as sent (Accept-Encoding: identity), as the lock hashed them.
+                chunk = response.raw.read1(_CHUNK, decode_content=False)
+            except (
+                http.client.HTTPException,
+                urllib3.exceptions.HTTPError,
+                OSError,
+                ValueError,  # reading a response whose connection a cancel closed
+            ) as exc:
                 if cancel.is_set():
                     raise FetchError(f"{url}: interrupted") from None
                 raise FetchError(f"{url}: download cut off after {size} bytes ({exc})") from None

@@ -1,13 +1,21 @@
-"""Where the wheels of ``name==version`` can be found: the store, find-links, simple indexes."""
+"""Where the wheels of ``name==version`` can be found: the store, find-links, simple indexes.
+
+The order is pip's: what is already here (the store), then every find-links location
+(a directory of files, or an HTML page of links), then each index in turn. An index or a
+page that answers 404 (or 410) does not have the project: "not here", and the next source
+is asked. ``file://`` indexes are read from disk (a project's page is its directory's
+``index.html``, as pip reads them).
+"""
 
 from __future__ import annotations
 
-import http.client
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urljoin, urlparse
+from urllib.parse import unquote, urljoin, urlsplit
 
+import requests
 from packaging.utils import (
     InvalidWheelFilename,
     NormalizedName,
@@ -15,15 +23,15 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from pkgfs.store.errors import FetchError
+from pkgfs.store.errors import FetchError, NotFoundError, redact
 from pkgfs.store.hashing import hash_file
 from pkgfs.store.index import Index
 from pkgfs.store.lock.model import WheelLink
 
-from .http import open_url
+from .http import get
 from .simple import ACCEPT, parse_project_page
 
-__all__ = ["Finder"]
+__all__ = ["Finder", "Found"]
 
 
 def _is(link: WheelLink, name: NormalizedName, version: Version) -> bool:
@@ -34,8 +42,24 @@ def _is(link: WheelLink, name: NormalizedName, version: Version) -> bool:
     return wheel_name == name and wheel_version == version
 
 
+def _is_local(source: str) -> bool:
+    return "://" not in source or source.startswith("file:")
+
+
+def _local_path(source: str) -> Path:
+    return Path(unquote(urlsplit(source).path)) if "://" in source else Path(source)
+
+
+@dataclass(frozen=True)
+class Found:
+    """The wheels of one source: ``where`` names it for a person (credentials redacted)."""
+
+    where: str
+    links: list[WheelLink]
+
+
 class Finder:
-    """Lists the wheel files of one pinned package, from every configured source."""
+    """Lists the wheel files of one pinned package, source by source."""
 
     def __init__(
         self,
@@ -64,42 +88,74 @@ class Finder:
             WheelLink(w.filename, None, w.sha256) for w in self.index.wheels_named(name, wanted)
         ]
 
-    def links(self, name: NormalizedName, version: str) -> list[WheelLink]:
-        """Every wheel of ``name==version``: stored, in find-links, and on the indexes.
+    def search(self, name: NormalizedName, version: str) -> Iterator[Found]:
+        """The wheels of ``name==version``, one :class:`Found` per source as it is asked, in
+        pip's order: the store, each find-links location, each index (the network ones
+        not when offline). A caller that stops early asks no further source.
 
         Raises :class:`FetchError` (one line naming the directory or the redacted URL) for
-        a find-links directory that cannot be listed or read, and for an index page that
-        cannot be fetched or is malformed.
+        a find-links directory that cannot be listed or read, and for an index or page
+        that cannot be fetched or is malformed; a 404 is an empty :class:`Found`.
         """
         try:
             wanted = Version(version)
         except InvalidVersion:
-            return []
-        found = self.stored_links(name, version)
+            return
+        yield Found("the store", self.stored_links(name, version))
         for source in self.find_links:
-            if "://" not in source or source.startswith("file:"):
-                found += self._directory(
-                    Path(urlparse(source).path if "://" in source else source), name, wanted
-                )
+            if _is_local(source):
+                path = _local_path(source)
+                if path.is_file():  # an HTML page of links, on disk
+                    links = self._page(path.as_uri())
+                    yield Found(str(path), [link for link in links if _is(link, name, wanted)])
+                else:
+                    yield Found(str(path), self._directory(path, name, wanted))
             elif not self.offline:
-                found += [link for link in self._page(source) if _is(link, name, wanted)]
-        if not self.offline:
-            for index_url in self.index_urls:
-                # PEP 503: the project URL is the index URL plus the normalized name and "/".
-                page = urljoin(index_url.rstrip("/") + "/", f"{name}/")
-                found += [link for link in self._page(page, ACCEPT) if _is(link, name, wanted)]
-        return found
+                links = self._page(source)
+                yield Found(redact(source), [link for link in links if _is(link, name, wanted)])
+        for index_url in self.index_urls:
+            if self.offline and not _is_local(index_url):
+                continue
+            # PEP 503: the project URL is the index URL plus the normalized name and "/".
+            page = urljoin(index_url.rstrip("/") + "/", f"{name}/")
+            links = self._page(page, ACCEPT)
+            yield Found(redact(index_url), [link for link in links if _is(link, name, wanted)])
+
+    def links(self, name: NormalizedName, version: str) -> list[WheelLink]:
+        """Every wheel of ``name==version`` from every source; raises as :meth:`search`."""
+        return [link for found in self.search(name, version) for link in found.links]
 
     def _page(self, url: str, accept: str | None = None) -> list[WheelLink]:
         if url not in self._pages:
-            with open_url(url, accept) as response:
-                try:
-                    body = response.read()
-                except (http.client.HTTPException, OSError) as exc:  # IncompleteRead, resets
-                    raise FetchError(f"{url}: the page was cut off: {exc!r}") from None
-                content_type = response.headers.get("Content-Type", "")
-                self._pages[url] = parse_project_page(body, content_type, response.geturl())
+            self._pages[url] = (
+                self._read_file_page(url) if _is_local(url) else self._get(url, accept)
+            )
         return self._pages[url]
+
+    def _get(self, url: str, accept: str | None) -> list[WheelLink]:
+        try:
+            response = get(url, accept)
+        except NotFoundError:
+            return []  # this index or page does not have it: the next source may
+        with response:
+            try:
+                body = response.content
+            except requests.exceptions.RequestException as exc:  # cut off, reset
+                raise FetchError(f"{redact(url)}: the page was cut off: {exc!r}") from None
+            content_type = response.headers.get("Content-Type", "")
+            return parse_project_page(body, content_type, response.url)
+
+    def _read_file_page(self, url: str) -> list[WheelLink]:
+        path = _local_path(url)
+        if path.is_dir():
+            path /= "index.html"
+        try:
+            body = path.read_bytes()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise FetchError(f"{path}: cannot read the index page: {exc.strerror}") from None
+        return parse_project_page(body, "text/html", path.as_uri())
 
     def _directory(
         self, directory: Path, name: NormalizedName, version: Version

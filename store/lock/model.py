@@ -116,5 +116,7 @@ class Lockfile:
     index_urls: list[str] = field(default_factory=list)  # PEP 503 simple indexes, in order
     find_links: list[str] = field(default_factory=list)  # directories or pages of wheel links
     no_index: bool = False  # the lock says --no-index: no index, not even the default one
+    # The lock's first index replaces the configured ones (requirements.txt's -i, as pip).
+    index_replaced: bool = False
     notes: list[str] = field(default_factory=list)  # said once to the user, e.g. skipped roots
     editables: list[EditableProject] = field(default_factory=list)  # built, not in ``packages``

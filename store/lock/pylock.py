@@ -159,8 +159,11 @@ def read_pylock(lock: Path, target: Target, selection: Selection | None = None) 
     for package, source in selected:
         version = str(package.version) if package.version else "?"
         if isinstance(source, PackageWheel):
-            link = _wheel_link(lock, package.name, source)
-            packages.append(LockedPackage(package.name, version, wheels=(link,)))
+            # The selected wheel, and the package's other hashed wheels: resolve.py takes a
+            # stored one the target can use over downloading the selected one.
+            others = [w for w in package.wheels or () if w is not source and "sha256" in w.hashes]
+            links = [_wheel_link(lock, package.name, w) for w in (source, *others)]
+            packages.append(LockedPackage(package.name, version, wheels=tuple(links)))
         elif isinstance(source, PackageSdist):
             # select() falls back to the sdist when no wheel matches the target's tags.
             build = _build_source(lock, package.name, source)

@@ -226,4 +226,5 @@ def read_requirements(
     if not lockfile.no_index:
         primary = [reader.index_url] if reader.index_url else []
         lockfile.index_urls = primary + reader.extra_index_urls
+        lockfile.index_replaced = bool(primary)
     return lockfile

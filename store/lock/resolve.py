@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -88,6 +89,36 @@ def _no_wheel(lock: Path, what: str, package: LockedPackage) -> LockError:
     return LockError(lock, f"{what} lists no wheel")
 
 
+def _search(
+    lock: Path,
+    what: str,
+    package: LockedPackage,
+    selector: Callable[[Iterable[tuple[WheelLink, frozenset[object]]]], Iterator[WheelLink]],
+    finder: Finder | None,
+) -> list[WheelLink]:
+    """The wheels of a package that the lock names only by hashes (requirements.txt), from
+    the first source, in pip's order (the store, find-links, each index), that has one the
+    target can use: a stored wheel is used without asking the network. Raises
+    :class:`LockError` naming every place looked when none has it."""
+    if finder is None:
+        raise LockError(lock, f"{what}: its wheels come from an index, and none is configured")
+    looked: list[str] = []
+    offered: list[WheelLink] = []
+    for found in finder.search(package.name, package.version):
+        looked.append(found.where)
+        hashed = [w for w in found.links if w.sha256 is None or w.sha256 in package.hashes]
+        if next(selector((link, _tags(link)) for link in hashed), None) is not None:
+            return hashed
+        offered += hashed
+    if offered:
+        return offered  # none for the target: the caller says which there are
+    if finder.offline:
+        looked.append("(offline: no index asked)")
+    elif not finder.index_urls:
+        looked.append("(no index: --no-index)")
+    raise LockError(lock, f"{what}: no wheel with a listed hash in {', '.join(looked)}")
+
+
 def _choose(
     lockfile: Lockfile, package: LockedPackage, target: Target, finder: Finder | None
 ) -> LockedWheel:
@@ -95,35 +126,21 @@ def _choose(
     what = f"package {package.name} {package.version}"
     candidates = list(package.wheels)
     selector = create_compatible_tags_selector(target.tags)
+    if candidates and finder is not None:
+        # Any stored wheel the lock lists and the target can use: no download.
+        stored = {link.sha256 for link in finder.stored_links(package.name, package.version)}
+        held = [link for link in candidates if link.sha256 in stored]
+        if next(selector((link, _tags(link)) for link in held), None) is not None:  # type: ignore[misc]
+            candidates = held
+    if not candidates and not package.hashes and package.has_sdist and finder is not None:
+        # An sdist-only release: a wheel of it already in the store (built by `pip wheel`
+        # and `pkgfs store add`, or by an earlier build) is used; the lock names no wheel
+        # hash to check it against, as uv installs a wheel it built itself.
+        built = finder.stored_links(package.name, package.version)
+        if next(selector((link, _tags(link)) for link in built), None) is not None:  # type: ignore[misc]
+            candidates = built
     if not candidates and package.hashes:
-        if finder is None:
-            raise LockError(lock, f"{what}: its wheels come from an index, and none is configured")
-        # A stored wheel with a listed hash that the target can use was chosen by an earlier
-        # sync: take it without asking the network.
-        stored = [
-            w
-            for w in finder.stored_links(package.name, package.version)
-            if w.sha256 in package.hashes
-        ]
-        if next(selector((link, _tags(link)) for link in stored), None) is not None:  # type: ignore[misc]
-            candidates = stored
-        else:
-            candidates = [
-                link
-                for link in finder.links(package.name, package.version)
-                if link.sha256 is None or link.sha256 in package.hashes
-            ]
-        if not candidates:
-            if finder.offline:
-                where = "in the store or find-links (offline)"
-            elif not finder.index_urls:
-                where = (
-                    "in the store or find-links, and no index is configured:"
-                    " pass --index-url URL or set PKGFS_INDEX_URL"
-                )
-            else:
-                where = "in the store, find-links or the index"
-            raise LockError(lock, f"{what}: no wheel with a listed hash {where}")
+        candidates = _search(lock, what, package, selector, finder)  # type: ignore[arg-type]
     best = next(selector((link, _tags(link)) for link in candidates), None)  # type: ignore[misc]
     if best is None and package.build is not None:
         return _to_build(package)  # uv and pip build the sdist when no wheel fits

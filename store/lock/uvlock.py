@@ -32,13 +32,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, urldefrag, urljoin, urlsplit
+from urllib.parse import parse_qs, unquote, urldefrag, urljoin, urlsplit
 
 from packaging.markers import InvalidMarker, Marker, UndefinedComparison, UndefinedEnvironmentName
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import NormalizedName, canonicalize_name
 
 from pkgfs.store.errors import LockError
+from pkgfs.store.hashing import hash_file
 
 from .model import BuildSource, EditableProject, LockedPackage, Lockfile, WheelLink, sha256_hex
 from .selection import Selection
@@ -283,9 +284,34 @@ def _sha256(lock: Path, name: str, entry: UvFile, what: str = "a wheel") -> str:
     return digest
 
 
+def _flat_wheel(lock: Path, package: UvPackage, wheel: UvFile) -> WheelLink | None:
+    """A wheel of a find-links directory: uv locks ``--find-links DIR`` as ``source =
+    { registry = "DIR" }`` (relative to the lock's directory) and each wheel as ``{ path =
+    "FILE" }`` relative to DIR, without a hash: the file is hashed where it is."""
+    registry = package.source.value
+    if package.source.kind != "registry" or wheel.path is None or wheel.url is not None:
+        return None
+    if "://" in registry and not registry.startswith("file:"):
+        return None
+    base = Path(unquote(urlsplit(registry).path)) if "://" in registry else Path(registry)
+    file = (lock.parent.absolute() / base / wheel.path).absolute()
+    if wheel.hash:
+        sha256, size = _sha256(lock, package.name, wheel), wheel.size
+    else:
+        try:
+            sha256, size = hash_file(file)
+        except OSError as exc:
+            raise LockError(lock, f"package {package.name!r}: {file}: {exc.strerror}") from None
+    return WheelLink(wheel.filename or file.name, file.as_uri(), sha256, size)
+
+
 def _wheel_links(lock: Path, package: UvPackage) -> tuple[WheelLink, ...]:
     links = []
     for wheel in package.wheels:
+        flat = _flat_wheel(lock, package, wheel)
+        if flat is not None:
+            links.append(flat)
+            continue
         url = wheel.url
         if url is None and wheel.path is not None:
             url = wheel.path

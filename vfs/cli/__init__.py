@@ -42,7 +42,7 @@ def _lazy(module: str, name: str) -> Command:
 
 def add_lock_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of every command that reads a lock: --lock, --python, --offline,
-    --index-url and --find-links, and uv sync's group and extra options."""
+    --index-url, --no-index and --find-links, and uv sync's group and extra options."""
     add = parser.add_argument
     add("--lock", type=Path, metavar="FILE",
         help="the lockfile (default: pylock.toml, uv.lock or requirements.txt, found in the"
@@ -53,9 +53,12 @@ def add_lock_arguments(parser: argparse.ArgumentParser) -> None:
     add("--offline", action="store_true",
         help="use only the store and local find-links; never the network")  # fmt: skip
     add("--index-url", action="append", default=[], metavar="URL",
-        help="a PEP 503/691 simple index, tried before the lock's own (repeatable)")  # fmt: skip
-    add("--find-links", action="append", default=[], metavar="DIR",
-        help="a directory of wheel files (repeatable)")  # fmt: skip
+        help="a PEP 503/691 simple index, tried before the lock's own; replaces the"
+        " configured or default one (repeatable)")  # fmt: skip
+    add("--no-index", action="store_true",
+        help="ask no index: only the store and find-links")  # fmt: skip
+    add("--find-links", "-f", action="append", default=[], metavar="DIR",
+        help="a directory of wheel files, or a page of links (repeatable)")  # fmt: skip
     add("-v", "--verbose", action="store_true",
         help="print the whole output of a build that fails (else only its log's path)")  # fmt: skip
     # uv sync's options, with its meanings (pkgfs.store.lock.selection quotes them).

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,9 +18,11 @@ from pkgfs.store.errors import BuildError, StoreError, redact
 from pkgfs.store.fetch import (
     BuildSources,
     Finder,
+    IndexConfig,
     SyncInterrupted,
     SyncOutcome,
     editable_wheels,
+    index_config,
     partition_present,
     remember_credentials,
     sync_wheels,
@@ -52,9 +53,6 @@ __all__ = [
     "sync_locked",
 ]
 
-# Where an index comes from when neither the lock nor --index-url names one.
-INDEX_ENV = ("PKGFS_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_URL")
-
 
 @dataclass
 class Resolved:
@@ -64,7 +62,8 @@ class Resolved:
     # with ``build`` set are built (or recalled) by sync
     selection: Selection = field(default_factory=Selection)
     editables: list[LockedWheel] | None = None  # None: not built (``lock show``)
-    index_urls: list[str] = field(default_factory=list)  # for build requirements too
+    # For build requirements: as given, credentials included (pip and uv authenticate).
+    index_urls: list[str] = field(default_factory=list)
     find_links: list[str] = field(default_factory=list)
     verbose: bool = False  # a failed build prints its whole output
 
@@ -82,13 +81,18 @@ def selection_of(args: argparse.Namespace) -> Selection:
     )
 
 
-def _index_urls(args: argparse.Namespace, lockfile: Lockfile) -> list[str]:
-    urls = list(args.index_url)
-    if not lockfile.no_index:
-        urls += lockfile.index_urls
-    if not urls and not lockfile.no_index:
-        urls += [os.environ[name] for name in INDEX_ENV if os.environ.get(name)][:1]
-    return urls
+def _index_urls(args: argparse.Namespace, lockfile: Lockfile, config: IndexConfig) -> list[str]:
+    """The indexes asked, in order, as pip combines them: ``--index-url`` first; a lock's
+    own ``-i`` replaces the configured (or default) index, its extra indexes follow;
+    ``--no-index`` (the command line's, the lock's or the configuration's) asks none."""
+    if getattr(args, "no_index", False):
+        return []
+    given = list(args.index_url)
+    if lockfile.no_index or (config.no_index and not given):
+        return given
+    if lockfile.index_replaced:
+        return list(dict.fromkeys([*given, *lockfile.index_urls]))
+    return list(dict.fromkeys([*config.index_urls(given), *lockfile.index_urls]))
 
 
 def resolve_lock(
@@ -98,8 +102,10 @@ def resolve_lock(
     select, and choose its wheels. Says which lock. With ``build``, the lock's editable
     projects are built (or their remembered wheels taken) and join the wheels.
 
-    Credentials in an index URL are remembered for that host (the lock's own wheel URLs
-    may point there) and never printed. Raises :class:`LockError` for a lock that cannot
+    Indexes and find-links: the command line's, the lock's, then pip's and uv's settings
+    (:func:`pkgfs.store.fetch.index_config`), the default index last. Credentials in an
+    index URL are remembered for that host (the lock's own wheel URLs may point there) and
+    never printed. Raises :class:`LockError` for a lock that cannot
     be found, read or satisfied, :class:`TargetError` for a target that cannot be run,
     :class:`FetchError` for an index that cannot be read, and :class:`BuildError` for an
     editable project that cannot be built.
@@ -113,19 +119,20 @@ def resolve_lock(
     lockfile = read_lock(lock, target, selection)
     for note in lockfile.notes:
         print(redact(f"pkgfs: {lock.name}: {note}"), file=err)
-    given_urls = _index_urls(args, lockfile)
-    index_urls = [remember_credentials(url) for url in given_urls]
+    config = index_config()
+    given_urls = _index_urls(args, lockfile, config)
+    index_urls = [remember_credentials(u, index=True) for u in given_urls]
+    find_links = [*args.find_links, *lockfile.find_links, *config.find_links]
     finder = Finder(
-        index_urls=index_urls,
-        find_links=[*args.find_links, *lockfile.find_links],
+        index_urls=list(dict.fromkeys(index_urls)),
+        find_links=list(dict.fromkeys(remember_credentials(u) for u in find_links)),
         offline=args.offline,
         index=store.index,
     )
     wheels = choose_wheels(lockfile, target, finder)
-    find_links = [*args.find_links, *lockfile.find_links]
     verbose = bool(getattr(args, "verbose", False))
     if not build:
-        return Resolved(lockfile, target, wheels, selection, None, index_urls, find_links, verbose)
+        return Resolved(lockfile, target, wheels, selection, None, given_urls, find_links, verbose)
     # pip in the build environment authenticates itself: it gets the URLs as given.
     sources = BuildSources(given_urls, finder.find_links, args.offline)
     editables = editable_wheels(
@@ -136,7 +143,7 @@ def resolve_lock(
         say=lambda line: print(f"pkgfs: {redact(line)}", file=err),
     )
     wheels = sorted([*wheels, *editables], key=lambda w: w.name)
-    return Resolved(lockfile, target, wheels, selection, editables, index_urls, find_links, verbose)
+    return Resolved(lockfile, target, wheels, selection, editables, given_urls, find_links, verbose)
 
 
 def cmd_lock_show(args: argparse.Namespace, out: TextIO) -> int:
