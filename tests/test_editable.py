@@ -332,6 +332,18 @@ def test_a_project_that_cannot_be_built_is_one_line(workspace: Env) -> None:
         assert opened.wheels() == []
 
 
+def test_a_build_requirement_no_index_has_is_one_line_saying_so(workspace: Env) -> None:
+    ws = workspace
+    pyproject = ws.project / "packages/member-b/pyproject.toml"
+    pyproject.write_text(
+        MEMBER_B.replace('requires = ["setuptools', 'requires = ["no-such-builder>=1", "setuptools')
+    )
+    error = fails(ws, "mount", ws.site)
+    assert error.startswith(f"pkgfs: error: {ws.project / 'packages/member-b'}: ")
+    assert "cannot install its build requirements" in error
+    assert "No matching distribution found for no-such-builder>=1" in error
+
+
 def test_pylock_and_requirements_editables_are_built_once(
     workspace: Env, index: IndexServer
 ) -> None:

@@ -183,9 +183,15 @@ def _quiet_runner(
 
 
 def _last_line(*texts: object) -> str:
-    lines = [line.strip() for text in texts if text for line in str(text).splitlines()]
-    lines = [line for line in lines if line]
-    return lines[-1] if lines else "no output"
+    """The last line of output worth showing: pip's last ``ERROR:`` line if any, else the
+    last non-empty one."""
+    lines = []
+    for text in texts:
+        decoded = text.decode(errors="replace") if isinstance(text, bytes) else text
+        if decoded:
+            lines += [line.strip() for line in str(decoded).splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("ERROR:")]
+    return (errors or lines or ["no output"])[-1]
 
 
 @contextlib.contextmanager
@@ -205,7 +211,16 @@ def _build_errors(where: Path) -> Iterator[None]:
     except build.FailedProcessError as exc:
         detail = _last_line(exc.exception.stderr, exc.exception.stdout, exc)
         raise BuildError(f"{where}: cannot install its build requirements: {detail}") from None
-    except (build.BuildException, subprocess.CalledProcessError, OSError) as exc:
+    except subprocess.CalledProcessError as exc:
+        # pypa/build installing the build requirements (pip install -r ...): its last words
+        # (e.g. "No matching distribution found for ...") say why, the command line does not.
+        detail = _last_line(exc.stderr, exc.output)
+        if detail == "no output":
+            detail = (
+                f"{Path(str(exc.cmd[0])).name if exc.cmd else 'a command'} exited {exc.returncode}"
+            )
+        raise BuildError(f"{where}: cannot install its build requirements: {detail}") from None
+    except (build.BuildException, OSError) as exc:
         raise BuildError(f"{where}: cannot build it editable: {exc}") from None
 
 
