@@ -1,4 +1,5 @@
-"""``pkgfs store gc`` and ``pkgfs env list|rm``: the store keeps what environments use.
+"""Environments as a whole: ``pkgfs store gc`` keeps what they use, ``env list|rm``,
+``mount --all`` after a reboot, and ``--json`` from ``sync`` and ``mount``.
 
 Real projects, real mounts, a real store; a second pkgfs process holds the store open to
 show that gc never runs beside a writer.
@@ -161,3 +162,24 @@ def test_mount_all_brings_back_every_environment(two: tuple[Env, Env], tmp_path:
     finally:
         for env in (*two, third):
             force_unmount(env.site)
+
+
+def test_sync_and_mount_say_what_they_did_as_json(tmp_path: Path) -> None:
+    env = make_project(tmp_path / "project", environ_for(tmp_path))
+    lock = env.project / "pylock.toml"
+    try:
+        synced = json.loads(env.pkgfs("sync", "--lock", lock, "--json").stdout)
+        assert (synced["wheels"], synced["present"], synced["failed"]) == (3, 0, [])
+        assert sorted(synced["added"]) == [
+            "app-1.0-py3-none-any.whl",
+            "nsa-1.0-py3-none-any.whl",
+            "nsb-1.0-py3-none-any.whl",
+        ]
+        again = json.loads(env.pkgfs("sync", "--lock", lock, "--json").stdout)
+        assert (again["present"], again["added"]) == (3, [])
+        mounted = json.loads(env.pkgfs("mount", env.site, "--json").stdout)
+        assert mounted["mountpoint"] == str(env.site)
+        assert mounted["packages"] == 3
+        assert mounted["python"] == str(env.python)
+    finally:
+        force_unmount(env.site)

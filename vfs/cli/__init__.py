@@ -122,7 +122,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sync = commands.add_parser(
         "sync",
-        parents=[store_option],
+        parents=[store_option, json_option],
         help="get every wheel the lockfile selects for the target interpreter into the store",
     )
     add_lock_arguments(sync)
@@ -141,7 +141,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     mount = commands.add_parser(
         "mount",
-        parents=[store_option],
+        parents=[store_option, json_option],
         help="mount the lockfile's environment at MOUNTPOINT (a venv's site-packages)",
     )
     mount.add_argument("mountpoint", metavar="MOUNTPOINT", nargs="?")

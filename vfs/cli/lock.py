@@ -333,11 +333,23 @@ def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
             _say_kept(interrupted)
             return EXIT_INTERRUPTED
     failed = [o for o in outcomes if o.error is not None]
-    summary = f"{len(resolved.wheels)} wheels: {len(present)} already in the store"
-    summary += f", {len(outcomes) - len(failed)} added"
-    if failed:
-        summary += f", {len(failed)} failed"
-    print(summary, file=out)
+    if getattr(args, "json", False):
+        report = {
+            "lock": str(resolved.lockfile.path),
+            "python": str(resolved.target.python),
+            "wheels": len(resolved.wheels),
+            "present": len(present),
+            "added": [o.wheel.filename for o in outcomes if o.error is None],
+            "failed": [{"wheel": o.wheel.filename, "error": str(o.error)} for o in failed],
+        }
+        json.dump(report, out, indent=2)
+        out.write("\n")
+    else:
+        summary = f"{len(resolved.wheels)} wheels: {len(present)} already in the store"
+        summary += f", {len(outcomes) - len(failed)} added"
+        if failed:
+            summary += f", {len(failed)} failed"
+        print(summary, file=out)
     for outcome in failed:
         print(f"pkgfs: error: {outcome.error}", file=sys.stderr)
     return 1 if failed else 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -215,13 +216,27 @@ def _mount(args: argparse.Namespace, out: TextIO) -> int:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
         raise
+    _say_mounted(args, config, mountpoint, out)
+    return 0
+
+
+def _say_mounted(
+    args: argparse.Namespace, config: MountConfig, mountpoint: Path, out: TextIO
+) -> None:
+    """One line, or with ``--json`` an object: mountpoint, lock, python, packages, groups."""
+    if getattr(args, "json", False):
+        row: dict[str, object] = {"mountpoint": str(mountpoint), "lock": str(args.lock)}
+        row |= {"python": config.python, "packages": len(config.wheels)}
+        row["selection"] = config.selection
+        json.dump(row, out, indent=2)
+        out.write("\n")
+        return
     selected = f", {config.selection}" if config.selection else ""
     print(
         f"mounted {len(config.wheels)} packages at {mountpoint}"
         f" (lock {args.lock}{selected}, python {config.python})",
         file=out,
     )
-    return 0
 
 
 def _check_python(python: Path, venv: Venv) -> None:
