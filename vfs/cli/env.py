@@ -18,25 +18,12 @@ from pathlib import Path
 from typing import TextIO
 
 from pkgfs.store.errors import MountError
-from pkgfs.store.hashing import hash_file
 from pkgfs.vfs.env.registry import Environment, environments
 from pkgfs.vfs.env.state import mount_dir
 from pkgfs.vfs.env.venv import mountpoint_of, venv_of
 from pkgfs.vfs.fuse.mounts import mount_state
 
 __all__ = ["cmd_env_list", "cmd_env_rm", "mount_all"]
-
-
-def _lock_state(env: Environment) -> str:
-    try:
-        now = hash_file(env.config.lock)[0]
-    except FileNotFoundError:
-        return "missing"
-    except OSError:
-        return "unknown"
-    if not env.config.lock_sha256:
-        return "unknown"
-    return "current" if now == env.config.lock_sha256 else "changed"
 
 
 def cmd_env_list(args: argparse.Namespace, out: TextIO) -> int:
@@ -54,7 +41,7 @@ def cmd_env_list(args: argparse.Namespace, out: TextIO) -> int:
                 "state": mount_state(mountpoint),
                 "venv": mountpoint.exists(),
                 "lock": env.config.lock,
-                "lock_state": _lock_state(env),
+                "lock_state": env.config.lock_state(),
                 "packages": len(env.config.wheels),
                 "selection": env.config.selection,
                 "state_dir": str(env.directory),

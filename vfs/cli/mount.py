@@ -72,7 +72,7 @@ def _check_mountpoint(mountpoint: Path) -> None:
         lock = None
         with contextlib.suppress(OSError, MountError):
             config = MountConfig.load(mount_dir(mountpoint) / "config.json")
-            if config.lock_sha256 and hash_file(config.lock)[0] != config.lock_sha256:
+            if config.lock_state() == "changed":
                 lock = Path(config.lock).name
         if lock is not None:
             raise MountError(

@@ -15,7 +15,6 @@ from typing import TextIO
 
 from pkgfs.store import Store
 from pkgfs.store.errors import MountError
-from pkgfs.store.hashing import hash_file
 from pkgfs.vfs.env.state import MountConfig, MountRecord, mount_dir, read_records
 from pkgfs.vfs.env.venv import mountpoint_of
 from pkgfs.vfs.fuse.mounts import alive, mount_state
@@ -49,7 +48,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
             state = "stale"
         if state == "unmounted":
             continue  # a daemon killed and its mount cleared: the next mount rewrites this
-        lock = _lock_state(directory, record)
+        lock = _lock_state(directory)
         changes = None
         requests = None
         if state == "ok":
@@ -95,22 +94,11 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     return 1 if unhealthy else 0
 
 
-def _lock_state(directory: Path, record: MountRecord) -> str:
-    """``current``, ``changed`` (its content is not what was mounted: remount to follow
-    it), ``missing``, or ``unknown`` (mounted by an earlier pkgfs, which kept no hash)."""
+def _lock_state(directory: Path) -> str:
     try:
-        mounted = MountConfig.load(directory / "config.json").lock_sha256
+        return MountConfig.load(directory / "config.json").lock_state()
     except (OSError, MountError):
         return "unknown"
-    try:
-        now = hash_file(record.lock)[0]
-    except FileNotFoundError:
-        return "missing"
-    except OSError:
-        return "unknown"
-    if not mounted:
-        return "unknown"
-    return "current" if now == mounted else "changed"
 
 
 def _requests(record: MountRecord) -> dict[str, int] | None:

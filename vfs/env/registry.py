@@ -17,7 +17,7 @@ from pkgfs.store import Store
 from pkgfs.store.errors import MountError
 
 from .saved import view_key
-from .state import MountConfig, state_home
+from .state import MountConfig, each_state
 from .view import Bytecode
 
 __all__ = ["Environment", "environments", "roots"]
@@ -34,19 +34,11 @@ def environments(
 ) -> Iterator[tuple[Path, Environment | MountError]]:
     """Every state directory with a ``config.json``, with its environment, or the
     ``MountError`` saying why its config cannot be read."""
-    mounts = state_home(environ) / "mounts"
-    if not mounts.is_dir():
-        return
-    for directory in sorted(mounts.iterdir()):
-        path = directory / "config.json"
-        try:
-            yield directory, Environment(directory, MountConfig.load(path))
-        except FileNotFoundError:
-            continue
-        except MountError as exc:
-            yield directory, exc
-        except OSError as exc:
-            yield directory, MountError(f"{path}: {exc.strerror}")
+
+    def load(directory: Path) -> Environment:
+        return Environment(directory, MountConfig.load(directory / "config.json"))
+
+    return each_state(load, "config.json", environ)
 
 
 def roots(store: Store, envs: list[Environment]) -> tuple[set[str], set[str]]:

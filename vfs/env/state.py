@@ -14,17 +14,20 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pkgfs.store import Store
 from pkgfs.store.errors import MountError
+from pkgfs.store.hashing import hash_file
 from pkgfs.store.xdg import state_home as xdg_state_home
 
 from .saved import load_or_compose
 from .view import Bytecode, View
+
+T = TypeVar("T")
 
 __all__ = [
     "STATE_FORMAT",
@@ -89,6 +92,20 @@ class MountConfig:
         except TypeError as exc:
             raise _other_version(path, data) from exc
 
+    def lock_state(self) -> str:
+        """``current``, ``changed`` (its content is not what was mounted: remount to follow
+        it), ``missing``, or ``unknown`` (unreadable, or mounted by an earlier pkgfs, which
+        kept no hash)."""
+        try:
+            now = hash_file(self.lock)[0]
+        except FileNotFoundError:
+            return "missing"
+        except OSError:
+            return "unknown"
+        if not self.lock_sha256:
+            return "unknown"
+        return "current" if now == self.lock_sha256 else "changed"
+
     def view(self, store: Store) -> View:
         bytecode = Bytecode(self.magic, self.cache_tag) if self.magic else None
         return load_or_compose(store, self.wheels, self.python, self.site_packages, bytecode)
@@ -128,23 +145,31 @@ class MountRecord:
             raise _other_version(path, data) from exc
 
 
-def read_records(
-    environ: Mapping[str, str] = os.environ,
-) -> Iterator[tuple[Path, MountRecord | MountError]]:
-    """Every mount's state directory that holds a ``mount.json``, with its record, or the
-    ``MountError`` saying why it cannot be read (damaged, or from another version)."""
+def each_state(
+    load: Callable[[Path], T], name: str, environ: Mapping[str, str] = os.environ
+) -> Iterator[tuple[Path, T | MountError]]:
+    """Every mount's state directory holding the file ``name``, with what ``load`` makes of
+    the directory, or the ``MountError`` saying why it cannot be read (damaged, from
+    another version, unreadable)."""
     mounts = state_home(environ) / "mounts"
     if not mounts.is_dir():
         return
     for directory in sorted(mounts.iterdir()):
         try:
-            yield directory, MountRecord.load(directory)
+            yield directory, load(directory)
         except FileNotFoundError:
             continue
         except MountError as exc:
             yield directory, exc
         except OSError as exc:
-            yield directory, MountError(f"{directory / 'mount.json'}: {exc.strerror or exc}")
+            yield directory, MountError(f"{directory / name}: {exc.strerror or exc}")
+
+
+def read_records(
+    environ: Mapping[str, str] = os.environ,
+) -> Iterator[tuple[Path, MountRecord | MountError]]:
+    """Every mount's state directory that holds a ``mount.json``, with its record."""
+    return each_state(MountRecord.load, "mount.json", environ)
 
 
 def save_state_file(path: Path, data: Mapping[str, object]) -> None:
