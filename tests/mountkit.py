@@ -24,6 +24,7 @@ __all__ = [
     "APP_FILES",
     "PY",
     "Env",
+    "digest_tree",
     "environ_for",
     "fails",
     "force_unmount",
@@ -200,3 +201,13 @@ def fails(project: Env, *args: str | Path) -> str:
     # No daemon either: mount forks its daemon first (fuse/spawn.py) and must reap it.
     assert pkgfs_processes(project.env) <= running
     return errors[0]
+
+
+def digest_tree(root: Path) -> dict[str, str]:
+    """Each file below ``root`` (relative path) -> the sha256 of its bytes."""
+    found = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(dirpath, name)
+            found[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found

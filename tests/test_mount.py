@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -19,6 +18,7 @@ from pkgfs.vfs.env.view import VIEW_MTIME
 from tests.conftest import PKGFS
 from tests.mountkit import (
     Env,
+    digest_tree,
     environ_for,
     fails,
     force_unmount,
@@ -50,15 +50,6 @@ def mounted(project: Env) -> Env:
     assert result.stdout.startswith(f"mounted 3 packages at {project.site}")
     assert result.stderr.splitlines()[0] == f"pkgfs: using {project.project / 'pylock.toml'}"
     return project
-
-
-def _tree_digest(root: Path) -> dict[str, str]:
-    found = {}
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            path = Path(dirpath, name)
-            found[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return found
 
 
 # -- the view -------------------------------------------------------------------------------
@@ -186,7 +177,7 @@ def test_attributes_are_honest_and_stable(mounted: Env) -> None:
 
 def test_edits_land_in_the_overlay_and_never_in_the_store(mounted: Env, tmp_path: Path) -> None:
     store = Path(mounted.env["PKGFS_STORE"])
-    objects_before = _tree_digest(store / "objects-v1")
+    objects_before = digest_tree(store / "objects-v1")
     site = mounted.site
     with open(site / "app" / "data.txt", "a") as f:
         f.write("edited\n")
@@ -218,7 +209,7 @@ def test_edits_land_in_the_overlay_and_never_in_the_store(mounted: Env, tmp_path
     assert "M app/data.txt" in text
     (site / "two\nlines").unlink()
     assert mounted.pkgfs("store", "verify").returncode == 0
-    assert _tree_digest(store / "objects-v1") == objects_before
+    assert digest_tree(store / "objects-v1") == objects_before
 
     # Another environment of the same lock sees pristine files.
     other = make_project(tmp_path / "other", mounted.env)
@@ -232,7 +223,7 @@ def test_edits_land_in_the_overlay_and_never_in_the_store(mounted: Env, tmp_path
 
 def test_reset_some_then_all(mounted: Env) -> None:
     site = mounted.site
-    original = _tree_digest(site)
+    original = digest_tree(site)
     (site / "app" / "data.txt").write_text("changed\n")
     (site / "ns" / "a" / "__init__.py").unlink()
     (site / "extra.txt").write_text("x")
@@ -245,19 +236,19 @@ def test_reset_some_then_all(mounted: Env) -> None:
     assert (site / "app" / "data.txt").read_text() == "lower data\n"
     assert not (site / "ns" / "a" / "__init__.py").exists()
     mounted.pkgfs("reset", site)
-    assert _tree_digest(site) == original
+    assert digest_tree(site) == original
     assert mounted.pkgfs("diff", site).stdout == ""
 
 
 def test_reset_of_the_mountpoint_itself_resets_everything(mounted: Env) -> None:
     site = mounted.site
-    original = _tree_digest(site)
+    original = digest_tree(site)
     for spelling in (".", str(site), ""):
         (site / "app" / "data.txt").write_text("changed\n")
         (site / "extra.txt").write_text("x")
         mounted.pkgfs("reset", site, spelling)
         assert mounted.pkgfs("diff", site).stdout == "", spelling
-        assert _tree_digest(site) == original
+        assert digest_tree(site) == original
 
 
 def test_python_writes_bytecode_into_the_overlay(project: Env) -> None:

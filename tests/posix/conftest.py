@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.mountkit import (
+    digest_tree,
     environ_for,
     make_project,
 )
@@ -24,7 +25,6 @@ from tests.posix.kit import (
     Case,
     Mount,
     User,
-    digest_tree,
 )
 
 

@@ -12,7 +12,6 @@ exactly as it was when mounted.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import select
@@ -27,6 +26,7 @@ import pytest
 
 from tests.mountkit import (
     Env,
+    digest_tree,
     force_unmount,
     needs_fuse,
     pkgfs_processes,
@@ -46,15 +46,6 @@ AT_FDCWD = -100
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 NOBODY = 65534
-
-
-def digest_tree(root: Path) -> dict[str, str]:
-    found = {}
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            path = Path(dirpath, name)
-            found[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return found
 
 
 @dataclass
