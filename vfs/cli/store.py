@@ -32,16 +32,11 @@ def open_store(args: argparse.Namespace) -> Store:
 
 
 def open_store_for_reading(args: argparse.Namespace) -> Store:
-    """As :func:`open_store`, and, when the store cannot be opened for writing (another
-    user's, a read-only mount), opened read-only instead; :class:`StoreError` when neither
-    can be done, saying why it could not be opened for writing."""
-    try:
-        return open_store(args)
-    except StoreError as cannot_write:
-        try:
-            return Store.open_read_only(getattr(args, "store", None))
-        except StoreError:
-            raise cannot_write from None
+    """The store ``--store`` names, else the default one, read-only (nothing written, not
+    even its lock file: a reader never waits for a writer), as another user's store or a
+    read-only mount is; a store that does not exist yet is created empty. Raises
+    :class:`StoreError` when it cannot be read."""
+    return Store.open_for_reading(getattr(args, "store", None))
 
 
 def _describe(result: IngestResult) -> str:
