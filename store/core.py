@@ -101,11 +101,13 @@ class Store:
 
     @classmethod
     def open_for_reading(cls, root: str | os.PathLike[str] | None = None) -> Store:
-        """:meth:`open_read_only` for a store that exists; a store that does not exist yet
-        is created (with write access) as :meth:`open` does, so a first ``pkgfs store ls``
-        shows an empty store. Raises :class:`StoreError` as both do."""
+        """:meth:`open_read_only` for a store that exists; one that does not exist yet (no
+        index) is created, where it can be, as :meth:`open` does, so a first ``pkgfs store
+        ls`` shows an empty store. Raises :class:`StoreError` as both do."""
         path = resolve_store_path(root)
-        if not StoreLayout(path).index.exists() and not path.exists():
+        if not StoreLayout(path).index.exists() and (
+            not path.exists() or os.access(path, os.W_OK)
+        ):
             return cls(path)
         return cls(path, read_only=True)
 

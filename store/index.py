@@ -196,21 +196,21 @@ class StoreStats:
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:
-    """The index opened without writing anything to it.
+    """The index opened without writing anything into the store, not even SQLite's files.
 
-    ``mode=ro`` reads through SQLite's locks, so it sees every commit of a writer at work,
-    but on a WAL database it needs the ``-shm`` file: one that exists (a writer has the
-    index open), or a directory where it may be made. Where neither holds (no ``-wal``
-    file, so no writer is at work and the main file holds every commit; and a directory
-    this process cannot write: a read-only mount, another user's store), the index is
-    opened ``immutable=1``: no locks, no ``-shm``, the file read as it is. A writer that
-    starts meanwhile is seen by the next command, not this one. ``immutable=1`` is also the
-    fallback when ``mode=ro`` cannot open it. Raises ``sqlite3.Error``.
+    When a ``-wal`` file exists, a writer is at work (or one left it): ``mode=ro`` reads
+    through SQLite's locks and its ``-shm`` file, so it sees every commit, and needs no
+    write (a read-only ``-shm`` is read as it is). Without one, no writer is at work and
+    the main file holds every commit (a writer checkpoints into it and removes its
+    ``-wal`` when it closes): the index is opened ``immutable=1``, read as the file is,
+    without locks, which ``mode=ro`` would need a ``-shm`` for, made in the store. A
+    writer that starts during such a read works in its own ``-wal`` and is seen by the
+    next command. ``immutable=1`` is also the fallback when ``mode=ro`` cannot open it.
+    Raises ``sqlite3.Error``.
     """
     uri = path.absolute().as_uri()
     wal = path.with_name(path.name + "-wal")
-    may_create_shm = os.access(path.parent, os.W_OK)
-    tries = ["mode=ro", "immutable=1"] if wal.exists() or may_create_shm else ["immutable=1"]
+    tries = ["mode=ro", "immutable=1"] if wal.exists() else ["immutable=1"]
     for query in tries:
         db = sqlite3.connect(
             f"{uri}?{query}", uri=True, isolation_level=None, check_same_thread=False

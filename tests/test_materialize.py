@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,3 +134,36 @@ def test_no_hardlinks_as_root(project: Env) -> None:
     assert result.returncode == 1
     assert "--link-mode hardlink as root" in result.stderr
     assert not any(project.site.iterdir())
+
+
+@pytest.fixture
+def xfs(tmp_path: Path) -> Iterator[Path]:
+    """A loop-mounted XFS image with reflink, where clones share the store's blocks."""
+    if os.geteuid() != 0 or shutil.which("mkfs.xfs") is None:
+        pytest.skip("needs root and mkfs.xfs (xfsprogs, which .ci/setup installs)")
+    image = tmp_path / "xfs.img"
+    with open(image, "wb") as f:
+        f.truncate(320 * 1024 * 1024)  # XFS's smallest
+    subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", image], check=True)
+    where = tmp_path / "xfs"
+    where.mkdir()
+    subprocess.run(["mount", "-o", "loop", image, where], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", where], check=False)
+
+
+def test_clones_where_the_filesystem_can(xfs: Path) -> None:
+    env = make_project(xfs / "project", environ_for(xfs))
+    result = env.pkgfs("materialize", env.venv, "--json")
+    report = json.loads(result.stdout)
+    assert report["reflinked"] > 0
+    assert report["copied"] == 0  # every object cloned; RECORDs and INSTALLERs generated
+    module = env.site / "app" / "__init__.py"
+    module.write_text("VALUE = 3\n")  # copy-on-write: the store's object is untouched
+    assert env.run(env.python, "-c", "import app; print(app.VALUE)") == "3\n"
+    assert env.pkgfs("store", "verify").stdout.startswith("ok: ")
+    copied = json.loads(env.pkgfs("materialize", env.venv, "--link-mode", "copy", "--json").stdout)
+    assert copied["reflinked"] == 0
+    assert copied["copied"] == report["reflinked"]

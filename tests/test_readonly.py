@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -127,6 +128,7 @@ def test_a_missing_piece_is_one_line_naming_it(read_only: tuple[Env, Path]) -> N
 def test_readers_never_wait_for_the_lock(read_only: tuple[Env, Path]) -> None:
     env, store = read_only
     ro_store = env.env["PKGFS_STORE"]
+    before = snapshot(store)
     fd = os.open(store / "lock", os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # as pkgfs store gc holds it
@@ -139,11 +141,36 @@ def test_readers_never_wait_for_the_lock(read_only: tuple[Env, Path]) -> None:
                 )  # fmt: skip
                 assert proc.returncode == 0, (args, proc.stderr)
                 assert "waiting" not in proc.stderr
+        assert snapshot(store) == before  # not even SQLite's -wal and -shm files
         # Materialize reads only, from the read-only mount, with gc holding the lock.
         result = env.pkgfs("materialize", env.venv)
         assert result.stdout.startswith("materialized 3 packages")
     finally:
         os.close(fd)
+    # A writer at work (its -wal and -shm exist, its last commit only in the -wal): readers
+    # read through SQLite's locks (mode=ro; on the read-only mount, the -shm read as it is),
+    # see that commit, and are not held by the writer's open transaction.
+    writer = sqlite3.connect(store / "index-v1.sqlite", isolation_level=None)
+    try:
+        writer.execute(
+            "INSERT INTO wheels (sha256, filename, name, version, tags, root_is_purelib,"
+            " dist_info, wheel_size, added) VALUES ('0', 'zz-1.0-py3-none-any.whl', 'zz',"
+            " '1.0', 'py3-none-any', 1, 'zz-1.0.dist-info', 0, 0)"
+        )
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("DELETE FROM entry_points")  # never committed: no reader sees it
+        assert (store / "index-v1.sqlite-wal").stat().st_size > 0
+        for where in (ro_store, str(store)):
+            proc = subprocess.run(
+                [sys.executable, "-m", "pkgfs.vfs", "--store", where, "store", "ls", "--json"],
+                capture_output=True, text=True, check=False, env=env.env, timeout=120,
+            )  # fmt: skip
+            assert proc.returncode == 0, proc.stderr
+            assert [w["name"] for w in json.loads(proc.stdout)] == ["app", "nsa", "nsb", "zz"]
+        writer.execute("ROLLBACK")
+        writer.execute("DELETE FROM wheels WHERE sha256 = '0'")
+    finally:
+        writer.close()
 
 
 def test_files_are_readable_by_all_under_a_restrictive_umask(tmp_path: Path) -> None:
