@@ -105,9 +105,7 @@ class Store:
         index) is created, where it can be, as :meth:`open` does, so a first ``pkgfs store
         ls`` shows an empty store. Raises :class:`StoreError` as both do."""
         path = resolve_store_path(root)
-        if not StoreLayout(path).index.exists() and (
-            not path.exists() or os.access(path, os.W_OK)
-        ):
+        if not StoreLayout(path).index.exists() and (not path.exists() or os.access(path, os.W_OK)):
             return cls(path)
         return cls(path, read_only=True)
 

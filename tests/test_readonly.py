@@ -106,6 +106,10 @@ def test_a_missing_piece_is_one_line_naming_it(read_only: tuple[Env, Path]) -> N
         error = _error(env.pkgfs(*args, check=False))
         assert f"the store at {env.env['PKGFS_STORE']} {READ_ONLY}" in error
         assert "it lacks 1 wheels of the lock: extra-1.0-py3-none-any.whl" in error
+    error = _error(env.pkgfs("store", "add", extra, check=False))
+    assert "is read-only: run `pkgfs store add` where it is writable" in error
+    error = _error(env.pkgfs("store", "gc", check=False))
+    assert "is read-only: run `pkgfs store gc` where it is writable" in error
     # Bytecode for an interpreter the store has none for: synced with --no-compile.
     lock.write_text(synced_lock)
     shutil.rmtree(env.venv)
