@@ -138,6 +138,7 @@ def _materialize(args: argparse.Namespace, venv: Venv, state: Path) -> tuple[Mou
     with Store.open_to_prepare(getattr(args, "store", None)) as store:
         config, view = _prepare(args, store, mountpoint=site, venv=venv, state=state, overlay=state)
         config = dataclasses.replace(config, materialized=args.link_mode)
+        config.save(state / "config.json")  # never a mount's, even after a kill -9 here
         try:
             written = write_tree(view, store.layout.objects, new, LinkMode(args.link_mode))
         except BaseException:
