@@ -339,6 +339,11 @@ def test_a_user_reads_and_mounts_roots_store(shared: tuple[Env, Path, Path], too
     assert snapshot(env.venv) == venv_before
     assert "materialized" in pkgfs("env", "list").stdout
     assert snapshot(store) == before
+    # A store an earlier pkgfs made under umask 077: one line saying why and what to do.
+    (store / "objects-v1").chmod(0o700)
+    error = _error(pkgfs("store", "ls"))
+    assert f"{store}/objects-v1 is not readable by you (mode drwx------" in error
+    assert f"chmod -R a+rX {store}" in error
 
 
 def test_a_user_hardlinks_from_their_own_store(shared: tuple[Env, Path, Path], tools: Path) -> None:
