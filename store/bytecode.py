@@ -124,6 +124,7 @@ def compile_wheels(
     todo = [w for w in wheels if not store.index.bytecode_done(w, magic)]
     if not todo:
         return report
+    store.require_writable(f"it lacks bytecode for {python} in {len(todo)} of the wheels")
     staging = Path(tempfile.mkdtemp(prefix="bytecode-", dir=store.layout.tmp))
     try:
         job_list: list[list[str]] = []

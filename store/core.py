@@ -6,13 +6,14 @@ import fcntl
 import multiprocessing
 import os
 import signal
+import stat
 import sys
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
-from .errors import PkgfsError, StoreError
+from .errors import PkgfsError, ReadOnlyStoreError, StoreError
 from .index import EntryPoint, FileEntry, Index, IngestResult, StoreStats, WheelInfo
 from .layout import StoreLayout, resolve_store_path
 from .verify import VerifyReport, verify_store
@@ -29,6 +30,8 @@ def _hold_shared(layout: StoreLayout) -> int:
     except OSError as exc:
         raise StoreError(f"cannot open the store lock {layout.lock}: {exc.strerror}") from None
     try:
+        if os.fstat(fd).st_uid == os.geteuid():
+            os.fchmod(fd, 0o644)  # as every file of a shared store, whatever the umask
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         print(f"pkgfs: waiting for pkgfs store gc on {layout.root}", file=sys.stderr)
@@ -36,13 +39,38 @@ def _hold_shared(layout: StoreLayout) -> int:
     return fd
 
 
+def _check_readable(layout: StoreLayout) -> None:
+    """Raise :class:`StoreError` in one line when there is no store at ``layout.root``, or
+    this user may not read it (a store made before pkgfs set its modes, under umask 077)."""
+    if not layout.index.exists():
+        if layout.root.exists() and not os.access(layout.root, os.R_OK | os.X_OK):
+            raise StoreError(_unreadable(layout.root, layout.root))
+        raise StoreError(f"no store at {layout.root} (its index {layout.index.name} is missing)")
+    for path in (layout.root, layout.objects):
+        if path.exists() and not os.access(path, os.R_OK | os.X_OK):
+            raise StoreError(_unreadable(path, layout.root))
+    if not os.access(layout.index, os.R_OK):
+        raise StoreError(_unreadable(layout.index, layout.root))
+
+
+def _unreadable(path: Path, root: Path) -> str:
+    info = path.stat()
+    return (
+        f"{path} is not readable by you (mode {stat.filemode(info.st_mode)}, owner uid"
+        f" {info.st_uid}): its owner can share the store with chmod -R a+rX {root}"
+    )
+
+
 class Store:
     """A content-addressed store of unpacked wheels. Safe to share between threads."""
 
     def __init__(self, root: Path, *, read_only: bool = False, shared_lock: bool = True) -> None:
         self.layout = StoreLayout(root)
+        self.read_only = read_only
         self._lock_fd = -1
-        if not read_only:
+        if read_only:
+            _check_readable(self.layout)
+        else:
             self.layout.create()
         if not read_only and shared_lock:
             self._lock_fd = _hold_shared(self.layout)
@@ -63,12 +91,42 @@ class Store:
     @classmethod
     def open_read_only(cls, root: str | os.PathLike[str] | None = None) -> Store:
         """An existing store, found as :meth:`open` finds it, for reading only: nothing is
-        created or written, so another user's store, or one on a read-only mount, can be
-        listed and verified. Adding to it fails.
+        created or written, not even the lock file (a reader never waits for ``gc`` nor a
+        writer), so another user's store, or one on a read-only mount, can be listed,
+        verified and mounted. Adding to it fails.
 
-        Raises :class:`StoreError` when there is no store there or its index cannot be read.
+        Raises :class:`StoreError` when there is no store there or it cannot be read.
         """
         return cls(resolve_store_path(root), read_only=True)
+
+    @classmethod
+    def open_for_reading(cls, root: str | os.PathLike[str] | None = None) -> Store:
+        """:meth:`open_read_only` for a store that exists; one that does not exist yet (no
+        index) is created, where it can be, as :meth:`open` does, so a first ``pkgfs store
+        ls`` shows an empty store. Raises :class:`StoreError` as both do."""
+        path = resolve_store_path(root)
+        if not StoreLayout(path).index.exists() and (not path.exists() or os.access(path, os.W_OK)):
+            return cls(path)
+        return cls(path, read_only=True)
+
+    @classmethod
+    def open_to_prepare(cls, root: str | os.PathLike[str] | None = None) -> Store:
+        """For commands that add only what is missing (``sync``, ``mount``): the store as
+        :meth:`open` opens it (created if new, its lock file held shared) where this
+        process may write it, else read-only (:meth:`open_read_only`), so that a lock
+        whose every piece is stored mounts from a store it cannot write, and anything
+        missing is :class:`ReadOnlyStoreError` (:meth:`require_writable`)."""
+        path = resolve_store_path(root)
+        layout = StoreLayout(path)
+        if layout.index.exists() and not layout.writable():
+            return cls(path, read_only=True)
+        return cls(path)
+
+    def require_writable(self, missing: str) -> None:
+        """Raise :class:`ReadOnlyStoreError` naming ``missing`` (what a writer would add)
+        when this store was opened read-only or this process cannot write it."""
+        if self.read_only or not self.layout.writable():
+            raise ReadOnlyStoreError(self.root, missing)
 
     @property
     def root(self) -> Path:

@@ -22,6 +22,7 @@ __all__ = [
     "MountError",
     "NotFoundError",
     "PkgfsError",
+    "ReadOnlyStoreError",
     "StoreError",
     "TargetError",
     "UnsafePathError",
@@ -56,6 +57,26 @@ class PkgfsError(Exception):
 
 class StoreError(PkgfsError, OSError):
     """The store cannot be opened or written (permissions, layout from the future...)."""
+
+
+class ReadOnlyStoreError(StoreError):
+    """A command needs to write to a store it may only read (a read-only mount, another
+    user's store, a directory without write permission). The message names the store and
+    what is missing, and says to run ``pkgfs sync`` where the store is writable."""
+
+    def __init__(
+        self, root: str | os.PathLike[str], missing: str, command: str = "pkgfs sync"
+    ) -> None:
+        self.root = os.fspath(root)
+        self.missing = missing
+        self.command = command
+        super().__init__(
+            f"the store at {self.root} is read-only: run `{command}` where it is writable"
+            f" ({missing})"
+        )
+
+    def __reduce__(self) -> tuple[type[ReadOnlyStoreError], tuple[str, str, str]]:
+        return (type(self), (self.root, self.missing, self.command))
 
 
 class WheelError(PkgfsError, ValueError):

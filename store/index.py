@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import StoreError
+from .layout import FILE_MODE
 
 __all__ = [
     "EntryPoint",
@@ -195,15 +196,34 @@ class StoreStats:
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:
-    # mode=ro still needs a WAL database's -shm file, which a directory we cannot write
-    # cannot hold; there immutable=1 reads the file as it is. A writer would have to be
-    # another user with write access at work this moment: a listing may then miss its
-    # last commit, as it would a moment later.
+    """The index opened without writing anything into the store, not even SQLite's files.
+
+    When a ``-wal`` file exists, a writer is at work (or one left it): ``mode=ro`` reads
+    through SQLite's locks and its ``-shm`` file, so it sees every commit, and needs no
+    write (a read-only ``-shm`` is read as it is). Without one, no writer is at work and
+    the main file holds every commit (a writer checkpoints into it and removes its
+    ``-wal`` when it closes): the index is opened ``immutable=1``, read as the file is,
+    without locks, which ``mode=ro`` would need a ``-shm`` for, made in the store. A
+    writer that starts during such a read works in its own ``-wal`` and is seen by the
+    next command. ``immutable=1`` is also the fallback when ``mode=ro`` cannot open it.
+    Raises ``sqlite3.Error``.
+    """
     uri = path.absolute().as_uri()
-    query = "mode=ro" if os.access(path.parent, os.W_OK) else "immutable=1"
-    return sqlite3.connect(
-        f"{uri}?{query}", uri=True, isolation_level=None, check_same_thread=False
-    )
+    wal = path.with_name(path.name + "-wal")
+    tries = ["mode=ro", "immutable=1"] if wal.exists() else ["immutable=1"]
+    for query in tries:
+        db = sqlite3.connect(
+            f"{uri}?{query}", uri=True, isolation_level=None, check_same_thread=False
+        )
+        try:
+            db.execute("PRAGMA user_version").fetchone()
+        except sqlite3.Error:
+            db.close()
+            if query == tries[-1]:
+                raise
+            continue
+        return db
+    raise AssertionError("unreachable")
 
 
 class Index:
@@ -230,9 +250,12 @@ class Index:
                 return
             # isolation_level=None: we issue BEGIN ourselves, so a write transaction takes
             # its lock up front (BEGIN IMMEDIATE) instead of failing on upgrade.
+            new = not path.exists()
             self._db = sqlite3.connect(
                 path, timeout=60.0, isolation_level=None, check_same_thread=False
             )
+            if new:  # readable by every user of the store, whatever the umask
+                os.chmod(path, FILE_MODE)
             self._db.execute("PRAGMA journal_mode = WAL")
             # In WAL mode NORMAL never corrupts; a power cut may only lose the last commits,
             # whose objects then stay behind unreferenced, which verify accepts.

@@ -28,13 +28,22 @@ from .objects import object_file
 from .xdg import data_home
 
 __all__ = [
+    "DIR_MODE",
+    "FILE_MODE",
     "STORE_ENV",
     "StoreLayout",
     "default_store_path",
     "libc",
+    "make_shared_dir",
     "resolve_store_path",
     "syncfs",
 ]
+
+# A store is shared: every user may read every file and enter every directory, whatever the
+# umask of the process that wrote them (a root shell with umask 077 would otherwise make a
+# store nobody else can read). Only its owner writes. Objects and saved views are 0444.
+DIR_MODE = 0o755
+FILE_MODE = 0o644  # the index (SQLite gives its -wal and -shm files the same mode)
 
 STORE_ENV = "PKGFS_STORE"
 
@@ -83,6 +92,13 @@ class StoreLayout:
         """Held shared by every writer while the store is open, exclusively by ``gc``."""
         return self.root / "lock"
 
+    def writable(self) -> bool:
+        """Whether this process may write the store: its directory, objects and index (an
+        existing store) are writable by it, on a filesystem mounted read-write. False for a
+        read-only mount, another user's store, or a directory without write permission."""
+        paths = [self.root, self.objects, self.index] if self.index.exists() else [self.root]
+        return all(os.access(p, os.W_OK) for p in paths if p.exists()) and self.root.exists()
+
     def object_path(self, digest: str) -> Path:
         """The file holding the content whose sha256 is ``digest`` (64 lowercase hex digits)."""
         return Path(object_file(str(self.objects), digest))
@@ -90,10 +106,21 @@ class StoreLayout:
     def create(self) -> None:
         """Make the directories; safe to call concurrently from several processes."""
         try:
+            self.root.parent.mkdir(parents=True, exist_ok=True)
             for path in (self.root, self.objects, self.tmp):
-                path.mkdir(parents=True, exist_ok=True)
+                make_shared_dir(path)
         except OSError as exc:
             raise StoreError(f"cannot create store at {self.root}: {exc.strerror}") from exc
+
+
+def make_shared_dir(path: Path | str) -> None:
+    """Make the directory ``path`` (its parent exists) mode 0755 whatever the umask, or
+    leave it as it is if it exists; safe to call concurrently. Raises ``OSError``."""
+    try:
+        os.mkdir(path, DIR_MODE)
+    except FileExistsError:
+        return
+    os.chmod(path, DIR_MODE)
 
 
 # The C library, for the system calls Python lacks (syncfs here, renameat2 in contain.py).

@@ -16,6 +16,7 @@ __all__ = ["OBJECT_MODE", "all_digests", "create_staged", "is_digest", "object_f
 # Objects are shared by every wheel and every environment: nobody may write to them.
 # The executable bit belongs to a wheel's file, not to its content, so it lives in the index.
 OBJECT_MODE = 0o444
+BUCKET_MODE = 0o755  # objects-v1/ab/: every user of a shared store enters it
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -41,8 +42,11 @@ def object_file(objects_dir: str, digest: str) -> str:
 
 
 def create_staged(path: str) -> int:
-    """Open a new staging file for writing; it is read-only from birth, so never chmod-ed."""
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, OBJECT_MODE)
+    """Open a new staging file for writing; it is read-only from birth (0444 whatever the
+    umask: every user of a shared store reads it), so never chmod-ed by path."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, OBJECT_MODE)
+    os.fchmod(fd, OBJECT_MODE)
+    return fd
 
 
 def publish(staged: str, final: str) -> bool:
@@ -53,8 +57,13 @@ def publish(staged: str, final: str) -> bool:
     """
     try:
         os.link(staged, final)
-    except FileNotFoundError:  # the first object in its bucket
-        os.makedirs(os.path.dirname(final), exist_ok=True)
+    except FileNotFoundError:  # the first object in its bucket: 0755 whatever the umask
+        bucket = os.path.dirname(final)
+        try:
+            os.mkdir(bucket, BUCKET_MODE)
+            os.chmod(bucket, BUCKET_MODE)
+        except FileExistsError:
+            pass
         return publish(staged, final)
     except FileExistsError:
         return False

@@ -260,11 +260,14 @@ def test_os_error_inside_a_command_is_one_line(stored_one: tuple[Path, Path]) ->
     store, two = stored_one
     for path in [store, *store.rglob("*")]:
         path.chmod(0o777 if path.is_dir() else 0o666)
-    _read_only(store / "objects-v1")  # the index opens; writing an object fails with EACCES
+    _read_only(store / "tmp")  # the index opens; staging the wheel fails with EACCES
     line = _one_error_line(_run_unprivileged(store, "store", "add", two))
-    # Which write fails first varies (a fan-out directory, a rename into one); each names
-    # its paths inside the store and the reason.
+    # Which write fails first varies; each names its path inside the store and the reason.
     assert line.startswith(f"pkgfs: error: {store}/"), line
+    # objects-v1/ read-only: a store this user cannot write, said before anything is done.
+    _read_only(store / "objects-v1")
+    line = _one_error_line(_run_unprivileged(store, "store", "add", two))
+    assert line.startswith(f"pkgfs: error: the store at {store} is read-only"), line
 
 
 def test_a_target_that_is_no_python(pkgfs: RunPkgfs, tmp_path: Path) -> None:

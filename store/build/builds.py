@@ -197,6 +197,10 @@ def build_locked(
                     f"{wheel.name} {wheel.version}: offline, and its wheel is to be built from"
                     f" {describe(wheel.build)}, which only the network can bring"
                 )
+            store.require_writable(
+                f"it lacks the wheel of {wheel.name} {wheel.version}, to be built from"
+                f" {describe(wheel.build)}"
+            )
             work = Path(tempfile.mkdtemp(prefix="build-", dir=store.layout.tmp))
             works.append(work)
             project, key = fetch_source(f"{wheel.name} {wheel.version}", wheel.build, work)

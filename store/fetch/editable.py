@@ -45,6 +45,7 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 
 from pkgfs.store.core import Store
 from pkgfs.store.errors import BuildError
+from pkgfs.store.layout import make_shared_dir
 from pkgfs.store.lock.model import EditableProject, LockedWheel, WheelLink
 
 __all__ = [
@@ -125,10 +126,11 @@ def remembered_for(store: Store, project: EditableProject) -> LockedWheel | None
 def _remember(store: Store, directory: Path, digest: str, sha256: str) -> None:
     """Write the record atomically and durably: staged in tmp/, fsynced, renamed."""
     final = _record_path(store, directory, digest)
-    final.parent.mkdir(exist_ok=True)
+    make_shared_dir(final.parent)
     record = {"path": str(directory), "metadata": digest, "wheel": sha256}
     fd, tmp = tempfile.mkstemp(dir=store.layout.tmp, prefix="editable-")
     try:
+        os.fchmod(fd, 0o444)  # every user of a shared store reads it (mkstemp makes 0600)
         with open(fd, "wb") as f:
             f.write(json.dumps(record).encode())
             f.flush()
@@ -316,6 +318,8 @@ def editable_wheels(
         else:
             found[where] = stored
     if missing:
+        names = ", ".join(str(where) for where in missing)
+        store.require_writable(f"it lacks the editable wheel of {names}")
         out = Path(tempfile.mkdtemp(prefix="editable-", dir=store.layout.tmp))
         try:
             todo = [project for project, _ in missing.values()]

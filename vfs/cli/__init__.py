@@ -157,6 +157,23 @@ def _build_parser() -> argparse.ArgumentParser:
     mount.add_argument("--no-compile", action="store_true", help="serve no shared bytecode")
     mount.set_defaults(run=_lazy(".mount", "cmd_mount"), fork_daemon=True)
 
+    materialize = commands.add_parser(
+        "materialize",
+        parents=[store_option, json_option],
+        help="write the lockfile's environment into VENV as real files (where FUSE is absent)",
+    )
+    materialize.add_argument("target", metavar="VENV", help="a venv, or its site-packages")
+    add_lock_arguments(materialize)
+    materialize.add_argument(
+        "--link-mode",
+        choices=["clone", "copy", "hardlink"],
+        default="clone",
+        help="clone: reflink where the filesystem can, else copy (default); copy; hardlink:"
+        " link to the store's read-only objects (an edit then fails rather than change them)",
+    )
+    materialize.add_argument("--no-compile", action="store_true", help="write no bytecode")
+    materialize.set_defaults(run=_lazy(".materialize", "cmd_materialize"))
+
     unmount = commands.add_parser("unmount", help="unmount MOUNTPOINT (a stale mount too)")
     unmount.add_argument("mountpoint", metavar="MOUNTPOINT")
     unmount.add_argument("--lazy", action="store_true", help="detach now, even if busy")

@@ -35,10 +35,13 @@ def cmd_env_list(args: argparse.Namespace, out: TextIO) -> int:
             print(f"pkgfs: warning: {env}", file=sys.stderr)
             continue
         mountpoint = Path(env.config.mountpoint)
+        materialized = bool(env.config.materialized)
         rows.append(
             {
                 "mountpoint": str(mountpoint),
-                "state": mount_state(mountpoint),
+                # A materialized environment is real files, never mounted.
+                "state": "materialized" if materialized else mount_state(mountpoint),
+                "materialized": env.config.materialized or None,
                 "venv": mountpoint.exists(),
                 "lock": env.config.lock,
                 "lock_state": env.config.lock_state(),
@@ -57,7 +60,7 @@ def cmd_env_list(args: argparse.Namespace, out: TextIO) -> int:
     for row in rows:
         gone = "" if row["venv"] else ", its mountpoint is gone"
         print(
-            f"{row['state']:<9} {row['mountpoint']}  {row['packages']} packages,"
+            f"{row['state']:<12} {row['mountpoint']}  {row['packages']} packages,"
             f" lock {row['lock']} ({row['lock_state']}){gone}",
             file=out,
         )
@@ -98,8 +101,8 @@ def mount_all(args: argparse.Namespace, out: TextIO) -> int:
             continue
         config = env.config
         mountpoint = Path(config.mountpoint)
-        if mount_state(mountpoint) == "ok":
-            continue
+        if config.materialized or mount_state(mountpoint) == "ok":
+            continue  # (a materialized environment is real files: nothing to mount)
         if not mountpoint.is_dir():
             print(f"pkgfs: skipped {mountpoint}: it is gone (pkgfs env rm it)", file=out)
             continue

@@ -41,6 +41,9 @@ from pkgfs.store.lock import (
     probe_target,
     read_lock,
 )
+from pkgfs.vfs.env.saved import prepare_view
+from pkgfs.vfs.env.venv import site_packages_for
+from pkgfs.vfs.env.view import Bytecode
 
 from .output import EXIT_INTERRUPTED
 
@@ -150,8 +153,9 @@ def cmd_lock_show(args: argparse.Namespace, out: TextIO) -> int:
     """``pkgfs lock show``: the wheel chosen for each package, and whether it is stored.
 
     Raises what :func:`resolve_lock` raises; :func:`pkgfs.vfs.cli.main` reports it.
+    Reads the store only (a read-only store too).
     """
-    with Store.open(getattr(args, "store", None)) as store:
+    with Store.open_for_reading(getattr(args, "store", None)) as store:
         resolved = resolve_lock(args, store, sys.stderr, build=False)
         to_build = {w.name for w in resolved.wheels if w.build is not None}
         resolved.wheels = [recall(store, w, resolved.target) or w for w in resolved.wheels]
@@ -281,6 +285,10 @@ def sync_locked(
                 sys.stderr.write(log.read())
         raise
     present, missing = partition_present(store, resolved.wheels)
+    if missing:
+        names = ", ".join(w.filename for w in missing[:3])
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        store.require_writable(f"it lacks {len(missing)} wheels of the lock: {names}{more}")
     remote = unreachable_offline(missing) if offline else []
     if remote:
         names = ", ".join(w.filename for w in remote)
@@ -323,7 +331,7 @@ def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
 
     Raises what :func:`resolve_lock` and :func:`sync_locked` raise, Ctrl-C excepted.
     """
-    with Store.open(getattr(args, "store", None)) as store:
+    with Store.open_to_prepare(getattr(args, "store", None)) as store:
         resolved = resolve_lock(args, store, sys.stderr)
         try:
             present, outcomes = sync_locked(
@@ -332,7 +340,16 @@ def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
         except SyncInterrupted as interrupted:
             _say_kept(interrupted)
             return EXIT_INTERRUPTED
-    failed = [o for o in outcomes if o.error is not None]
+        failed = [o for o in outcomes if o.error is not None]
+        view = None
+        if not failed:
+            target = resolved.target
+            magic = "" if args.no_compile else target.magic
+            bytecode = Bytecode(magic, target.cache_tag) if magic else None
+            site_packages = site_packages_for(target.python, target.environment["python_version"])
+            view = prepare_view(
+                store, stored_wheels(store, resolved.wheels), site_packages, bytecode
+            )
     if getattr(args, "json", False):
         report = {
             "lock": str(resolved.lockfile.path),
@@ -341,6 +358,7 @@ def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
             "present": len(present),
             "added": [o.wheel.filename for o in outcomes if o.error is None],
             "failed": [{"wheel": o.wheel.filename, "error": str(o.error)} for o in failed],
+            "view": view,
         }
         json.dump(report, out, indent=2)
         out.write("\n")

@@ -190,7 +190,7 @@ def _mount(args: argparse.Namespace, out: TextIO) -> int:
                 _clear_stale(mountpoint, sys.stderr)
                 if venv is not None:
                     _set_aside_if_new(venv, state, overlay, sys.stderr)
-                with Store.open(getattr(args, "store", None)) as store:
+                with Store.open_to_prepare(getattr(args, "store", None)) as store:
                     config, view = _prepare(
                         args, store, mountpoint=mountpoint, venv=venv, state=state, overlay=overlay
                     )

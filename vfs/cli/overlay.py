@@ -28,7 +28,7 @@ def _tree(directory: Path) -> MergedTree:
     """The merged tree of the mount whose state is in ``directory``. Raises ``MountError``
     when its config is damaged or from another version, ``OSError`` when unreadable."""
     config = MountConfig.load(directory / "config.json")
-    with Store.open(config.store) as store:
+    with Store.open_read_only(config.store) as store:
         return MergedTree(
             config.view(store), store.layout.objects, Path(config.upper), Path(config.work)
         )

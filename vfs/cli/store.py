@@ -9,7 +9,9 @@ from concurrent.futures import BrokenExecutor
 from dataclasses import asdict
 from typing import TextIO
 
-from pkgfs.store import IngestResult, PkgfsError, Store, StoreError
+from pkgfs.store import IngestResult, PkgfsError, Store, StoreError, resolve_store_path
+from pkgfs.store.errors import ReadOnlyStoreError
+from pkgfs.store.layout import StoreLayout
 
 from .output import EXIT_FAILURE, EXIT_OK, human
 
@@ -32,16 +34,19 @@ def open_store(args: argparse.Namespace) -> Store:
 
 
 def open_store_for_reading(args: argparse.Namespace) -> Store:
-    """As :func:`open_store`, and, when the store cannot be opened for writing (another
-    user's, a read-only mount), opened read-only instead; :class:`StoreError` when neither
-    can be done, saying why it could not be opened for writing."""
-    try:
-        return open_store(args)
-    except StoreError as cannot_write:
-        try:
-            return Store.open_read_only(getattr(args, "store", None))
-        except StoreError:
-            raise cannot_write from None
+    """The store ``--store`` names, else the default one, read-only (nothing written, not
+    even its lock file: a reader never waits for a writer), as another user's store or a
+    read-only mount is; a store that does not exist yet is created empty. Raises
+    :class:`StoreError` when it cannot be read."""
+    return Store.open_for_reading(getattr(args, "store", None))
+
+
+def _refuse_read_only(args: argparse.Namespace, command: str, why: str) -> None:
+    """:class:`ReadOnlyStoreError` (one line) for a store that exists and that this
+    process may not write: a read-only mount, another user's store."""
+    layout = StoreLayout(resolve_store_path(getattr(args, "store", None)))
+    if layout.index.exists() and not layout.writable():
+        raise ReadOnlyStoreError(layout.root, why, command)
 
 
 def _describe(result: IngestResult) -> str:
@@ -62,6 +67,7 @@ def cmd_store_add(args: argparse.Namespace, out: TextIO) -> int:
     :class:`WheelError` line). Raises :class:`StoreError`, or an :class:`OSError` from a
     store it cannot write, for :func:`pkgfs.vfs.cli.main` to report."""
     status = EXIT_OK
+    _refuse_read_only(args, "pkgfs store add", "adding wheels writes to it")
     with open_store(args) as store:
         try:
             for outcome in store.add_many(args.wheels, jobs=args.jobs):
@@ -154,9 +160,7 @@ def cmd_store_gc(args: argparse.Namespace, out: TextIO) -> int:
     """``pkgfs store gc``: remove what no environment of this user (and no ``--lock``)
     uses. Raises :class:`StoreError` (one line) when another command has the store open,
     or when an environment's config cannot be read (its roots would be unknown)."""
-    from pkgfs.store import resolve_store_path  # noqa: PLC0415
     from pkgfs.store.gc import collect_garbage, exclusive  # noqa: PLC0415
-    from pkgfs.store.layout import StoreLayout  # noqa: PLC0415
     from pkgfs.vfs.env.registry import Environment, environments, roots  # noqa: PLC0415
 
     from .lock import resolve_lock, stored_wheels  # noqa: PLC0415
@@ -172,6 +176,7 @@ def cmd_store_gc(args: argparse.Namespace, out: TextIO) -> int:
     root = resolve_store_path(getattr(args, "store", None))
     if not StoreLayout(root).index.is_file():
         raise StoreError(f"{root}: no store here")
+    _refuse_read_only(args, "pkgfs store gc", "gc removes from it")
     with exclusive(StoreLayout(root), wait=False), Store(root, shared_lock=False) as store:
         keep_wheels, keep_views = roots(store, envs)
         if args.lock is not None:

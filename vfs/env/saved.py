@@ -10,6 +10,7 @@ site-packages, a script outside bin/, or an object outside the store.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ import tempfile
 from collections.abc import Sequence
 
 from pkgfs.store.core import Store
+from pkgfs.store.layout import make_shared_dir
 from pkgfs.store.sealed import seal, unseal
 
 from .view import (
@@ -29,7 +31,7 @@ from .view import (
     finish_view,
 )
 
-__all__ = ["load_or_compose", "view_key"]
+__all__ = ["load_or_compose", "load_shared", "prepare_view", "save_shared", "view_key"]
 
 
 def view_key(
@@ -59,22 +61,66 @@ def load_or_compose(
     (composed and saved if new, damaged or unsafe), finished for ``python``.
 
     Raises :class:`ViewError` if the wheels cannot be composed (a conflict, a wheel missing
-    from the store, an index row naming an unsafe path), ``OSError`` if the store cannot be
-    read or the view saved.
+    from the store, an index row naming an unsafe path), :class:`ReadOnlyStoreError` when
+    the saved view is missing from a store this process may not write (``pkgfs sync``
+    saves it), ``OSError`` if the store cannot be read or the view saved.
     """
-    path = store.layout.views / view_key(store, wheels, site_packages, bytecode)
+    shared = load_shared(store, view_key(store, wheels, site_packages, bytecode))
+    if shared is None:
+        shared = save_shared(store, wheels, site_packages, bytecode)
+    return finish_view(store, shared, python, site_packages)
+
+
+def load_shared(store: Store, key: str) -> SharedView | None:
+    """The saved shared view named ``key``; None when missing, damaged or unsafe."""
     try:
-        shared = SharedView.load(unseal(path.read_bytes()))
+        shared = SharedView.load(unseal((store.layout.views / key).read_bytes()))
         check_shared(shared)  # a checksum an attacker recomputed still names safe paths only
     except (OSError, ValueError, EOFError, TypeError, AttributeError):
         # Damaged, tampered or from another format (ViewError is a ValueError): a cache,
-        # so composed again from the index, and saved whole over it.
-        shared = compose_shared(store, wheels, site_packages, bytecode)
-        path.parent.mkdir(exist_ok=True)
-        # Staged in the store's tmp/, so a crash leaves a leftover verify knows, never a
-        # half-written file in views-v2/.
-        fd, tmp = tempfile.mkstemp(dir=store.layout.tmp, prefix="view-")
+        # composed again from the index.
+        return None
+    return shared
+
+
+def save_shared(
+    store: Store, wheels: Sequence[str], site_packages: str, bytecode: Bytecode | None
+) -> SharedView:
+    """Compose the shared view of ``wheels`` for this layout and bytecode and save it whole
+    in ``views-v2/`` (over a damaged one), readable by every user of the store; what
+    ``pkgfs sync`` does so that a mount on a read-only store composes nothing. Raises
+    :class:`ReadOnlyStoreError` when the store may not be written, and as
+    :func:`load_or_compose`."""
+    layout = "" if bytecode is None else f", with bytecode for {bytecode.cache_tag}"
+    store.require_writable(
+        f"it lacks the saved view of these {len(wheels)} wheels for {site_packages}{layout}"
+    )
+    shared = compose_shared(store, wheels, site_packages, bytecode)
+    path = store.layout.views / view_key(store, wheels, site_packages, bytecode)
+    make_shared_dir(path.parent)
+    # Staged in the store's tmp/, so a crash leaves a leftover verify knows, never a
+    # half-written file in views-v2/.
+    fd, tmp = tempfile.mkstemp(dir=store.layout.tmp, prefix="view-")
+    try:
+        os.fchmod(fd, 0o444)  # mkstemp makes it 0600: every user of the store reads it
         with open(fd, "wb") as f:
             f.write(seal(shared.dump()))
         os.replace(tmp, path)
-    return finish_view(store, shared, python, site_packages)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return shared
+
+
+def prepare_view(
+    store: Store, wheels: Sequence[str], site_packages: str, bytecode: Bytecode | None
+) -> str:
+    """Make sure the shared view a mount of ``wheels`` (in this layout, with this bytecode)
+    loads is saved, composing and saving it if not, so that mounting from this store,
+    read-only too, composes nothing (``pkgfs sync`` calls it). Returns its name. Raises as
+    :func:`save_shared`."""
+    key = view_key(store, wheels, site_packages, bytecode)
+    if load_shared(store, key) is None:
+        save_shared(store, wheels, site_packages, bytecode)
+    return key

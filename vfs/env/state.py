@@ -77,6 +77,9 @@ class MountConfig:
     # The groups and extras asked for (uv sync's options, canonical; "" for the default):
     # with the lock, what this environment is.
     selection: str = ""
+    # "" for a mount; for an environment ``pkgfs materialize`` wrote as real files, how
+    # (its --link-mode: clone, copy or hardlink). Such an environment is never mounted.
+    materialized: str = ""
 
     def save(self, path: Path) -> None:
         """Write the config to ``path`` atomically. Raises ``OSError``."""

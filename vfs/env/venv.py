@@ -26,6 +26,7 @@ __all__ = [
     "depopulate_venv",
     "mountpoint_of",
     "populate_venv",
+    "site_packages_for",
     "site_packages_of",
     "venv_identity",
     "venv_of",
@@ -72,6 +73,18 @@ def site_packages_of(path: Path) -> Path | None:
         what = "none" if not found else ", ".join(str(f.relative_to(path)) for f in found)
         raise MountError(f"{path}: a venv with {what} as lib/pythonX.Y/site-packages: name one")
     return found[0]
+
+
+def site_packages_for(python: Path, python_version: str) -> str:
+    """The venv-relative site-packages of a venv whose interpreter is ``python``: its own
+    when ``python`` is a venv's, else what ``python -m venv`` makes for ``python_version``
+    (``X.Y``): ``lib/pythonX.Y/site-packages``."""
+    root = python.absolute().parent.parent
+    with contextlib.suppress(MountError):
+        found = site_packages_of(root)
+        if found is not None:
+            return str(found.relative_to(root))
+    return f"lib/python{python_version}/site-packages"
 
 
 MARKER = ".pkgfs-venv"  # in the venv's root: which venv this is, for its environment

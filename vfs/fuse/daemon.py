@@ -85,7 +85,8 @@ def serve_state(state: Path, ready: Callable[[str | None], None], locks: Sequenc
     log_output(state / "log")
     try:
         config = MountConfig.load(state / "config.json")
-        with Store.open(config.store) as store:
+        # Only loads the view the command saved: never waits for the store's lock file.
+        with Store.open_read_only(config.store) as store:
             view = config.view(store)
     except Exception as exc:
         log.exception("cannot load the mount in %s", state)

@@ -99,10 +99,12 @@ def check_fuse(mountpoint: Path | None = None, allow_other: bool = False) -> Non
     ``/etc/fuse.conf``, or a mountpoint this user cannot write (a user's FUSE mount
     needs one it owns, or may write).
     """
+    # Where FUSE cannot work at all, the environment can still be written as files.
+    instead = "; without FUSE, pkgfs materialize VENV writes the environment as real files"
     if not os.path.exists(FUSE_DEVICE):
         raise MountError(
             f"{FUSE_DEVICE} is missing: load the fuse module (modprobe fuse), or give the"
-            f" container --device {FUSE_DEVICE}"
+            f" container --device {FUSE_DEVICE}{instead}"
         )
     if not os.access(FUSE_DEVICE, os.R_OK | os.W_OK):
         info = os.stat(FUSE_DEVICE)
@@ -110,8 +112,15 @@ def check_fuse(mountpoint: Path | None = None, allow_other: bool = False) -> Non
             f"{FUSE_DEVICE} is not readable and writable by you (mode"
             f" {stat.filemode(info.st_mode)}, owner uid {info.st_uid}, gid {info.st_gid}):"
             f" ask an administrator to make it mode 0666, as most distributions ship it"
-            f" (chmod 0666 {FUSE_DEVICE})"
+            f" (chmod 0666 {FUSE_DEVICE}){instead}"
         )
+    try:  # a container's device cgroup may refuse it although its mode allows it
+        os.close(os.open(FUSE_DEVICE, os.O_RDWR | os.O_CLOEXEC))
+    except OSError as exc:
+        raise MountError(
+            f"{FUSE_DEVICE} cannot be opened ({exc.strerror}): a container needs"
+            f" --device {FUSE_DEVICE} --cap-add SYS_ADMIN{instead}"
+        ) from None
     if shutil.which("fusermount3") is None:
         raise MountError(_NO_FUSERMOUNT)
     if os.geteuid() == 0:
