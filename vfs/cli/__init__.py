@@ -155,7 +155,20 @@ def _build_parser() -> argparse.ArgumentParser:
     mount.add_argument("--allow-other", action="store_true", help="let other users see the mount")
     mount.add_argument("--overlay", metavar="DIR", help="keep the copy-on-write layer in DIR")
     mount.add_argument("--no-compile", action="store_true", help="serve no shared bytecode")
+    mount.add_argument("--keep-overlay", action="store_true",
+        help="when the lock changed: keep packages pip or uv changed in the overlay, even"
+        " those the lock pins (they shadow it)")  # fmt: skip
     mount.set_defaults(run=_lazy(".mount", "cmd_mount"), fork_daemon=True)
+
+    rollback = commands.add_parser(
+        "rollback",
+        parents=[json_option],
+        help="switch a mounted environment back to what it was before its lock changed",
+    )
+    rollback.add_argument("mountpoint", metavar="MOUNTPOINT")
+    rollback.add_argument("--keep-overlay", action="store_true",
+        help="keep packages pip or uv changed in the overlay, even those it pins")  # fmt: skip
+    rollback.set_defaults(run=_lazy(".switch", "cmd_rollback"))
 
     unmount = commands.add_parser("unmount", help="unmount MOUNTPOINT (a stale mount too)")
     unmount.add_argument("mountpoint", metavar="MOUNTPOINT")
@@ -222,6 +235,16 @@ def _add_store_commands(
     gc.add_argument("--dry-run", action="store_true", help="say what would go; remove nothing")
     add_lock_arguments(gc)  # --lock: keep what this lock selects too
     gc.set_defaults(run=_lazy(".store", "cmd_store_gc"))
+
+    rm = store_commands.add_parser(
+        "rm",
+        parents=[store_option],
+        help="remove wheels (file name or sha256) and the objects only they use",
+    )
+    rm.add_argument("wheels", nargs="+", metavar="WHEEL")
+    rm.add_argument("--force", action="store_true",
+        help="remove a wheel even if an environment uses it (which breaks it)")  # fmt: skip
+    rm.set_defaults(run=_lazy(".store", "cmd_store_rm"))
 
 
 def _add_env_commands(commands: Any, json_option: argparse.ArgumentParser) -> None:

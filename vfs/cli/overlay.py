@@ -69,9 +69,11 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
                 "lock_state": lock,
                 "mode": record.mode,
                 "requests": requests,
+                "rollback": _rollback(directory),
             }
         )
-    # A healthcheck: non-zero when any mount is stale or its lock no longer what it mounted.
+    # A healthcheck: non-zero when any mount is stale or its lock no longer what it mounted
+    # (a rolled-back environment is that on purpose: its lock_state says "rolled-back").
     unhealthy = any(
         row["state"] != "ok" or row["lock_state"] in ("changed", "missing") for row in rows
     )
@@ -88,10 +90,20 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
             f"{row['state']:<6} {row['mountpoint']}  {row['packages']} packages,"
             f" {shown} overlay changes, {row['mode']} mode, pid {row['pid']},"
             f" lock {row['lock']}{lock_note}"
-            + (f" ({row['selection']})" if row["selection"] else ""),
+            + (f" ({row['selection']})" if row["selection"] else "")
+            + (f"; rollback to {row['rollback']} packages" if row["rollback"] else ""),
             file=out,
         )
     return 1 if unhealthy else 0
+
+
+def _rollback(directory: Path) -> int | None:
+    """How many packages the environment had before its last switch (what ``pkgfs
+    rollback`` returns to), or None when it has not switched."""
+    try:
+        return len(MountConfig.load(directory / "previous.json").wheels)
+    except (OSError, MountError):
+        return None
 
 
 def _lock_state(directory: Path) -> str:

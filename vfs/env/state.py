@@ -77,6 +77,9 @@ class MountConfig:
     # The groups and extras asked for (uv sync's options, canonical; "" for the default):
     # with the lock, what this environment is.
     selection: str = ""
+    # Set by pkgfs rollback: the lock's content this environment was rolled back from. While
+    # the lock still has that content, the environment is deliberately not its lock.
+    rolled_back_from: str = ""
 
     def save(self, path: Path) -> None:
         """Write the config to ``path`` atomically. Raises ``OSError``."""
@@ -93,9 +96,10 @@ class MountConfig:
             raise _other_version(path, data) from exc
 
     def lock_state(self) -> str:
-        """``current``, ``changed`` (its content is not what was mounted: remount to follow
-        it), ``missing``, or ``unknown`` (unreadable, or mounted by an earlier pkgfs, which
-        kept no hash)."""
+        """``current``, ``changed`` (its content is not what was mounted: ``pkgfs mount``
+        follows it), ``rolled-back`` (``pkgfs rollback`` left the lock's current content
+        for an earlier one), ``missing``, or ``unknown`` (unreadable, or mounted by an
+        earlier pkgfs, which kept no hash)."""
         try:
             now = hash_file(self.lock)[0]
         except FileNotFoundError:
@@ -104,7 +108,9 @@ class MountConfig:
             return "unknown"
         if not self.lock_sha256:
             return "unknown"
-        return "current" if now == self.lock_sha256 else "changed"
+        if now == self.lock_sha256:
+            return "current"
+        return "rolled-back" if now == self.rolled_back_from else "changed"
 
     def view(self, store: Store) -> View:
         bytecode = Bytecode(self.magic, self.cache_tag) if self.magic else None
