@@ -17,14 +17,14 @@ control socket. The daemon, here:
 
 A client that dies after sending the request (``kill -9`` of ``pkgfs mount``) does not stop
 it: the switch is the daemon's. One that dies before leaves ``next.json``, which the next
-switch overwrites. A failure before step 2 changes nothing; the reply says why.
+switch overwrites (only a switch a command asked for reads it). A failure before step 2
+changes nothing; the reply says why.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -89,7 +89,9 @@ async def switch(ops: PkgfsOperations, state: Path, keep_overlay: bool) -> dict[
         invalidations = ops.dropped(carry_out(tree, reconciled, aside))
         current = MountConfig.load(state / "config.json")
         save_state_file(state / PREVIOUS, dataclasses.asdict(current))
-        os.replace(state / NEXT, state / "config.json")
+        # What was loaded, not next.json again: another command may have written a newer
+        # one meanwhile (its own switch comes next). A stale next.json is harmless.
+        save_state_file(state / "config.json", dataclasses.asdict(config))
         invalidations += ops.switch_view(index)
         _record(state, config)
         log.info("switched to %d packages (%d paths changed)", len(view.wheels), len(index.changed))

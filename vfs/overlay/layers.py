@@ -167,6 +167,12 @@ class Layers:
         os.close(fd)
         self.whiteouts.add(path)
 
+    def hide(self, path: str) -> None:
+        """Whiteout ``path`` (a top-level name), whatever the lower layer has now: a switch
+        hides a name of the view it is about to install (reconcile.py)."""
+        if path not in self.whiteouts and path not in self.upper_paths:
+            self._add_whiteout(path)
+
     def _drop_whiteout(self, path: str) -> None:
         if path in self.whiteouts:
             parent, name = posixpath.split(path)

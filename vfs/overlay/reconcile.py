@@ -7,13 +7,14 @@ The rules (README, "Envs follow their lock"):
   (its ``NAME-VERSION.dist-info`` added, replaced or whited out) and that the new view pins
   is **dropped** from the overlay: its dist-info, the files its RECORDs list (the locked
   one's before and after, and the overlay's own), their bytecode, and the directories that
-  hold only those. One note per package says so. With ``keep_overlay`` it is kept, and
-  the note is a warning that it shadows the lock.
+  hold only those. One note per package says so. With ``keep_overlay`` it is kept (and
+  the new view's dist-info of it hidden, so one version shows), the note a warning.
 - An edit to a file (its upper copy over a lower file) whose locked content the new view
   leaves unchanged is **carried over**: nothing is done.
-- An edit to a file whose locked content changed (or that the new view no longer has) is
-  **set aside**: linked into ``aside`` (below the overlay directory), then dropped from the
-  overlay, with one note naming both; the new locked file shows.
+- An edit to a file whose locked content changed (or that the new view no longer has),
+  not part of a package pip or uv changed, is **set aside**: linked into ``aside`` (below
+  the overlay directory), then dropped from the overlay, with one note naming both; the
+  new locked file shows.
 - A deletion (whiteout) of a name the new view does not have is dropped silently (it hides
   nothing); every other change (new files, deletions) is carried over.
 
@@ -57,6 +58,7 @@ class Plan:
 
     drop: list[str] = field(default_factory=list)
     aside: list[str] = field(default_factory=list)
+    hide: list[str] = field(default_factory=list)  # the new view's dist-infos of kept packages
     notes: list[str] = field(default_factory=list)  # one line each
     warnings: list[str] = field(default_factory=list)  # --keep-overlay: what shadows the lock
 
@@ -177,7 +179,10 @@ def plan(tree: MergedTree, new: View, keep_overlay: bool = False) -> Plan:
     result = Plan()
     pinned = {str(canonicalize_name(name)): version for name, version, _file in new.wheels}
     dropped: set[str] = set()
+    packages: set[str] = set()  # every change that is a package's (pip's or uv's)
     for name, package in sorted(planner.overlay_packages().items()):
+        mine = [c.path for c in planner.changes if planner.belongs(c.path, c.kind, package)]
+        packages.update(mine)
         if name not in pinned:
             continue  # the lock does not have it: it shadows nothing locked
         what = (
@@ -187,20 +192,19 @@ def plan(tree: MergedTree, new: View, keep_overlay: bool = False) -> Plan:
         )
         done = "is dropped from the overlay" if package.overlay_version else "is back"
         if keep_overlay:
+            # Kept whole: its locked dist-info must not show beside the overlay's.
+            result.hide += sorted(d for d in package.dist_infos if d in new.dirs)
             result.warnings.append(
                 f"{what} is KEPT over the locked {name} {pinned[name]} (--keep-overlay): the"
                 " environment is not what its lock says; pkgfs diff shows it"
             )
             continue
-        mine = [c.path for c in planner.changes if planner.belongs(c.path, c.kind, package)]
         dropped.update(mine)
         result.drop += mine
-        result.notes.append(
-            f"{what} {done}: the lock pins {name} {pinned[name]}"
-        )
+        result.notes.append(f"{what} {done}: the lock pins {name} {pinned[name]}")
     for change in planner.changes:
-        if change.path in dropped:
-            continue
+        if change.path in packages:
+            continue  # dropped above, or a package kept whole (never half set aside)
         path = change.path
         old, now = tree.view.files.get(path), new.files.get(path)
         if change.kind == "modified" and old is not None and old != now:
@@ -223,6 +227,8 @@ def carry_out(tree: MergedTree, plan: Plan, aside: Path) -> list[str]:
         plan.notes.append(
             f"your edit of {path} is set aside in {target}: the lock changed that file"
         )
+    for path in plan.hide:
+        tree.hide(path)
     if not plan.drop and not plan.aside:
-        return []
-    return tree.reset([*plan.drop, *plan.aside], empty_trash=False)
+        return list(plan.hide)
+    return [*plan.hide, *tree.reset([*plan.drop, *plan.aside], empty_trash=False)]
