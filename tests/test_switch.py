@@ -130,6 +130,11 @@ def test_packages_pip_and_uv_changed_give_way_to_the_new_lock(
     (p.site / "gamma" / "__init__.py").write_text("V = 'my gamma'\n")  # unchanged by the lock
     (p.site / "delta" / "__init__.py").write_text("V = 'my delta'\n")  # changed by the lock
     assert p.imports() == "2.0 2.0 True"
+    shadows = p.pkgfs("diff", p.site).stderr.splitlines()  # what shadows the lock, at any time
+    assert shadows == [
+        "pkgfs: alpha 2.0 is installed in the overlay, over the locked alpha 1.0",
+        "pkgfs: beta is uninstalled in the overlay (the locked beta 1.0)",
+    ]
     p.lock("alpha==1.5", "beta", "gamma", "delta==1.1")
 
     if how == "remount":

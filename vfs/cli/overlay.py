@@ -20,6 +20,7 @@ from pkgfs.vfs.env.venv import mountpoint_of
 from pkgfs.vfs.fuse.mounts import alive, mount_state
 from pkgfs.vfs.fuse.wire import ask
 from pkgfs.vfs.overlay import MergedTree
+from pkgfs.vfs.overlay.reconcile import shadowing
 
 __all__ = ["cmd_diff", "cmd_reset", "cmd_status"]
 
@@ -133,7 +134,8 @@ def _known(mountpoint: Path) -> Path:
 
 
 def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
-    """``pkgfs diff``: the overlay's changes. Reads only. Raises ``MountError``."""
+    """``pkgfs diff``: the overlay's changes, one per line on stdout; on stderr, one line
+    per package pip or uv changed there. Reads only. Raises ``MountError``."""
     tree = _tree(_known(mountpoint_of(Path(args.mountpoint).absolute())))
     changes = tree.changes()
     if args.json:
@@ -143,6 +145,8 @@ def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
     letters = {"added": "A", "modified": "M", "deleted": "D", "replaced": "R"}
     for change in changes:
         print(f"{letters[change.kind]} {_quoted(change.path)}", file=out)
+    for line in shadowing(tree):  # the packages pip or uv changed, as people say it
+        print(f"pkgfs: {line}", file=sys.stderr)
     return 0
 
 

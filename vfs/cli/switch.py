@@ -79,6 +79,16 @@ def _switching(state: Path, mountpoint: Path) -> Iterator[None]:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def _next_config(state: Path) -> Iterator[None]:
+    """``next.json`` lives only while its command does: once the daemon has switched to it
+    (or the switch failed), it goes. A command killed meanwhile leaves it, harmless."""
+    try:
+        yield
+    finally:
+        (state / NEXT).unlink(missing_ok=True)
+
+
 def follow_lock(args: argparse.Namespace, out: TextIO, mountpoint: Path) -> int:
     """``pkgfs mount`` of a mounted environment: switched to its lock (or the lock and
     groups asked) when that changed, live; else ``MountError`` "already mounted". Raises
@@ -97,7 +107,7 @@ def follow_lock(args: argparse.Namespace, out: TextIO, mountpoint: Path) -> int:
         args.python = str(venv.python) if venv is not None else config.python
     args.allow_other = config.allow_other  # a switch keeps the mount's options
     args.no_compile = args.no_compile or not config.magic
-    with _switching(state, mountpoint):
+    with _switching(state, mountpoint), _next_config(state):
         with Store.open(getattr(args, "store", None)) as store:
             new, view = prepare(
                 args,
@@ -203,7 +213,7 @@ def cmd_rollback(args: argparse.Namespace, out: TextIO) -> int:
     target = dataclasses.replace(
         previous, rolled_back_from="" if previous.lock_sha256 == now else now
     )
-    with _switching(state, mountpoint):
+    with _switching(state, mountpoint), _next_config(state):
         with Store.open(previous.store) as store:
             view = target.view(store)  # a wheel gone from the store fails here, changing nothing
         target.save(state / NEXT)

@@ -38,7 +38,7 @@ from pkgfs.vfs.env.view import View
 
 from .tree import MergedTree
 
-__all__ = ["Plan", "carry_out", "plan"]
+__all__ = ["Plan", "carry_out", "plan", "shadowing"]
 
 _DIST_INFO = ".dist-info"
 
@@ -232,3 +232,19 @@ def carry_out(tree: MergedTree, plan: Plan, aside: Path) -> list[str]:
     if not plan.drop and not plan.aside:
         return list(plan.hide)
     return [*plan.hide, *tree.reset([*plan.drop, *plan.aside], empty_trash=False)]
+
+
+def shadowing(tree: MergedTree) -> list[str]:
+    """One line per package that pip or uv installed, upgraded or uninstalled in the
+    overlay: what shadows the lock (``pkgfs diff``)."""
+    locked = {str(canonicalize_name(n)): v for n, v, _file in tree.view.wheels}
+    lines = []
+    for name, package in sorted(_Planner(tree, tree.view).overlay_packages().items()):
+        was = f"the locked {name} {locked[name]}" if name in locked else "no locked version"
+        if package.overlay_version:
+            lines.append(
+                f"{name} {package.overlay_version} is installed in the overlay, over {was}"
+            )
+        else:
+            lines.append(f"{name} is uninstalled in the overlay ({was})")
+    return lines
