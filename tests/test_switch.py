@@ -186,9 +186,20 @@ def test_rollback_returns_to_the_previous_environment_and_back(uvproject: Projec
     nothing = p.pkgfs("rollback", p.site, check=False)
     assert nothing.returncode == 1
     assert "nothing to roll back to" in nothing.stderr
+    init, same = p.site / "alpha" / "__init__.py", p.site / "alpha" / "same.py"
+    # Read now, so the kernel has the pages, the attributes and the listing cached.
+    assert init.read_text().startswith("V = '1.0'")
+    assert "gamma" not in os.listdir(p.site)
+    numbers = (init.stat().st_ino, same.stat().st_ino)
     p.lock("alpha==1.5", "beta", "gamma")
     p.pkgfs("mount", p.site)
     assert p.imports() == "1.5 1.5 True"
+    # Nothing stale: the new bytes, the new listing; a changed file has a new inode number,
+    # an unchanged one keeps its own.
+    assert init.read_text().startswith("V = '1.5'")
+    assert "gamma" in os.listdir(p.site)
+    assert init.stat().st_ino != numbers[0]
+    assert same.stat().st_ino == numbers[1]
 
     back = p.pkgfs("rollback", p.site)
     assert back.stdout == (
