@@ -288,6 +288,8 @@ def _set_aside_if_new(venv: Venv, state: Path, overlay: Path, err: TextIO) -> No
             if part.exists():
                 part.rename(aside / part.name)
         (state / "config.json").rename(aside / "config.json")
+        if (state / "previous.json").exists():  # its rollback is not this venv's either
+            (state / "previous.json").rename(aside / "previous.json")
     except OSError as exc:
         raise MountError(
             f"{venv.root}: cannot set the previous venv's overlay aside: {exc}"

@@ -62,6 +62,25 @@ def _why_switch(args: argparse.Namespace, config: MountConfig) -> str | None:
     return None
 
 
+def _keep_mounted_with(args: argparse.Namespace, config: MountConfig, venv: Venv | None) -> None:
+    """A switch keeps what the daemon serves from: its store and its interpreter. Fills
+    them into ``args``; ``MountError`` when ``args`` asks for others."""
+    given = getattr(args, "store", None)
+    if given is not None and Path(given).absolute() != Path(config.store).absolute():
+        raise MountError(
+            f"{config.mountpoint}: mounted from the store {config.store}: a switch keeps it"
+            " (pkgfs unmount it, then mount it with another --store)"
+        )
+    args.store = config.store
+    python = str(venv.python) if venv is not None else config.python
+    if args.python is not None and os.path.realpath(args.python) != os.path.realpath(python):
+        raise MountError(
+            f"{config.mountpoint}: mounted for {python}: a switch keeps it (pkgfs unmount it,"
+            " then mount it with another --python)"
+        )
+    args.python = python
+
+
 @contextlib.contextmanager
 def _switching(state: Path, mountpoint: Path) -> Iterator[None]:
     """One switch of a mount at a time (``flock`` of ``state/switch.lock``). Raises
@@ -103,12 +122,11 @@ def follow_lock(args: argparse.Namespace, out: TextIO, mountpoint: Path) -> int:
     if reason is None:
         raise MountError(f"{mountpoint}: already mounted: pkgfs unmount it first")
     venv = venv_of(mountpoint)
-    if args.python is None:
-        args.python = str(venv.python) if venv is not None else config.python
+    _keep_mounted_with(args, config, venv)
     args.allow_other = config.allow_other  # a switch keeps the mount's options
     args.no_compile = args.no_compile or not config.magic
     with _switching(state, mountpoint), _next_config(state):
-        with Store.open(getattr(args, "store", None)) as store:
+        with Store.open(args.store) as store:
             new, view = prepare(
                 args,
                 store,

@@ -64,7 +64,13 @@ class Plan:
 
 
 def _dist_name(directory: str) -> tuple[str, str] | None:
-    """(canonical name, version) of a top-level ``NAME-VERSION.dist-info``, else None."""
+    """(canonical name, version) of a top-level ``NAME-VERSION.dist-info``, else None.
+
+    PyPA, "Recording installed projects": the directory "is named as
+    {name}-{version}.dist-info ... replace dash (-) characters with underscore (_)
+    characters, so the .dist-info directory always has exactly one dash (-) character in
+    its stem". Older installers did not always; the last dash is taken, as versions have
+    none."""
     if "/" in directory or not directory.endswith(_DIST_INFO):
         return None
     stem = directory[: -len(_DIST_INFO)]
@@ -75,7 +81,11 @@ def _dist_name(directory: str) -> tuple[str, str] | None:
 
 
 def _record_paths(data: bytes) -> set[str]:
-    """The site-packages paths a RECORD lists (``../`` paths, outside it, left out)."""
+    """The site-packages paths a RECORD lists (``../`` paths, outside it, left out).
+
+    PyPA, "Recording installed projects", the RECORD file: a CSV file whose first field is
+    each file's path, which "may be either absolute, or relative to the directory
+    containing the .dist-info directory (commonly, the site-packages directory)"."""
     found = set()
     for row in csv.reader(io.StringIO(data.decode("utf-8", "replace"))):
         if row and row[0] and not row[0].startswith(("/", "../")):
