@@ -95,7 +95,9 @@ def test_uv_lock_adds_a_package_and_the_mounted_env_follows(uvproject: Project) 
     p.pkgfs("mount", p.site)
     assert p.imports() == "1.0 1.0 False"
     p.lock("alpha==1.0", "beta", "gamma")
-    assert p.pkgfs("status", check=False).returncode == 1  # the lock changed: unhealthy
+    unhealthy = p.pkgfs("status", check=False)  # the lock changed: exit 1, and what to do
+    assert unhealthy.returncode == 1
+    assert f"pkgfs mount {p.site} switches it (live)" in unhealthy.stderr
     synced = p.pkgfs("sync")  # gets the wheels, and says the one command that switches
     assert f"pkgfs mount {p.site} switches it" in synced.stderr
 

@@ -95,6 +95,12 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
             + (f"; rollback to {row['rollback']} packages" if row["rollback"] else ""),
             file=out,
         )
+        if row["state"] == "ok" and row["lock_state"] == "changed":
+            print(
+                f"pkgfs: {row['mountpoint']}: its lock changed: pkgfs mount {row['mountpoint']}"
+                " switches it (live)",
+                file=sys.stderr,
+            )
     return 1 if unhealthy else 0
 
 
