@@ -317,6 +317,11 @@ def test_a_killed_switch_leaves_one_view_served(uvproject: Project) -> None:
         (row,) = json.loads(p.pkgfs("status", "--json").stdout)
         assert (row["state"], row["lock_state"]) == ("ok", "current")
         assert p.imports() == ("1.5 1.5 True" if lock == new else "1.0 1.0 False")
+        assert (p.venv / "bin" / "gamma-cli").exists() == (lock == new)  # and its scripts
+        assert (p.venv / "bin" / "alpha-cli").exists()
+    p.pkgfs("unmount", p.site)
+    # Every script a killed command wrote was recorded first: unmount removes them all.
+    assert [name for name in os.listdir(p.venv / "bin") if name.endswith("-cli")] == []
 
 
 # -- the store: rm, and gc's roots ----------------------------------------------------------

@@ -32,7 +32,13 @@ from pkgfs.store import Store
 from pkgfs.store.errors import MountError
 from pkgfs.store.hashing import hash_file
 from pkgfs.vfs.env.state import MountConfig, MountRecord, mount_dir
-from pkgfs.vfs.env.venv import Venv, mountpoint_of, populate_venv, venv_of
+from pkgfs.vfs.env.venv import (
+    Venv,
+    mountpoint_of,
+    populate_interrupted,
+    populate_venv,
+    venv_of,
+)
 from pkgfs.vfs.env.view import View
 from pkgfs.vfs.fuse.mounts import mount_state
 from pkgfs.vfs.fuse.wire import ask
@@ -119,9 +125,14 @@ def follow_lock(args: argparse.Namespace, out: TextIO, mountpoint: Path) -> int:
     if args.lock is None:
         args.lock = Path(config.lock)  # its own lock, wherever the command runs
     reason = _why_switch(args, config)
+    venv = venv_of(mountpoint)
+    if reason is None and venv is not None and populate_interrupted(state):
+        with _switching(state, mountpoint), Store.open(config.store) as store:
+            _rewrite_scripts(venv, config.view(store), state)
+        print(f"wrote the scripts of {venv.root} (a switch was interrupted)", file=out)
+        return 0
     if reason is None:
         raise MountError(f"{mountpoint}: already mounted: pkgfs unmount it first")
-    venv = venv_of(mountpoint)
     _keep_mounted_with(args, config, venv)
     args.allow_other = config.allow_other  # a switch keeps the mount's options
     args.no_compile = args.no_compile or not config.magic

@@ -95,8 +95,8 @@ async def switch(ops: PkgfsOperations, state: Path, keep_overlay: bool) -> dict[
         invalidations += ops.switch_view(index)
         _record(state, config)
         log.info("switched to %d packages (%d paths changed)", len(view.wheels), len(index.changed))
-    for inode, name in dict.fromkeys(invalidations):
-        await trio.to_thread.run_sync(invalidate, inode, name)
+    # In one worker thread: an upgrade of a large package changes thousands of paths.
+    await trio.to_thread.run_sync(_invalidate_all, list(dict.fromkeys(invalidations)))
     await trio.to_thread.run_sync(tree.empty_trash)
     return {
         "ok": True,
@@ -104,6 +104,11 @@ async def switch(ops: PkgfsOperations, state: Path, keep_overlay: bool) -> dict[
         "notes": reconciled.notes,
         "warnings": reconciled.warnings,
     }
+
+
+def _invalidate_all(invalidations: list[tuple[int, bytes | None]]) -> None:
+    for inode, name in invalidations:
+        invalidate(inode, name)
 
 
 def _record(state: Path, config: MountConfig) -> None:
