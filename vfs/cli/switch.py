@@ -10,8 +10,9 @@ venv's scripts for the new view. The config switched from is kept as ``previous.
 ``pkgfs rollback`` switches to it (and the one it leaves becomes the previous).
 
 Killed at any point (``kill -9``), the mount serves one view: the old one if the daemon was
-not yet asked, else the new one (the daemon finishes the switch alone). The venv's
-scripts may then be the old view's until the next switch or mount.
+not yet asked, else the new one (the daemon finishes the switch alone). The venv's scripts
+are recorded before they are written (``populate_venv``): the next ``pkgfs mount`` writes
+those an interrupted switch left out, and unmount removes every one written.
 """
 
 from __future__ import annotations
