@@ -44,10 +44,11 @@ class Project(Env):
 
     wheels: Path
 
-    def lock(self, *dependencies: str) -> None:
+    def lock(self, *dependencies: str, more: str = "") -> None:
+        """Write pyproject.toml (``more`` appended: dependency groups) and lock it."""
         (self.project / "pyproject.toml").write_text(
             '[project]\nname = "proj"\nversion = "0.1"\nrequires-python = ">=3.9"\n'
-            f"dependencies = {json.dumps(list(dependencies))}\n[tool.uv]\npackage = false\n"
+            f"dependencies = {json.dumps(list(dependencies))}\n[tool.uv]\npackage = false\n" + more
         )
         subprocess.run(
             [UV, "lock", "--offline", "--no-index", "--find-links", self.wheels,
@@ -112,6 +113,21 @@ def test_uv_lock_adds_a_package_and_the_mounted_env_follows(uvproject: Project) 
     assert (row["state"], row["lock_state"], row["packages"]) == ("ok", "current", 3)
     assert row["rollback"] == 2
     assert "already mounted" in p.pkgfs("mount", p.site, check=False).stderr  # nothing new
+
+
+def test_other_groups_asked_of_a_mounted_env_switch_it(uvproject: Project) -> None:
+    p = uvproject
+    p.lock("alpha==1.0", more='[dependency-groups]\ndocs = ["gamma"]\n')
+    p.pkgfs("mount", p.site)
+    assert p.imports() == "1.0 1.0 False"
+    docs = p.pkgfs("mount", p.site, "--group", "docs")
+    assert docs.stdout == f"switched {p.site} to --group docs: +1 -0 ~0 packages (+gamma 1.0)\n"
+    assert p.imports() == "1.0 1.0 True"
+    (row,) = json.loads(p.pkgfs("status", "--json").stdout)
+    assert (row["selection"], row["packages"], row["lock_state"]) == ("--group docs", 2, "current")
+    plain = p.pkgfs("mount", p.site)
+    assert plain.stdout.startswith(f"switched {p.site} to the default groups: +0 -1 ~0")
+    assert p.imports() == "1.0 1.0 False"
 
 
 # -- case 2: pip and uv changed the overlay, then the lock changed ---------------------------
@@ -261,10 +277,13 @@ print(json.dumps({"runs": runs, "failures": failures, "seen": sorted(seen),
 """
 
 
+@pytest.mark.parametrize("mode", ["no-open", "open"])
 def test_a_switch_under_a_running_import_loop_loses_nothing(
-    uvproject: Project, tmp_path: Path
+    uvproject: Project, tmp_path: Path, mode: str
 ) -> None:
     p = uvproject
+    if mode == "open":  # the kernel's other mode: OPEN round trips, handles (stock pyfuse3)
+        p.env["PKGFS_FUSE_MODE"] = "open"
     p.lock("alpha==1.0", "beta")
     p.pkgfs("mount", p.site)
     stop, ready = tmp_path / "stop", tmp_path / "ready"
