@@ -70,10 +70,10 @@ def test_edits_are_carried_over_or_set_aside(
     _write(tree, "lib/__init__.py", "V = 'mine'\n")  # the new view changes it
     reconciled = plan(tree, after)
     assert (reconciled.drop, reconciled.aside) == ([], ["lib/__init__.py"])
-    aside = tmp_path / "aside"
-    touched = carry_out(tree, reconciled, aside)
+    touched = carry_out(tree, reconciled, tmp_path / "set-aside")
     tree.empty_trash()
     assert touched == ["lib/__init__.py"]
+    (aside,) = (tmp_path / "set-aside").iterdir()  # one directory per reconciliation
     assert (aside / "lib" / "__init__.py").read_text() == "V = 'mine'\n"
     (note,) = reconciled.notes
     assert note == (

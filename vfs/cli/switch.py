@@ -24,7 +24,6 @@ import fcntl
 import json
 import os
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
@@ -284,8 +283,7 @@ def reconcile_unmounted(
     tree = MergedTree(old_view, store.layout.objects, Path(config.upper), Path(config.work))
     try:
         reconciled = plan(tree, view, keep)
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        carry_out(tree, reconciled, Path(config.upper).parent / "set-aside" / stamp)
+        carry_out(tree, reconciled, Path(config.upper).parent / "set-aside")
         tree.empty_trash()
     finally:
         tree.close()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from pathlib import Path
 
 import trio
@@ -84,8 +83,7 @@ async def switch(ops: PkgfsOperations, state: Path, keep_overlay: bool) -> dict[
         # From here to install, no await: requests see the old view, then the new one.
         old_view = tree.view
         reconciled = plan(tree, view, keep_overlay)
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        aside = Path(config.upper).parent / "set-aside" / stamp
+        aside = Path(config.upper).parent / "set-aside"
         invalidations = ops.dropped(carry_out(tree, reconciled, aside))
         current = MountConfig.load(state / "config.json")
         save_state_file(state / PREVIOUS, dataclasses.asdict(current))

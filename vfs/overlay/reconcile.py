@@ -29,6 +29,8 @@ import csv
 import io
 import os
 import posixpath
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,12 +226,17 @@ def plan(tree: MergedTree, new: View, keep_overlay: bool = False) -> Plan:
     return result
 
 
-def carry_out(tree: MergedTree, plan: Plan, aside: Path) -> list[str]:
-    """Do what ``plan`` says: link each file to set aside into ``aside`` (made here), then
-    drop it and the plan's paths from the overlay (into the work directory's trash; the
-    caller empties it with ``tree.empty_trash()``). Returns the paths whose merged view
-    changed, for the caller to invalidate; adds a note per file set aside. Raises
-    ``OSError`` when a file cannot be set aside (nothing is dropped then)."""
+def carry_out(tree: MergedTree, plan: Plan, aside_root: Path) -> list[str]:
+    """Do what ``plan`` says: link each file to set aside into a new directory below
+    ``aside_root`` (named by the time), then drop it and the plan's paths from the overlay
+    (into the work directory's trash; the caller empties it with ``tree.empty_trash()``).
+    Returns the paths whose merged view changed, for the caller to invalidate; adds a note
+    per file set aside. Raises ``OSError`` when a file cannot be set aside (nothing is
+    dropped then)."""
+    if plan.aside:
+        aside_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ-", time.gmtime())
+        aside = Path(tempfile.mkdtemp(prefix=stamp, dir=aside_root))
     for path in plan.aside:
         target = aside / path
         target.parent.mkdir(parents=True, exist_ok=True)
