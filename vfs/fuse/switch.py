@@ -74,18 +74,20 @@ def package_changes(old: View, new: View) -> dict[str, list[str]]:
 async def switch(ops: PkgfsOperations, state: Path, keep_overlay: bool) -> dict[str, object]:
     """Switch the mount served by ``ops`` to the config ``state/next.json``, as the module
     says. Returns the reply: the package changes and the reconciliation's notes. Raises
-    ``OSError`` (``MountError`` too) or ``ValueError`` (``ViewError``) when the new view
-    cannot be loaded or the overlay not reconciled, having changed nothing."""
+    ``OSError`` (``MountError`` too) or ``ValueError`` (``ViewError``) when the new view or
+    the current config cannot be loaded (nothing changed then), or when the overlay cannot
+    be reconciled (what was dropped before the failure stays dropped; the view is not
+    switched)."""
     async with _one_at_a_time:
         tree = ops.tree
         config, view, index = await trio.to_thread.run_sync(_load, state, tree.index)
+        current = MountConfig.load(state / "config.json")  # before anything changes
         await ops.wait_changes()
         # From here to install, no await: requests see the old view, then the new one.
         old_view = tree.view
         reconciled = plan(tree, view, keep_overlay)
         aside = Path(config.upper).parent / "set-aside"
         invalidations = ops.dropped(carry_out(tree, reconciled, aside))
-        current = MountConfig.load(state / "config.json")
         save_state_file(state / PREVIOUS, dataclasses.asdict(current))
         # What was loaded, not next.json again: another command may have written a newer
         # one meanwhile (its own switch comes next). A stale next.json is harmless.
