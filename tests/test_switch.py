@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from pkgfs.vfs.env.state import MountRecord, mount_dir
+from pkgfs.vfs.fuse.wire import ask
 from tests.conftest import PKGFS
 from tests.mountkit import Env, environ_for, force_unmount, needs_fuse
 from tests.wheelmaker import WheelMaker
@@ -385,3 +387,18 @@ def test_store_rm_refuses_what_an_environment_uses_and_gc_keeps_the_rollback(
     verify = p.pkgfs("store", "verify")
     assert verify.stdout.splitlines()[-1].startswith("ok: ")
     assert p.imports() == "1.5 1.5 False"  # the environment's own wheels are untouched
+
+
+def test_a_switch_asked_without_a_next_config_changes_nothing(uvproject: Project) -> None:
+    p = uvproject
+    p.lock("alpha==1.0", "beta")
+    p.pkgfs("mount", p.site)
+    state = mount_dir(p.site, p.env)
+    config = (state / "config.json").read_bytes()
+    record = MountRecord.load(state)
+    reply = ask(record.socket.replace("@", "\0", 1), {"op": "switch"})
+    assert reply["ok"] is False
+    assert "next.json" in str(reply["error"])
+    assert (state / "config.json").read_bytes() == config
+    assert not (state / "previous.json").exists()
+    assert p.imports() == "1.0 1.0 False"
