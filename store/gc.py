@@ -36,7 +36,7 @@ from .index import Index
 from .layout import StoreLayout
 from .objects import is_digest
 
-__all__ = ["GcReport", "collect_garbage", "exclusive"]
+__all__ = ["GcReport", "collect_garbage", "exclusive", "remove_wheels"]
 
 EDITABLE_RECORDS = "editables-v1"  # pkgfs.store.fetch.editable's records
 
@@ -115,6 +115,26 @@ def collect_garbage(
     _remove_entries(layout, report, keep_views)
     if not dry_run:
         _forget_editables(layout, {w.sha256 for w in gone})
+    return report
+
+
+def remove_wheels(layout: StoreLayout, index: Index, sha256s: set[str]) -> GcReport:
+    """``pkgfs store rm``: forget the wheels whose sha256 is in ``sha256s`` and the objects
+    that only they used (their files, their bytecode), in one index transaction, then
+    unlink those objects. The caller holds :func:`exclusive` and has checked that no
+    environment needs them. Raises ``OSError`` when a file cannot be removed (the index
+    has forgotten it: ``gc`` removes it later, ``verify`` calls it harmless)."""
+    report = GcReport(dry_run=False)
+    wheels = [w for w in index.wheels() if w.sha256 in sha256s]
+    report.wheels = sorted(w.filename for w in wheels)
+    # (and any row no wheel used before: the index drops those rows in the same commit)
+    doomed = index.unreferenced_objects(without=sha256s)
+    index.remove_wheels([w.sha256 for w in wheels])  # with the rows of ``doomed``, at once
+    for digest, size in sorted(doomed.items()):
+        report.objects += 1
+        report.object_bytes += size
+        layout.object_path(digest).unlink(missing_ok=True)
+    _forget_editables(layout, {w.sha256 for w in wheels})
     return report
 
 

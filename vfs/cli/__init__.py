@@ -139,6 +139,30 @@ def _build_parser() -> argparse.ArgumentParser:
     add_lock_arguments(show)
     show.set_defaults(run=_lazy(".lock", "cmd_lock_show"))
 
+    _add_mount_commands(commands, store_option, json_option)
+    _add_env_commands(commands, json_option)
+
+    status = commands.add_parser(
+        "status", parents=[json_option], help="every pkgfs mount and its state"
+    )
+    status.set_defaults(run=_lazy(".overlay", "cmd_status"))
+
+    diff = commands.add_parser(
+        "diff", parents=[json_option], help="the paths the overlay added, modified or deleted"
+    )
+    diff.add_argument("mountpoint", metavar="MOUNTPOINT")
+    diff.set_defaults(run=_lazy(".overlay", "cmd_diff"))
+
+    reset = commands.add_parser("reset", help="discard overlay changes, all or under PATHs")
+    reset.add_argument("mountpoint", metavar="MOUNTPOINT")
+    reset.add_argument("paths", nargs="*", metavar="PATH")
+    reset.set_defaults(run=_lazy(".overlay", "cmd_reset"))
+    return parser
+
+
+def _add_mount_commands(
+    commands: Any, store_option: argparse.ArgumentParser, json_option: argparse.ArgumentParser
+) -> None:
     mount = commands.add_parser(
         "mount",
         parents=[store_option, json_option],
@@ -155,6 +179,9 @@ def _build_parser() -> argparse.ArgumentParser:
     mount.add_argument("--allow-other", action="store_true", help="let other users see the mount")
     mount.add_argument("--overlay", metavar="DIR", help="keep the copy-on-write layer in DIR")
     mount.add_argument("--no-compile", action="store_true", help="serve no shared bytecode")
+    mount.add_argument("--keep-overlay", action="store_true",
+        help="when the lock changed: keep packages pip or uv changed in the overlay, even"
+        " those the lock pins (they shadow it)")  # fmt: skip
     mount.set_defaults(run=_lazy(".mount", "cmd_mount"), fork_daemon=True)
 
     materialize = commands.add_parser(
@@ -174,29 +201,20 @@ def _build_parser() -> argparse.ArgumentParser:
     materialize.add_argument("--no-compile", action="store_true", help="write no bytecode")
     materialize.set_defaults(run=_lazy(".materialize", "cmd_materialize"))
 
+    rollback = commands.add_parser(
+        "rollback",
+        parents=[json_option],
+        help="switch a mounted environment back to what it was before its lock changed",
+    )
+    rollback.add_argument("mountpoint", metavar="MOUNTPOINT")
+    rollback.add_argument("--keep-overlay", action="store_true",
+        help="keep packages pip or uv changed in the overlay, even those it pins")  # fmt: skip
+    rollback.set_defaults(run=_lazy(".switch", "cmd_rollback"))
+
     unmount = commands.add_parser("unmount", help="unmount MOUNTPOINT (a stale mount too)")
     unmount.add_argument("mountpoint", metavar="MOUNTPOINT")
     unmount.add_argument("--lazy", action="store_true", help="detach now, even if busy")
     unmount.set_defaults(run=_lazy(".mount", "cmd_unmount"))
-
-    _add_env_commands(commands, json_option)
-
-    status = commands.add_parser(
-        "status", parents=[json_option], help="every pkgfs mount and its state"
-    )
-    status.set_defaults(run=_lazy(".overlay", "cmd_status"))
-
-    diff = commands.add_parser(
-        "diff", parents=[json_option], help="the paths the overlay added, modified or deleted"
-    )
-    diff.add_argument("mountpoint", metavar="MOUNTPOINT")
-    diff.set_defaults(run=_lazy(".overlay", "cmd_diff"))
-
-    reset = commands.add_parser("reset", help="discard overlay changes, all or under PATHs")
-    reset.add_argument("mountpoint", metavar="MOUNTPOINT")
-    reset.add_argument("paths", nargs="*", metavar="PATH")
-    reset.set_defaults(run=_lazy(".overlay", "cmd_reset"))
-    return parser
 
 
 def _add_store_commands(
@@ -239,6 +257,16 @@ def _add_store_commands(
     gc.add_argument("--dry-run", action="store_true", help="say what would go; remove nothing")
     add_lock_arguments(gc)  # --lock: keep what this lock selects too
     gc.set_defaults(run=_lazy(".store", "cmd_store_gc"))
+
+    rm = store_commands.add_parser(
+        "rm",
+        parents=[store_option],
+        help="remove wheels (file name or sha256) and the objects only they use",
+    )
+    rm.add_argument("wheels", nargs="+", metavar="WHEEL")
+    rm.add_argument("--force", action="store_true",
+        help="remove a wheel even if an environment uses it (which breaks it)")  # fmt: skip
+    rm.set_defaults(run=_lazy(".store", "cmd_store_rm"))
 
 
 def _add_env_commands(commands: Any, json_option: argparse.ArgumentParser) -> None:

@@ -49,6 +49,10 @@ def cmd_env_list(args: argparse.Namespace, out: TextIO) -> int:
                 "selection": env.config.selection,
                 "state_dir": str(env.directory),
                 "overlay": str(Path(env.config.upper).parent),
+                # What pkgfs rollback returns to: the config before its last switch.
+                "previous": None
+                if env.previous is None
+                else {"lock": env.previous.lock, "packages": len(env.previous.wheels)},
             }
         )
     if args.json:
@@ -59,6 +63,9 @@ def cmd_env_list(args: argparse.Namespace, out: TextIO) -> int:
         print("no pkgfs environments", file=out)
     for row in rows:
         gone = "" if row["venv"] else ", its mountpoint is gone"
+        previous = row["previous"]
+        if isinstance(previous, dict):
+            gone += f"; rollback to {previous['packages']} packages"
         print(
             f"{row['state']:<12} {row['mountpoint']}  {row['packages']} packages,"
             f" lock {row['lock']} ({row['lock_state']}){gone}",

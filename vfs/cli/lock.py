@@ -370,4 +370,7 @@ def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
         print(summary, file=out)
     for outcome in failed:
         print(f"pkgfs: error: {outcome.error}", file=sys.stderr)
+    from .switch import say_behind  # noqa: PLC0415
+
+    say_behind(resolved.lockfile.path, sys.stderr)  # environments mounted with it, behind it
     return 1 if failed else 0

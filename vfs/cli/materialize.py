@@ -42,7 +42,7 @@ from pkgfs.vfs.env.state import MountConfig, mount_dir
 from pkgfs.vfs.env.venv import Venv, depopulate_venv, mountpoint_of, populate_venv, venv_of
 from pkgfs.vfs.fuse.mounts import mount_state
 
-from .mount import _check_python, _prepare
+from .mount import _check_python, prepare
 
 __all__ = ["cmd_materialize"]
 
@@ -136,7 +136,7 @@ def _materialize(args: argparse.Namespace, venv: Venv, state: Path) -> tuple[Mou
         remove_tree(leftover)
     new = site.parent / f"{PREFIX}{os.urandom(6).hex()}"
     with Store.open_to_prepare(getattr(args, "store", None)) as store:
-        config, view = _prepare(args, store, mountpoint=site, venv=venv, state=state, overlay=state)
+        config, view = prepare(args, store, mountpoint=site, venv=venv, state=state, overlay=state)
         config = dataclasses.replace(config, materialized=args.link_mode)
         config.save(state / "config.json")  # never a mount's, even after a kill -9 here
         try:

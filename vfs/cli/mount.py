@@ -53,7 +53,7 @@ from pkgfs.vfs.fuse.spawn import EarlyDaemon, fork_daemon
 
 from .lock import resolve_lock, stored_wheels, sync_locked
 
-__all__ = ["cmd_mount", "cmd_unmount"]
+__all__ = ["cmd_mount", "cmd_unmount", "prepare"]
 
 
 def _mountpoint(given: str, err: TextIO | None = None) -> Path:
@@ -68,17 +68,7 @@ def _check_mountpoint(mountpoint: Path) -> None:
     if not os.path.exists(mountpoint) and not in_mountinfo(mountpoint):
         # (a stale mount exists, but stat fails with ENOTCONN)
         raise MountError(f"{mountpoint}: no such directory")
-    if mount_state(mountpoint) == "ok":
-        lock = None
-        with contextlib.suppress(OSError, MountError):
-            config = MountConfig.load(mount_dir(mountpoint) / "config.json")
-            if config.lock_state() == "changed":
-                lock = Path(config.lock).name
-        if lock is not None:
-            raise MountError(
-                f"{mountpoint}: mounted with an earlier {lock} (it changed since): pkgfs"
-                f" unmount {mountpoint}, then mount it again to follow it"
-            )
+    if mount_state(mountpoint) == "ok":  # the caller asked switch.py first
         raise MountError(f"{mountpoint}: already mounted: pkgfs unmount it first")
 
 
@@ -158,6 +148,12 @@ def cmd_mount(args: argparse.Namespace, out: TextIO) -> int:
         return mount_all(args, out)
     if args.mountpoint is None:
         raise MountError("pkgfs mount: name a MOUNTPOINT, or --all")
+    mountpoint = _mountpoint(args.mountpoint)
+    if mount_state(mountpoint) == "ok":
+        from .switch import follow_lock  # noqa: PLC0415
+
+        # Its lock (or the groups asked) changed: switched live, else "already mounted".
+        return follow_lock(args, out, mountpoint)
     return _mount(args, out)
 
 
@@ -190,10 +186,14 @@ def _mount(args: argparse.Namespace, out: TextIO) -> int:
                 _clear_stale(mountpoint, sys.stderr)
                 if venv is not None:
                     _set_aside_if_new(venv, state, overlay, sys.stderr)
+                before = _config_before(state)
                 with Store.open_to_prepare(getattr(args, "store", None)) as store:
-                    config, view = _prepare(
+                    config, view = prepare(
                         args, store, mountpoint=mountpoint, venv=venv, state=state, overlay=overlay
                     )
+                    from .switch import reconcile_unmounted  # noqa: PLC0415
+
+                    reconcile_unmounted(args, store, state, before, (config, view))
                 # The store's index is closed: the daemon needs only the view and the objects.
                 if args.foreground:
                     return _serve_foreground(config, view, venv, out)
@@ -288,6 +288,8 @@ def _set_aside_if_new(venv: Venv, state: Path, overlay: Path, err: TextIO) -> No
             if part.exists():
                 part.rename(aside / part.name)
         (state / "config.json").rename(aside / "config.json")
+        if (state / "previous.json").exists():  # its rollback is not this venv's either
+            (state / "previous.json").rename(aside / "previous.json")
     except OSError as exc:
         raise MountError(
             f"{venv.root}: cannot set the previous venv's overlay aside: {exc}"
@@ -297,6 +299,14 @@ def _set_aside_if_new(venv: Venv, state: Path, overlay: Path, err: TextIO) -> No
         f" applied; it is kept in {aside} (delete it when you do not need it)",
         file=err,
     )
+
+
+def _config_before(state: Path) -> MountConfig | None:
+    """The config this environment was last mounted with, if any and readable."""
+    try:
+        return MountConfig.load(state / "config.json")
+    except (OSError, MountError):
+        return None
 
 
 def _serve_foreground(config: MountConfig, view: View, venv: Venv | None, out: TextIO) -> int:
@@ -348,7 +358,7 @@ def _roll_back(mountpoint: Path, daemon: EarlyDaemon | None, state: Path) -> Non
     (state / "mount.json").unlink(missing_ok=True)
 
 
-def _prepare(
+def prepare(
     args: argparse.Namespace,
     store: Store,
     *,
@@ -356,8 +366,10 @@ def _prepare(
     venv: Venv | None,
     state: Path,
     overlay: Path,
+    save_as: str = "config.json",
 ) -> tuple[MountConfig, View]:
-    """Resolve, sync, compile and compose: everything a mount needs, before it mounts."""
+    """Resolve, sync, compile and compose: everything a mount needs, before it mounts;
+    the config is saved in ``state`` as ``save_as`` (a switch's is ``next.json``)."""
     resolved = resolve_lock(args, store, sys.stderr)
     _, outcomes = sync_locked(store, resolved, args.offline, mountpoint, not args.no_compile)
     failed = [o.error for o in outcomes if o.error is not None]
@@ -394,7 +406,7 @@ def _prepare(
     view = config.view(store)  # composed (and saved) now: a conflict fails unmounted
     for note in view.conflict_notes():
         print(f"pkgfs: warning: {note}", file=sys.stderr)
-    config.save(state / "config.json")
+    config.save(state / save_as)
     return config, view
 
 

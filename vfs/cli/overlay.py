@@ -20,6 +20,7 @@ from pkgfs.vfs.env.venv import mountpoint_of
 from pkgfs.vfs.fuse.mounts import alive, mount_state
 from pkgfs.vfs.fuse.wire import ask
 from pkgfs.vfs.overlay import MergedTree
+from pkgfs.vfs.overlay.reconcile import shadowing
 
 __all__ = ["cmd_diff", "cmd_reset", "cmd_status"]
 
@@ -69,9 +70,11 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
                 "lock_state": lock,
                 "mode": record.mode,
                 "requests": requests,
+                "rollback": _rollback(directory),
             }
         )
-    # A healthcheck: non-zero when any mount is stale or its lock no longer what it mounted.
+    # A healthcheck: non-zero when any mount is stale or its lock no longer what it mounted
+    # (a rolled-back environment is that on purpose: its lock_state says "rolled-back").
     unhealthy = any(
         row["state"] != "ok" or row["lock_state"] in ("changed", "missing") for row in rows
     )
@@ -88,10 +91,26 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
             f"{row['state']:<6} {row['mountpoint']}  {row['packages']} packages,"
             f" {shown} overlay changes, {row['mode']} mode, pid {row['pid']},"
             f" lock {row['lock']}{lock_note}"
-            + (f" ({row['selection']})" if row["selection"] else ""),
+            + (f" ({row['selection']})" if row["selection"] else "")
+            + (f"; rollback to {row['rollback']} packages" if row["rollback"] else ""),
             file=out,
         )
+        if row["state"] == "ok" and row["lock_state"] == "changed":
+            print(
+                f"pkgfs: {row['mountpoint']}: its lock changed: pkgfs mount {row['mountpoint']}"
+                " switches it (live)",
+                file=sys.stderr,
+            )
     return 1 if unhealthy else 0
+
+
+def _rollback(directory: Path) -> int | None:
+    """How many packages the environment had before its last switch (what ``pkgfs
+    rollback`` returns to), or None when it has not switched."""
+    try:
+        return len(MountConfig.load(directory / "previous.json").wheels)
+    except (OSError, MountError):
+        return None
 
 
 def _lock_state(directory: Path) -> str:
@@ -121,7 +140,8 @@ def _known(mountpoint: Path) -> Path:
 
 
 def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
-    """``pkgfs diff``: the overlay's changes. Reads only. Raises ``MountError``."""
+    """``pkgfs diff``: the overlay's changes, one per line on stdout; on stderr, one line
+    per package pip or uv changed there. Reads only. Raises ``MountError``."""
     tree = _tree(_known(mountpoint_of(Path(args.mountpoint).absolute())))
     changes = tree.changes()
     if args.json:
@@ -131,6 +151,8 @@ def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
     letters = {"added": "A", "modified": "M", "deleted": "D", "replaced": "R"}
     for change in changes:
         print(f"{letters[change.kind]} {_quoted(change.path)}", file=out)
+    for line in shadowing(tree):  # the packages pip or uv changed, as people say it
+        print(f"pkgfs: {line}", file=sys.stderr)
     return 0
 
 

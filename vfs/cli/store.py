@@ -7,6 +7,7 @@ import json
 import sys
 from concurrent.futures import BrokenExecutor
 from dataclasses import asdict
+from pathlib import Path
 from typing import TextIO
 
 from pkgfs.store import IngestResult, PkgfsError, Store, StoreError, resolve_store_path
@@ -19,6 +20,7 @@ __all__ = [
     "cmd_store_add",
     "cmd_store_gc",
     "cmd_store_ls",
+    "cmd_store_rm",
     "cmd_store_stats",
     "cmd_store_verify",
     "open_store",
@@ -196,6 +198,61 @@ def cmd_store_gc(args: argparse.Namespace, out: TextIO) -> int:
         f"{verb} {len(report.wheels)} wheels, {report.objects} objects, {report.views} views,"
         f" {report.leftovers} leftovers: {human(report.freed)}; kept {report.kept_wheels} wheels"
         f" of {len(envs)} environments",
+        file=out,
+    )
+    return EXIT_OK
+
+
+def cmd_store_rm(args: argparse.Namespace, out: TextIO) -> int:
+    """``pkgfs store rm WHEEL...``: each WHEEL a stored wheel's file name or sha256 (or a
+    prefix of it naming one wheel). Refuses, in one line, a wheel that a registered
+    environment uses (its current or its previous, rollback, config) unless ``--force``;
+    then removes the wheels from the index in one transaction, then the objects only they
+    used. Raises :class:`StoreError` (one line; nothing removed) for a name the store does
+    not hold, a wheel in use, or a store another command has open."""
+    from pkgfs.store import resolve_store_path  # noqa: PLC0415
+    from pkgfs.store.gc import exclusive, remove_wheels  # noqa: PLC0415
+    from pkgfs.store.layout import StoreLayout  # noqa: PLC0415
+    from pkgfs.vfs.env.registry import Environment, environments  # noqa: PLC0415
+
+    root = resolve_store_path(getattr(args, "store", None))
+    if not StoreLayout(root).index.is_file():
+        raise StoreError(f"{root}: no store here")
+    with exclusive(StoreLayout(root), wait=False), Store(root, shared_lock=False) as store:
+        wheels = store.index.wheels()
+        chosen = {}
+        for given in args.wheels:
+            found = [w for w in wheels if given in (w.filename, w.sha256)]
+            found = found or [w for w in wheels if len(given) >= 8 and w.sha256.startswith(given)]
+            if len(found) != 1:
+                what = "no stored wheel" if not found else f"{len(found)} stored wheels"
+                raise StoreError(
+                    f"{given}: {what} of that file name or sha256 in {root} (pkgfs store ls)"
+                )
+            chosen[found[0].sha256] = found[0]
+        if not args.force:
+            for _directory, env in environments():
+                if not isinstance(env, Environment):
+                    raise StoreError(
+                        f"{env}: what that environment uses is unknown, so nothing is removed;"
+                        " pkgfs env rm it, or mount it again (or --force)"
+                    )
+                if Path(env.config.store).absolute() != store.root.absolute():
+                    continue
+                for config, which in ((env.config, "uses"), (env.previous, "can roll back to")):
+                    used = set(config.wheels) & chosen.keys() if config is not None else set()
+                    if used:
+                        wheel = chosen[sorted(used)[0]].filename
+                        raise StoreError(
+                            f"{wheel}: the environment at {env.config.mountpoint} {which} it:"
+                            " nothing removed (pkgfs env rm that environment, or --force)"
+                        )
+        report = remove_wheels(store.layout, store.index, set(chosen))
+    for wheel in report.wheels:
+        print(f"removed {wheel}", file=out)
+    print(
+        f"removed {len(report.wheels)} wheels, {report.objects} objects:"
+        f" {human(report.object_bytes)}",
         file=out,
     )
     return EXIT_OK

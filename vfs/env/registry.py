@@ -27,6 +27,8 @@ __all__ = ["Environment", "environments", "roots"]
 class Environment:
     directory: Path  # its state directory
     config: MountConfig
+    # What it was before its last switch (previous.json): what pkgfs rollback returns to.
+    previous: MountConfig | None = None
 
 
 def environments(
@@ -36,17 +38,25 @@ def environments(
     ``MountError`` saying why its config cannot be read."""
 
     def load(directory: Path) -> Environment:
-        return Environment(directory, MountConfig.load(directory / "config.json"))
+        config = MountConfig.load(directory / "config.json")
+        try:
+            previous = MountConfig.load(directory / "previous.json")
+        except FileNotFoundError:
+            previous = None
+        return Environment(directory, config, previous)
 
     return each_state(load, "config.json", environ)
 
 
 def roots(store: Store, envs: list[Environment]) -> tuple[set[str], set[str]]:
-    """(wheel sha256s, saved view names) that the environments of ``store`` use."""
+    """(wheel sha256s, saved view names) that the environments of ``store`` use, each
+    with its previous (rollback) config: a process that imported from the view before a
+    switch keeps reading its objects."""
     wheels: set[str] = set()
     views: set[str] = set()
-    for env in envs:
-        config = env.config
+    configs = [env.config for env in envs]
+    configs += [env.previous for env in envs if env.previous is not None]
+    for config in configs:
         if Path(config.store).absolute() != store.root.absolute():
             continue
         wheels.update(config.wheels)

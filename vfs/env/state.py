@@ -80,6 +80,9 @@ class MountConfig:
     # "" for a mount; for an environment ``pkgfs materialize`` wrote as real files, how
     # (its --link-mode: clone, copy or hardlink). Such an environment is never mounted.
     materialized: str = ""
+    # Set by pkgfs rollback: the lock's content this environment was rolled back from. While
+    # the lock still has that content, the environment is deliberately not its lock.
+    rolled_back_from: str = ""
 
     def save(self, path: Path) -> None:
         """Write the config to ``path`` atomically. Raises ``OSError``."""
@@ -96,9 +99,10 @@ class MountConfig:
             raise _other_version(path, data) from exc
 
     def lock_state(self) -> str:
-        """``current``, ``changed`` (its content is not what was mounted: remount to follow
-        it), ``missing``, or ``unknown`` (unreadable, or mounted by an earlier pkgfs, which
-        kept no hash)."""
+        """``current``, ``changed`` (its content is not what was mounted: ``pkgfs mount``
+        follows it), ``rolled-back`` (``pkgfs rollback`` left the lock's current content
+        for an earlier one), ``missing``, or ``unknown`` (unreadable, or mounted by an
+        earlier pkgfs, which kept no hash)."""
         try:
             now = hash_file(self.lock)[0]
         except FileNotFoundError:
@@ -107,7 +111,9 @@ class MountConfig:
             return "unknown"
         if not self.lock_sha256:
             return "unknown"
-        return "current" if now == self.lock_sha256 else "changed"
+        if now == self.lock_sha256:
+            return "current"
+        return "rolled-back" if now == self.rolled_back_from else "changed"
 
     def view(self, store: Store) -> View:
         bytecode = Bytecode(self.magic, self.cache_tag) if self.magic else None

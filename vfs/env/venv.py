@@ -9,6 +9,7 @@ it is still what was written.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import stat
@@ -25,6 +26,7 @@ __all__ = [
     "Venv",
     "depopulate_venv",
     "mountpoint_of",
+    "populate_interrupted",
     "populate_venv",
     "site_packages_for",
     "site_packages_of",
@@ -148,22 +150,52 @@ def populate_venv(venv: Venv, view: View, state: Path) -> list[str]:
     made: list[Made] = []
     try:
         with Root(venv.root) as root:
+            # What is about to be made (where nothing is yet) is recorded first: killed half
+            # way (kill -9 of a mount, or of a switch), the record still names every file
+            # made, and the next depopulate removes each where it holds exactly that.
+            planned: list[Made] = []
+            _write_scripts(root, venv, view, planned, dry=True)
+            _link_data(root, venv, view, planned, dry=True)
+            _save_record(state, venv, planned, complete=False)
             warnings += _write_scripts(root, venv, view, made)
             warnings += _link_data(root, venv, view, made)
     finally:
-        record = {"format": _FORMAT, "venv": str(venv.root), "made": [m.to_json() for m in made]}
-        fd, tmp = tempfile.mkstemp(dir=state, prefix=".scripts-")
-        with open(fd, "w") as f:
-            json.dump(record, f, indent=1)
-        os.replace(tmp, state / _RECORD)
+        _save_record(state, venv, made)
     return warnings
 
 
-def _write_scripts(root: Root, venv: Venv, view: View, made: list[Made]) -> list[str]:
+def populate_interrupted(state: Path) -> bool:
+    """True when the last :func:`populate_venv` of ``state`` was killed before it was done
+    (its record is still the plan): the venv's scripts may be missing."""
+    try:
+        record = json.loads((state / _RECORD).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("complete") is False
+
+
+def _save_record(state: Path, venv: Venv, made: list[Made], complete: bool = True) -> None:
+    record = {"format": _FORMAT, "venv": str(venv.root), "made": [m.to_json() for m in made]}
+    record["complete"] = complete
+    fd, tmp = tempfile.mkstemp(dir=state, prefix=".scripts-")
+    with open(fd, "w") as f:
+        json.dump(record, f, indent=1)
+    os.replace(tmp, state / _RECORD)
+
+
+def _write_scripts(
+    root: Root, venv: Venv, view: View, made: list[Made], dry: bool = False
+) -> list[str]:
+    """Write the view's scripts into bin/, adding each to ``made``; with ``dry``, write
+    nothing and add what would be written."""
     warnings = []
     for name, file in sorted(view.scripts.items()):
         if not is_plain_name(name):  # refused at ingest and at load: only a bug gets here
             warnings.append(f"{venv.bin}: script {name!r} is not a plain file name; skipped")
+            continue
+        if dry:
+            if _kind(root, f"bin/{name}") == "missing":
+                made.append(Made(f"bin/{name}", hashlib.sha256(file.data or b"").hexdigest()))
             continue
         try:
             script = root.create_file(f"bin/{name}", file.data or b"", 0o755)
@@ -176,10 +208,13 @@ def _write_scripts(root: Root, venv: Venv, view: View, made: list[Made]) -> list
     return warnings
 
 
-def _link_data(root: Root, venv: Venv, view: View, made: list[Made]) -> list[str]:
+def _link_data(
+    root: Root, venv: Venv, view: View, made: list[Made], dry: bool = False
+) -> list[str]:
     """Data and headers are served by the mount under DATA_DIR: the venv gets a symlink at
     the topmost directory of each that it lacks (share -> .../.pkgfs-data/share), so they
-    cost no copy, and writes through the links land in the overlay, never the store."""
+    cost no copy, and writes through the links land in the overlay, never the store. With
+    ``dry``, nothing is linked and ``made`` gets what would be."""
     warnings = []
     done: set[str] = set()  # prefixes linked, or found in the way
     for relative in sorted(view.data):
@@ -194,7 +229,8 @@ def _link_data(root: Root, venv: Venv, view: View, made: list[Made]) -> list[str
                 break
             kind = _kind(root, prefix)
             if kind == "missing":
-                link = root.create_symlink(prefix, str(venv.site_packages / DATA_DIR / prefix))
+                target = str(venv.site_packages / DATA_DIR / prefix)
+                link = Made(prefix, symlink=target) if dry else root.create_symlink(prefix, target)
                 if link is not None:
                     made.append(link)
                 done.add(prefix)

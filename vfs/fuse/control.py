@@ -1,7 +1,8 @@
 """The control socket's server end, inside the daemon.
 
-``pkgfs reset`` must run inside the daemon, which owns the overlay's in-memory state and can
-tell the kernel what to forget; the socket carries it (and pings), one framed JSON message
+``pkgfs reset`` and a switch (``switch.py``) must run inside the daemon, which owns the
+overlay's in-memory state and can tell the kernel what to forget; the socket carries them
+(and pings), one framed JSON message
 each way (``pkgfs.vfs.fuse.wire``, which also says how the socket is named and guarded).
 
 No client can stop the mount: each connection is answered in its own task, a request is
@@ -20,10 +21,12 @@ import socket
 import pyfuse3
 import trio
 
+from pkgfs.store.errors import PkgfsError
+
 from . import wire
 from .operations import PkgfsOperations
 
-__all__ = ["MAX_CLIENTS", "REQUEST_TIMEOUT", "serve_control"]
+__all__ = ["MAX_CLIENTS", "REQUEST_TIMEOUT", "invalidate", "serve_control"]
 
 log = logging.getLogger("pkgfs.vfs")
 
@@ -113,6 +116,8 @@ async def _carry_out(ops: PkgfsOperations, request: dict[str, object]) -> dict[s
     if op == "stats":
         # Requests served so far, per handler: a benchmark's daemon round trips.
         return {"ok": True, "mode": ops.mode, "requests": dict(ops.requests)}
+    if op == "switch":
+        return await _switch(ops, request)
     if op != "reset":
         raise _RequestError(f"unknown op {op!r}")
     paths = request.get("paths")
@@ -122,11 +127,26 @@ async def _carry_out(ops: PkgfsOperations, request: dict[str, object]) -> dict[s
         raise _RequestError("paths must be null or a list of strings")
     invalidations = await ops.reset(paths)
     for inode, name in invalidations:
-        await trio.to_thread.run_sync(_invalidate, inode, name)
+        await trio.to_thread.run_sync(invalidate, inode, name)
     return {"ok": True, "reset": len(invalidations)}
 
 
-def _invalidate(inode: int, name: bytes | None) -> None:
+async def _switch(ops: PkgfsOperations, request: dict[str, object]) -> dict[str, object]:
+    """``pkgfs mount`` on a changed lock, or ``pkgfs rollback``: see ``switch.py``."""
+    from .switch import switch  # noqa: PLC0415
+
+    if ops.state is None:
+        raise _RequestError("this daemon does not know its state directory")
+    try:
+        return await switch(ops, ops.state, request.get("keep_overlay") is True)
+    except (PkgfsError, OSError, ValueError) as exc:  # a damaged next.json, a missing wheel
+        log.warning("switch failed: %s", exc)
+        return {"ok": False, "error": str(exc)}
+
+
+def invalidate(inode: int, name: bytes | None) -> None:
+    """Tell the kernel to forget ``name`` in directory ``inode``, or (``name`` None) the
+    inode's cached data and attributes. Blocks: call it outside the event loop."""
     try:
         if name is None:
             pyfuse3.invalidate_inode(inode, attr_only=False)

@@ -109,6 +109,7 @@ def serve(config: MountConfig, view: View, ready: Callable[[str | None], None]) 
         # PKGFS_FUSE_MODE=open serves the open mode even with the patched pyfuse3 (to compare).
         no_open = no_open_support() and os.environ.get("PKGFS_FUSE_MODE") != "open"
         ops = PkgfsOperations(tree, os.getuid(), os.getgid(), no_open=no_open)
+        ops.state = state  # where a switch finds its next config (switch.py)
         control = new_address(state.name)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(control)

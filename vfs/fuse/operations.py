@@ -43,6 +43,7 @@ import os
 import posixpath
 import stat
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
@@ -50,6 +51,7 @@ import trio
 
 from pkgfs.store.layout import libc
 from pkgfs.vfs.overlay import Attributes, MergedTree
+from pkgfs.vfs.overlay.lower import LowerIndex
 
 from .nodes import ROOT, Node, NodeTable
 
@@ -116,6 +118,8 @@ class PkgfsOperations(pyfuse3.Operations):
         self.nodes = NodeTable(tree)
         self.locks: dict[int, trio.Lock] = {}
         self.requests: collections.Counter[str] = collections.Counter()
+        # The mount's state directory, where a switch finds its next config (daemon.py).
+        self.state: Path | None = None
 
     @property
     def mode(self) -> str:
@@ -704,11 +708,22 @@ class PkgfsOperations(pyfuse3.Operations):
         and deletes it off the loop. Returns what the kernel must forget: (parent inode,
         name) entries and (inode, None) file data, for the caller to invalidate outside any
         request handler (invalidating from inside one can deadlock against the kernel)."""
+        await self.wait_changes()
+        invalidations = self.dropped(self.tree.reset(paths, empty_trash=False))
+        await trio.to_thread.run_sync(self.tree.empty_trash)
+        return invalidations
+
+    async def wait_changes(self) -> None:
+        """Wait until no change to a file is in flight (copy-ups, truncations)."""
         while busy := [lock for lock in self.locks.values() if lock.locked()]:
             async with busy[0]:
                 pass
+
+    def dropped(self, paths: list[str]) -> list[tuple[int, bytes | None]]:
+        """The overlay no longer has ``paths`` (the tree dropped them): their nodes let go
+        of their names, and what the kernel must forget is returned, as :meth:`reset` says."""
         invalidations: list[tuple[int, bytes | None]] = []
-        for path in self.tree.reset(paths, empty_trash=False):
+        for path in paths:
             parent, name = posixpath.split(path)
             parent_ino = self.nodes.by_path.get(parent)
             if parent_ino is not None:
@@ -720,5 +735,35 @@ class PkgfsOperations(pyfuse3.Operations):
                 if node is not None:
                     invalidations.append((node.id, None))
         self.nodes.forget_upper_ids()
-        await trio.to_thread.run_sync(self.tree.empty_trash)
         return invalidations
+
+    # -- a switch to another view (pkgfs.vfs.fuse.switch) -----------------------------------
+
+    def switch_view(self, index: LowerIndex) -> list[tuple[int, bytes | None]]:
+        """Serve ``index`` (made by :func:`pkgfs.vfs.overlay.lower.index_view` from the
+        tree's own) as the lower layer from now on, at once (no await). A node whose lower
+        entry changed lets go of its name: a process holding it keeps reading the old bytes
+        (the store keeps them: the previous view's wheels are gc roots), and a new lookup
+        gets the new file under a new number. Returns what the kernel must forget, for the
+        caller to invalidate outside any request handler."""
+        tree = self.tree
+        held: list[tuple[Node, Attributes | None]] = []
+        for path in index.changed:
+            node = self.nodes.at(path)
+            if node is not None and path not in tree.upper_paths and node.only_name(path):
+                held.append((node, self._stat(node) if node.is_dir else None))
+        tree.install(index)
+        invalidations: list[tuple[int, bytes | None]] = []
+        for path in index.changed:
+            parent, name = posixpath.split(path)
+            parent_ino = self.nodes.by_path.get(parent)
+            if parent_ino is not None:
+                invalidations.append((parent_ino, os.fsencode(name)))
+                invalidations.append((parent_ino, None))
+        for node, last in held:
+            assert node.path is not None
+            self.nodes.unname(node, node.path)
+            if last is not None:  # a directory the view no longer has: as rmdir leaves it
+                node.gone = dataclasses.replace(last, nlink=0)
+            invalidations.append((node.id, None))
+        return list(dict.fromkeys(invalidations))

@@ -15,12 +15,14 @@ import os
 import posixpath
 import shutil
 import stat
+import time
 from pathlib import Path
 
 from pkgfs.store.layout import libc
 from pkgfs.vfs.env.view import VIEW_MTIME, View, ViewFile
 
 from .attributes import Attributes
+from .lower import LowerIndex, index_view
 
 __all__ = ["OPAQUE", "UPPER_INODES", "WHITEOUT", "Layers"]
 
@@ -80,25 +82,31 @@ class Layers:
         work.mkdir(parents=True, exist_ok=True)
         self.upper_fd = os.open(upper, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.work_fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self.children = view.children()
-        # Stable inode numbers for lower paths: their rank in the sorted view, from 2
-        # (1 is the root), the same on every mount of the same view.
-        self.lower_inodes = {
-            p: i for i, p in enumerate(sorted(self.view.dirs | self.view.files.keys()), 1)
-        }
-        # Each lower directory's number of subdirectories: a directory's link count is 2 plus
-        # that (its name, its ".", each subdirectory's ".."), which find's leaf optimisation
-        # trusts.
-        self.lower_subdirs: dict[str, int] = {}
-        for d in self.view.dirs:
-            if d:
-                parent = posixpath.dirname(d)
-                self.lower_subdirs[parent] = self.lower_subdirs.get(parent, 0) + 1
+        # What stat shows as a lower directory's mtime: moved on a switch, so that CPython's
+        # import system, which caches a directory's listing by its mtime, reads it again.
+        self.dir_mtime_ns = _VIEW_MTIME_NS
+        # The lower layer's entries and inode numbers (lower.py), replaced whole on a switch.
+        self.install(index_view(view))
         self.upper_paths: set[str] = set()  # everything present in the upper layer
         self.whiteouts: set[str] = set()
         self.opaque: set[str] = set()
         self.created: set[str] = set()  # made in the upper layer during this mount
         self._scan_upper()
+
+    def install(self, index: LowerIndex) -> None:
+        """Show ``index``'s view as the lower layer from now on (see :mod:`.lower`); on a
+        switch (``index.changed`` set), lower directories show a new mtime."""
+        if index.changed:
+            self.dir_mtime_ns = max(time.time_ns(), self.dir_mtime_ns + 1)
+        self.index = index
+        self.view = index.view
+        self.children = index.children
+        # Stable inode numbers for lower paths (1 is the root): see lower.py.
+        self.lower_inodes = index.inodes
+        # Each lower directory's number of subdirectories: a directory's link count is 2 plus
+        # that (its name, its ".", each subdirectory's ".."), which find's leaf optimisation
+        # trusts.
+        self.lower_subdirs = index.subdirs
 
     def close(self) -> None:
         os.close(self.upper_fd)
@@ -159,6 +167,12 @@ class Layers:
         os.close(fd)
         self.whiteouts.add(path)
 
+    def hide(self, path: str) -> None:
+        """Whiteout ``path`` (a top-level name), whatever the lower layer has now: a switch
+        hides a name of the view it is about to install (reconcile.py)."""
+        if path not in self.whiteouts and path not in self.upper_paths:
+            self._add_whiteout(path)
+
     def _drop_whiteout(self, path: str) -> None:
         if path in self.whiteouts:
             parent, name = posixpath.split(path)
@@ -208,7 +222,7 @@ class Layers:
         if path in self.upper_paths or path == "":
             info = self.lstat(path)
             if stat.S_ISDIR(info.st_mode) and self.lower(path) == "dir":
-                mtime = max(info.st_mtime_ns, _VIEW_MTIME_NS)
+                mtime = max(info.st_mtime_ns, self.dir_mtime_ns)
                 nlink = info.st_nlink + self._lower_only_subdirs(path)
                 return dataclasses.replace(Attributes.of(ino, info), mtime_ns=mtime, nlink=nlink)
             return Attributes.of(ino, info)
@@ -239,7 +253,8 @@ class Layers:
         t = _VIEW_MTIME_NS
         if found == "dir":
             links = 2 if nlink is None else nlink
-            return Attributes(ino, stat.S_IFDIR | 0o755, 4096, t, links, uid, gid, t, t, 8)
+            d = self.dir_mtime_ns
+            return Attributes(ino, stat.S_IFDIR | 0o755, 4096, d, links, uid, gid, d, d, 8)
         assert isinstance(found, ViewFile)
         mode = stat.S_IFREG | (0o755 if found.executable else 0o644)
         blocks = (found.size + 4095) // 4096 * 8  # as ext4 allocates: whole 4 KiB blocks
