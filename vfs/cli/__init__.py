@@ -157,6 +157,8 @@ def _build_parser() -> argparse.ArgumentParser:
     mount.add_argument("--no-compile", action="store_true", help="serve no shared bytecode")
     mount.set_defaults(run=_lazy(".mount", "cmd_mount"), fork_daemon=True)
 
+    _add_run_command(commands, store_option)
+
     unmount = commands.add_parser("unmount", help="unmount MOUNTPOINT (a stale mount too)")
     unmount.add_argument("mountpoint", metavar="MOUNTPOINT")
     unmount.add_argument("--lazy", action="store_true", help="detach now, even if busy")
@@ -222,6 +224,28 @@ def _add_store_commands(
     gc.add_argument("--dry-run", action="store_true", help="say what would go; remove nothing")
     add_lock_arguments(gc)  # --lock: keep what this lock selects too
     gc.set_defaults(run=_lazy(".store", "cmd_store_gc"))
+
+
+def _add_run_command(commands: Any, store_option: argparse.ArgumentParser) -> None:
+    run = commands.add_parser(
+        "run",
+        parents=[store_option],
+        help="mount the lock's environment in a venv, run CMD in it, unmount (an entrypoint)",
+        description="Make the venv (without pip) unless it exists, mount the lock's"
+        " environment at its site-packages, run CMD with the venv's bin first on PATH,"
+        " forward SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to it, unmount when it"
+        " exits, and exit with its status. Without CMD, serve until SIGTERM or SIGINT.",
+    )
+    add_lock_arguments(run)
+    run.add_argument(
+        "--venv", metavar="DIR",
+        help="the venv (made without pip when missing; default: one per lock and python"
+        " under $XDG_STATE_HOME/pkgfs/run/)",
+    )  # fmt: skip
+    run.add_argument("--allow-other", action="store_true", help="let other users see the mount")
+    run.add_argument("--no-compile", action="store_true", help="serve no shared bytecode")
+    run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD...")
+    run.set_defaults(run=_lazy(".run", "cmd_run"), fork_daemon=True, foreground=False)
 
 
 def _add_env_commands(commands: Any, json_option: argparse.ArgumentParser) -> None:
