@@ -4,6 +4,7 @@ the command's status."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -13,7 +14,7 @@ import pytest
 
 from pkgfs.vfs.fuse.mounts import in_mountinfo
 from tests.conftest import PKGFS
-from tests.mountkit import Env, environ_for, make_project, needs_fuse, pkgfs_processes
+from tests.mountkit import PY, Env, environ_for, make_project, needs_fuse, pkgfs_processes
 
 pytestmark = needs_fuse
 
@@ -24,8 +25,7 @@ def project(tmp_path: Path) -> Env:
 
 
 def _site(venv: Path) -> Path:
-    (site,) = venv.glob("lib/python*/site-packages")
-    return site
+    return venv / "lib" / PY / "site-packages"  # not glob: it fails on a stale mount
 
 
 def _start(project: Env, venv: Path, *command: str) -> subprocess.Popen[str]:
@@ -115,3 +115,21 @@ def test_run_uses_an_existing_venv_and_says_a_missing_command_as_the_shell(
     assert "pkgfs: error: no-such-command: command not found" in err
     assert not in_mountinfo(project.site)
     assert pkgfs_processes(project.env) == set()
+
+
+def test_run_recovers_a_venv_whose_daemon_was_killed(project: Env, tmp_path: Path) -> None:
+    """A crashed sidecar: its ``pkgfs run`` and the mount's daemon killed, the mount left
+    stale. Running again clears the stale mount and mounts anew."""
+    venv = tmp_path / "venv"
+    proc = _start(project, venv)
+    _wait_for(venv / "bin" / "app-cli", proc)
+    for pid in pkgfs_processes(project.env):
+        os.kill(pid, signal.SIGKILL)
+    proc.communicate(timeout=10)
+    assert in_mountinfo(_site(venv))  # stale: Transport endpoint is not connected
+    again = _start(project, venv, "app-cli")
+    out, err = again.communicate(timeout=60)
+    assert again.returncode == 0, err
+    assert out == "app-cli ran\n"
+    assert "cleared a stale mount" in err
+    assert not in_mountinfo(_site(venv))
