@@ -264,6 +264,8 @@ def test_sidecar_serves_apps_without_fuse_and_recovers_when_killed(
             assert time.monotonic() < deadline, "the sidecar was not restarted"
             time.sleep(0.2)
         docker.wait_healthy(sidecar)
+        logs = docker.docker("logs", sidecar).stderr
+        assert f"{site}: cleared a stale mount".replace(str(shared_dir), "/envs") in logs
         ran = docker.compose(*compose, "run", "--rm", "app")
         assert "imported 1 a b " in ran.stdout
         assert mounts_under(shared_dir) == [str(shared_dir), str(site)]  # the stale one gone
