@@ -231,7 +231,7 @@ def test_sidecar_serves_apps_without_fuse_and_recovers_when_killed(
     (the base image) and another uid; the sidecar, killed, is restarted by its restart
     policy and serves again; ``down`` leaves no mount on the host."""
     docker = setup.docker
-    files = ["-f", REPO / "docker" / "compose.yaml"]
+    files: list[str | Path] = ["-f", REPO / "docker" / "compose.yaml"]
     if not setup.store_read_only:  # see _build
         override = setup.tmp / "writable-store.yaml"
         override.write_text(
@@ -247,7 +247,7 @@ def test_sidecar_serves_apps_without_fuse_and_recovers_when_killed(
         "PKGFS_APP_DIR": str(setup.app),
         "PKGFS_FUSE": setup.fuse,
     }
-    compose = ["-p", "pkgfstest", *files]
+    compose: list[str | Path] = ["-p", "pkgfstest", *files]
     site = shared_dir / "app" / "lib" / PY / "site-packages"
     before = digest_tree(setup.store)
     try:
@@ -287,7 +287,8 @@ def test_host_managed_mount_bound_into_a_container(setup: Setup) -> None:
     venv = host / "venv"
     subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", venv], check=True)
     site = venv / "lib" / PY / "site-packages"
-    mount = [*PKGFS, "mount", "--allow-other", "--lock", project.project / "pylock.toml", site]
+    mount = [*PKGFS, "mount", "--allow-other", "--lock", str(project.project / "pylock.toml")]
+    mount.append(str(site))
     subprocess.run(mount, env=env, check=True, capture_output=True)
     try:
         done = setup.docker.docker(
