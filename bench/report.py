@@ -44,6 +44,8 @@ WHY = {
 }
 VERDICT = {True: "met", False: "**not met**", None: "not measured"}
 EARLIER = Path(__file__).with_name("earlier.md")
+# Kept too: the figures of docker/bench.sh, which bench/run does not run (it needs dockerd).
+CONTAINERS = Path(__file__).with_name("containers.md")
 MARKDOWN = REPO / "BENCHMARKS.md"
 HEADLINE_START = "<!-- bench:headline:start -->"
 HEADLINE_END = "<!-- bench:headline:end -->"
@@ -230,12 +232,14 @@ def times_section(run: Json) -> list[str]:
     return lines
 
 
-def render(run: Json, earlier: str = "") -> str:
+def render(run: Json, earlier: str = "", containers: str = "") -> str:
     stacks = run["stacks"]
     lines = header(run) + goals_section(stacks) + losses(stacks)
     lines += creation_section(stacks) + times_section(run)
     if earlier:
         lines += ["## Not re-run: ingest, sync and bytecode (figures of 2026-11-22)", "", earlier]
+    if containers:
+        lines += ["## Containers: `docker/bench.sh` (not run by bench/run)", "", containers]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -284,8 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rundir = Path(args[0])
     run = json.loads((rundir / "mount.json").read_text())
     earlier = EARLIER.read_text() if EARLIER.exists() else ""
+    containers = CONTAINERS.read_text() if CONTAINERS.exists() else ""
     out = rundir / "BENCHMARKS.md" if run["quick"] else MARKDOWN
-    out.write_text(render(run, earlier))
+    out.write_text(render(run, earlier, containers))
     print(f"bench: wrote {out}", file=sys.stderr)
     if not run["quick"]:
         readme = REPO / "README.md"

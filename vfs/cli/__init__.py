@@ -140,6 +140,9 @@ def _build_parser() -> argparse.ArgumentParser:
     show.set_defaults(run=_lazy(".lock", "cmd_lock_show"))
 
     _add_mount_commands(commands, store_option, json_option)
+
+    _add_run_command(commands, store_option)
+
     _add_env_commands(commands, json_option)
 
     status = commands.add_parser(
@@ -267,6 +270,28 @@ def _add_store_commands(
     rm.add_argument("--force", action="store_true",
         help="remove a wheel even if an environment uses it (which breaks it)")  # fmt: skip
     rm.set_defaults(run=_lazy(".store", "cmd_store_rm"))
+
+
+def _add_run_command(commands: Any, store_option: argparse.ArgumentParser) -> None:
+    run = commands.add_parser(
+        "run",
+        parents=[store_option],
+        help="mount the lock's environment in a venv, run CMD in it, unmount (an entrypoint)",
+        description="Make the venv (without pip) unless it exists, mount the lock's"
+        " environment at its site-packages, run CMD with the venv's bin first on PATH,"
+        " forward SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to it, unmount when it"
+        " exits, and exit with its status. Without CMD, serve until SIGTERM or SIGINT.",
+    )
+    add_lock_arguments(run)
+    run.add_argument(
+        "--venv", metavar="DIR",
+        help="the venv (made without pip when missing; default: one per lock and python"
+        " under $XDG_STATE_HOME/pkgfs/run/)",
+    )  # fmt: skip
+    run.add_argument("--allow-other", action="store_true", help="let other users see the mount")
+    run.add_argument("--no-compile", action="store_true", help="serve no shared bytecode")
+    run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD...")
+    run.set_defaults(run=_lazy(".run", "cmd_run"), fork_daemon=True, foreground=False)
 
 
 def _add_env_commands(commands: Any, json_option: argparse.ArgumentParser) -> None:

@@ -9,6 +9,7 @@ it is still what was written.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -70,7 +71,13 @@ def site_packages_of(path: Path) -> Path | None:
     ``MountError`` for a venv root with no single ``lib/pythonX.Y/site-packages``."""
     if path.name == "site-packages" or not os.path.isfile(path / "pyvenv.cfg"):
         return None  # (isfile: a stale mount's ENOTCONN is not a venv either)
-    found = sorted(path.glob("lib/python*/site-packages"))
+    try:
+        versions = sorted(e for e in os.listdir(path / "lib") if e.startswith("python"))
+    except OSError:
+        versions = []
+    # Not Path.glob: it stats each candidate, and a stale mount's ENOTCONN escapes it.
+    found = [path / "lib" / v / "site-packages" for v in versions]
+    found = [p for p in found if _present(p)]
     if len(found) != 1:
         what = "none" if not found else ", ".join(str(f.relative_to(path)) for f in found)
         raise MountError(f"{path}: a venv with {what} as lib/pythonX.Y/site-packages: name one")
@@ -87,6 +94,15 @@ def site_packages_for(python: Path, python_version: str) -> str:
         if found is not None:
             return str(found.relative_to(root))
     return f"lib/python{python_version}/site-packages"
+
+
+def _present(path: Path) -> bool:
+    """Whether ``path`` exists; a stale mount (its daemon died: ENOTCONN) is there."""
+    try:
+        os.lstat(path)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return True
 
 
 MARKER = ".pkgfs-venv"  # in the venv's root: which venv this is, for its environment
