@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -183,3 +184,35 @@ def test_sync_and_mount_say_what_they_did_as_json(tmp_path: Path) -> None:
         assert mounted["python"] == str(env.python)
     finally:
         force_unmount(env.site)
+
+
+def test_env_rm_keeps_an_overlay_a_lazily_unmounted_daemon_still_serves(tmp_path: Path) -> None:
+    # After `pkgfs unmount --lazy` the mount table no longer shows the mount, but its
+    # daemon serves the processes still inside it, from the overlay: env rm must not
+    # delete that overlay under them (it did: their edits vanished).
+    env = make_project(tmp_path / "project", environ_for(tmp_path))
+    env.pkgfs("mount", env.site)
+    (env.site / "EDIT.txt").write_text("mine\n")
+    inside = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], cwd=env.site, stdin=subprocess.PIPE
+    )
+    try:
+        env.pkgfs("unmount", "--lazy", env.site)
+        refused = env.pkgfs("env", "rm", env.site, check=False)
+        assert refused.returncode == 1
+        (line,) = refused.stderr.splitlines()
+        assert line.startswith(f"pkgfs: error: {env.site}: busy: ")
+        assert Path(f"/proc/{inside.pid}/cwd/EDIT.txt").read_text() == "mine\n"
+        listed = json.loads(env.pkgfs("env", "list", "--json").stdout)
+        assert [row["mountpoint"] for row in listed] == [str(env.site)]
+    finally:
+        inside.communicate(b"", timeout=30)
+        force_unmount(env.site)
+    # Once the last process has left, the daemon exits and the environment can go.
+    for _ in range(200):
+        done = env.pkgfs("env", "rm", env.site, check=False)
+        if done.returncode == 0 or "busy" not in done.stderr:
+            break
+        time.sleep(0.05)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(env.pkgfs("env", "list", "--json").stdout) == []

@@ -1,6 +1,7 @@
 """``pkgfs env list`` and ``pkgfs env rm``: the environments this user has made.
 
-``list`` only reads. ``rm`` forgets an environment that is not mounted: its state
+``list`` only reads. ``rm`` forgets an environment that is not mounted and that no
+``pkgfs mount`` or daemon holds (a daemon serves on after a lazy unmount): its state
 directory, with its overlay (the local edits), goes; so do the overlay's ``upper/`` and
 ``work/`` when ``--overlay DIR`` put them elsewhere (DIR itself is the user's and stays).
 The store keeps its wheels until ``pkgfs store gc``.
@@ -9,11 +10,15 @@ The store keeps its wheels until ``pkgfs store gc``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
+import os
 import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -73,17 +78,39 @@ def cmd_env_rm(args: argparse.Namespace, out: TextIO) -> int:
         raise MountError(f"{mountpoint}: pkgfs knows no environment there (pkgfs env list)")
     if mount_state(mountpoint) != "unmounted":
         raise MountError(f"{mountpoint}: mounted: pkgfs unmount it first")
-    env = next(
-        (e for d, e in environments() if d == directory and isinstance(e, Environment)), None
-    )
-    if env is not None:
-        overlay = Path(env.config.upper).parent
-        if overlay != directory:  # --overlay DIR: ours are only its upper/ and work/
-            for part in (Path(env.config.upper), Path(env.config.work)):
-                shutil.rmtree(part, ignore_errors=True)
-    shutil.rmtree(directory)
+    with _unused(directory, mountpoint):
+        env = next(
+            (e for d, e in environments() if d == directory and isinstance(e, Environment)),
+            None,
+        )
+        if env is not None:
+            overlay = Path(env.config.upper).parent
+            if overlay != directory:  # --overlay DIR: ours are only its upper/ and work/
+                for part in (Path(env.config.upper), Path(env.config.work)):
+                    shutil.rmtree(part, ignore_errors=True)
+        shutil.rmtree(directory)
     print(f"forgot {mountpoint} and its overlay", file=out)
     return 0
+
+
+@contextlib.contextmanager
+def _unused(directory: Path, mountpoint: Path) -> Iterator[None]:
+    """Hold the state directory's ``flock``, as ``pkgfs mount`` does while it prepares and
+    its daemon does while it serves (after a lazy unmount too, when the mount table no
+    longer shows it). Raises ``MountError`` when either holds it: the overlay is in use."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MountError(
+                f"{mountpoint}: busy: a pkgfs mount of it is under way, or its daemon still"
+                " serves processes that used it before a lazy unmount: try again when they"
+                f" are done (pid in {directory / 'mount.json'})"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def mount_all(args: argparse.Namespace, out: TextIO) -> int:
