@@ -240,6 +240,27 @@ def test_reset_some_then_all(mounted: Env) -> None:
     assert mounted.pkgfs("diff", site).stdout == ""
 
 
+def test_reset_of_a_path_with_no_change_is_refused_and_resets_nothing(mounted: Env) -> None:
+    # A path relative to the current directory (the project), as a shell user types it,
+    # or a typo, named no change: reset said "reset ..." and exited 0, having done nothing.
+    site = mounted.site
+    (site / "app" / "data.txt").write_text("changed\n")
+    (site / "extra.txt").write_text("x")
+    before = mounted.pkgfs("diff", site).stdout
+    from_project = str(site.relative_to(mounted.project) / "extra.txt")
+    for path in (from_project, "app/dta.txt"):
+        refused = mounted.pkgfs("reset", site, "extra.txt", path, check=False)
+        assert refused.returncode == 1
+        (line,) = refused.stderr.splitlines()
+        assert line == (
+            f"pkgfs: error: {path}: no change there at {site}, nothing was reset (PATHs are"
+            f" relative to the mountpoint; pkgfs diff {site} lists the changes)"
+        )
+        assert mounted.pkgfs("diff", site).stdout == before  # extra.txt was not reset
+    mounted.pkgfs("reset", site, "extra.txt", "app")
+    assert mounted.pkgfs("diff", site).stdout == ""
+
+
 def test_reset_of_the_mountpoint_itself_resets_everything(mounted: Env) -> None:
     site = mounted.site
     original = digest_tree(site)

@@ -151,6 +151,8 @@ def cmd_reset(args: argparse.Namespace, out: TextIO) -> int:
     paths = [_relative(mountpoint, p) for p in args.paths] or None
     if paths is not None and "" in paths:  # `pkgfs reset MP .`: the whole mount
         paths = None
+    if paths is not None:
+        _check_changed(directory, mountpoint, paths)
     if mount_state(mountpoint) == "ok":
         record = MountRecord.load(directory)
         try:
@@ -167,6 +169,19 @@ def cmd_reset(args: argparse.Namespace, out: TextIO) -> int:
     what = "all changes" if paths is None else ", ".join(paths)
     print(f"reset {what} at {mountpoint}", file=out)
     return 0
+
+
+def _check_changed(directory: Path, mountpoint: Path, paths: list[str]) -> None:
+    """Every PATH must name a change, at it or below it, before anything is reset: a typo,
+    or a path relative to the current directory rather than the mountpoint, is refused in
+    one line (``MountError``) instead of resetting nothing and saying it did."""
+    changed = [change.path for change in _tree(directory).changes()]
+    for path in paths:
+        if not any(c == path or c.startswith(path + "/") for c in changed):
+            raise MountError(
+                f"{path}: no change there at {mountpoint}, nothing was reset (PATHs are"
+                f" relative to the mountpoint; pkgfs diff {mountpoint} lists the changes)"
+            )
 
 
 def _relative(mountpoint: Path, path: str) -> str:
