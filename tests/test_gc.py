@@ -216,3 +216,50 @@ def test_env_rm_keeps_an_overlay_a_lazily_unmounted_daemon_still_serves(tmp_path
         time.sleep(0.05)
     assert done.returncode == 0, done.stderr
     assert json.loads(env.pkgfs("env", "list", "--json").stdout) == []
+
+
+def test_a_stopped_daemon_is_unresponsive_and_nothing_hangs_on_it(tmp_path: Path) -> None:
+    # status, the healthcheck, asked the daemon with statfs and waited as long as a stopped
+    # (or hung) daemon does: forever; so did env list, mount --all and unmount.
+    env = make_project(tmp_path / "project", environ_for(tmp_path))
+    env.pkgfs("mount", env.site)
+    (row,) = env.status()
+    pid = int(str(row["pid"]))
+    os.kill(pid, signal.SIGSTOP)
+    try:
+
+        def pkgfs(*args: str | Path) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "pkgfs.vfs", *map(str, args)],
+                capture_output=True,
+                text=True,
+                env=env.env,
+                cwd=env.project,
+                timeout=120,  # a hang fails the test instead of hanging it
+                check=False,
+            )
+
+        status = pkgfs("status", "--json")
+        assert status.returncode == 1, status.stderr
+        assert [r["state"] for r in json.loads(status.stdout)] == ["unresponsive"]
+        listed = pkgfs("env", "list", "--json")
+        assert listed.returncode == 0, listed.stderr
+        assert [(r["state"], r["venv"]) for r in json.loads(listed.stdout)] == [
+            ("unresponsive", True)
+        ]
+        again = pkgfs("mount", "--all")
+        assert again.returncode == 1
+        (line,) = again.stderr.splitlines()
+        assert line.startswith(f"pkgfs: error: {env.site}: mounted, but its daemon does not")
+        gone = pkgfs("unmount", env.site)
+        assert gone.returncode == 0, gone.stderr
+        assert f"its daemon (pid {pid}) does not answer" in gone.stdout
+        assert f"kill {pid}" in gone.stdout
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGCONT)
+        force_unmount(env.site)
+    # Its daemon ended, the environment mounts again as after a reboot.
+    assert env.pkgfs("mount", "--all").returncode == 0
+    assert env.pkgfs("status").returncode == 0
+    force_unmount(env.site)

@@ -26,7 +26,7 @@ from pkgfs.store.errors import MountError
 from pkgfs.vfs.env.registry import Environment, environments
 from pkgfs.vfs.env.state import mount_dir
 from pkgfs.vfs.env.venv import mountpoint_of, venv_of
-from pkgfs.vfs.fuse.mounts import mount_state
+from pkgfs.vfs.fuse.mounts import UNRESPONSIVE_AFTER, mount_state
 
 __all__ = ["cmd_env_list", "cmd_env_rm", "mount_all"]
 
@@ -40,11 +40,13 @@ def cmd_env_list(args: argparse.Namespace, out: TextIO) -> int:
             print(f"pkgfs: warning: {env}", file=sys.stderr)
             continue
         mountpoint = Path(env.config.mountpoint)
+        state = mount_state(mountpoint, timeout=UNRESPONSIVE_AFTER)
         rows.append(
             {
                 "mountpoint": str(mountpoint),
-                "state": mount_state(mountpoint),
-                "venv": mountpoint.exists(),
+                "state": state,
+                # A mounted one exists; asking a hung daemon for it would hang.
+                "venv": state != "unmounted" or mountpoint.exists(),
                 "lock": env.config.lock,
                 "lock_state": env.config.lock_state(),
                 "packages": len(env.config.wheels),
@@ -125,7 +127,17 @@ def mount_all(args: argparse.Namespace, out: TextIO) -> int:
             continue
         config = env.config
         mountpoint = Path(config.mountpoint)
-        if mount_state(mountpoint) == "ok":
+        state = mount_state(mountpoint, timeout=UNRESPONSIVE_AFTER)
+        if state == "ok":
+            continue
+        if state == "unresponsive":
+            print(
+                f"pkgfs: error: {mountpoint}: mounted, but its daemon does not answer (stopped"
+                f" or hung): pkgfs unmount {mountpoint}, end the daemon it names, then pkgfs"
+                " mount --all",
+                file=sys.stderr,
+            )
+            failed += 1
             continue
         if not mountpoint.is_dir():
             print(f"pkgfs: skipped {mountpoint}: it is gone (pkgfs env rm it)", file=out)

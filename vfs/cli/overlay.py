@@ -17,7 +17,7 @@ from pkgfs.store import Store
 from pkgfs.store.errors import MountError
 from pkgfs.vfs.env.state import MountConfig, MountRecord, mount_dir, read_records
 from pkgfs.vfs.env.venv import mountpoint_of
-from pkgfs.vfs.fuse.mounts import alive, mount_state
+from pkgfs.vfs.fuse.mounts import UNRESPONSIVE_AFTER, alive, mount_state
 from pkgfs.vfs.fuse.wire import ask
 from pkgfs.vfs.overlay import MergedTree
 
@@ -43,7 +43,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
             print(f"pkgfs: warning: {record}", file=sys.stderr)
             continue
         mountpoint = Path(record.mountpoint)
-        state = mount_state(mountpoint)
+        state = mount_state(mountpoint, timeout=UNRESPONSIVE_AFTER)
         if state == "ok" and not alive(record.pid):
             state = "stale"
         if state == "unmounted":
@@ -71,7 +71,8 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
                 "requests": requests,
             }
         )
-    # A healthcheck: non-zero when any mount is stale or its lock no longer what it mounted.
+    # A healthcheck: non-zero when any mount is stale or unresponsive, or its lock no longer
+    # what it mounted.
     unhealthy = any(
         row["state"] != "ok" or row["lock_state"] in ("changed", "missing") for row in rows
     )
