@@ -263,3 +263,24 @@ def test_a_stopped_daemon_is_unresponsive_and_nothing_hangs_on_it(tmp_path: Path
     assert env.pkgfs("mount", "--all").returncode == 0
     assert env.pkgfs("status").returncode == 0
     force_unmount(env.site)
+
+
+def test_gc_keeps_an_environment_mounted_through_a_symlink_to_the_store(tmp_path: Path) -> None:
+    # The store named through a symlink ($PKGFS_STORE=/data/pkgfs with /data a link) did
+    # not compare equal to its real path: gc removed the wheels of a mounted environment,
+    # and its imports failed.
+    base = environ_for(tmp_path)
+    (tmp_path / "link").symlink_to(tmp_path / "store", target_is_directory=True)
+    (tmp_path / "store").mkdir()
+    linked = {**base, "PKGFS_STORE": str(tmp_path / "link")}
+    env = make_project(tmp_path / "project", linked, extra={"mine": {"mine.py": "M = 1\n"}})
+    try:
+        env.pkgfs("mount", env.site)
+        real = Env(env.project, env.venv, base)  # gc through the store's real path
+        report = json.loads(real.pkgfs("store", "gc", "--json").stdout)
+        assert report["wheels"] == []
+        assert report["objects"] == 0
+        assert "mine" in _names(real)
+        assert env.run(env.python, "-c", "import mine, app; print(mine.M)") == "1\n"
+    finally:
+        force_unmount(env.site)
