@@ -284,3 +284,32 @@ def test_gc_keeps_an_environment_mounted_through_a_symlink_to_the_store(tmp_path
         assert env.run(env.python, "-c", "import mine, app; print(mine.M)") == "1\n"
     finally:
         force_unmount(env.site)
+
+
+def test_status_says_damaged_when_a_mounts_store_is_gone_and_makes_no_new_one(
+    tmp_path: Path,
+) -> None:
+    # status (the healthcheck) stopped at the first environment whose wheels were not in
+    # its store, listing none; and reading a moved store's mount made an empty store there.
+    base = environ_for(tmp_path)
+    first = make_project(tmp_path / "first", base)
+    second = make_project(tmp_path / "second", {**base, "PKGFS_STORE": str(tmp_path / "s2")})
+    try:
+        first.pkgfs("mount", first.site)
+        second.pkgfs("mount", second.site)
+        (tmp_path / "s2").rename(tmp_path / "s2.moved")
+        status = first.pkgfs("status", "--json", check=False)
+        assert status.returncode == 1
+        states = {r["mountpoint"]: r["state"] for r in json.loads(status.stdout)}
+        assert states == {str(first.site): "ok", str(second.site): "damaged"}
+        (warning,) = status.stderr.splitlines()
+        assert warning.startswith(f"pkgfs: warning: {second.site}: {tmp_path / 's2'}: its store")
+        diff = second.pkgfs("diff", second.site, check=False)
+        assert diff.returncode == 1
+        assert len(diff.stderr.splitlines()) == 1
+        assert not (tmp_path / "s2").exists()  # no new, empty store in its place
+        (tmp_path / "s2.moved").rename(tmp_path / "s2")
+        assert first.pkgfs("status").returncode == 0
+    finally:
+        force_unmount(first.site)
+        force_unmount(second.site)

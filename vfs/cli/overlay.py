@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TextIO
 
 from pkgfs.store import Store
-from pkgfs.store.errors import MountError
+from pkgfs.store.errors import MountError, StoreError, ViewError
+from pkgfs.store.layout import StoreLayout
 from pkgfs.vfs.env.state import MountConfig, MountRecord, mount_dir, read_records
 from pkgfs.vfs.env.venv import mountpoint_of
 from pkgfs.vfs.fuse.mounts import UNRESPONSIVE_AFTER, alive, mount_state
@@ -26,8 +27,15 @@ __all__ = ["cmd_diff", "cmd_reset", "cmd_status"]
 
 def _tree(directory: Path) -> MergedTree:
     """The merged tree of the mount whose state is in ``directory``. Raises ``MountError``
-    when its config is damaged or from another version, ``OSError`` when unreadable."""
+    when its config is damaged or from another version, ``StoreError`` when its store is
+    gone (never making a new one there), ``ViewError`` when its wheels left the store,
+    ``OSError`` when unreadable."""
     config = MountConfig.load(directory / "config.json")
+    if not StoreLayout(Path(config.store)).index.is_file():  # opening it would make a new one
+        raise StoreError(
+            f"{config.store}: its store is not there any more (moved or deleted): put it back,"
+            " or unmount the environment and mount it again"
+        )
     with Store.open(config.store) as store:
         return MergedTree(
             config.view(store), store.layout.objects, Path(config.upper), Path(config.work)
@@ -54,6 +62,9 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
         if state == "ok":
             try:
                 changes = len(_tree(directory).changes())
+            except (StoreError, ViewError) as exc:  # its store or its wheels are gone
+                print(f"pkgfs: warning: {record.mountpoint}: {exc}", file=sys.stderr)
+                state = "damaged"
             except (OSError, MountError) as exc:
                 print(f"pkgfs: warning: {exc}", file=sys.stderr)
             requests = _requests(record)
