@@ -313,3 +313,18 @@ def test_status_says_damaged_when_a_mounts_store_is_gone_and_makes_no_new_one(
     finally:
         force_unmount(first.site)
         force_unmount(second.site)
+
+
+def test_gc_lock_keeps_what_the_store_holds_of_a_lock_never_synced_whole(tmp_path: Path) -> None:
+    # --lock of a lock with a wheel never stored refused ("pkgfs sync first"): to keep a
+    # lock's wheels, it had to download the rest first. What is stored of it is kept.
+    base = environ_for(tmp_path)
+    synced = make_project(tmp_path / "synced", base, extra={"onlysynced": {"os1.py": ""}})
+    other = make_project(tmp_path / "other", base, extra={"neverstored": {"ns9.py": ""}})
+    synced.pkgfs("sync", "--lock", synced.project / "pylock.toml")
+    report = json.loads(
+        other.pkgfs("store", "gc", "--lock", other.project / "pylock.toml", "--json").stdout
+    )
+    assert report["wheels"] == ["onlysynced-1.0-py3-none-any.whl"]
+    assert _names(synced) == {"app", "nsa", "nsb"}  # the lock's wheels the store held
+    assert synced.pkgfs("store", "verify").returncode == 0

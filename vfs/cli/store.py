@@ -175,8 +175,14 @@ def cmd_store_gc(args: argparse.Namespace, out: TextIO) -> int:
     with exclusive(StoreLayout(root), wait=False), Store(root, shared_lock=False) as store:
         keep_wheels, keep_views = roots(store, envs)
         if args.lock is not None:
+            # What the lock selects and the store holds stays; a wheel never stored has
+            # nothing to keep (it refused: "pkgfs sync first", to download what to keep).
+            # One still to build names no hash to look for: refused as before.
             resolved = resolve_lock(args, store, sys.stderr, build=False)
-            keep_wheels.update(stored_wheels(store, resolved.wheels))
+            for wheel in resolved.wheels:
+                if not wheel.hashes:
+                    keep_wheels.update(stored_wheels(store, [wheel]))
+                keep_wheels.update(d for d in wheel.hashes if store.index.has_wheel(d))
         report = collect_garbage(
             store.layout, store.index, keep_wheels, keep_views, dry_run=args.dry_run
         )
