@@ -179,10 +179,10 @@ def cmd_store_gc(args: argparse.Namespace, out: TextIO) -> int:
             # nothing to keep (it refused: "pkgfs sync first", to download what to keep).
             # One still to build names no hash to look for: refused as before.
             resolved = resolve_lock(args, store, sys.stderr, build=False)
-            for wheel in resolved.wheels:
-                if not wheel.hashes:
-                    keep_wheels.update(stored_wheels(store, [wheel]))
-                keep_wheels.update(d for d in wheel.hashes if store.index.has_wheel(d))
+            for locked in resolved.wheels:
+                if not locked.hashes:
+                    keep_wheels.update(stored_wheels(store, [locked]))
+                keep_wheels.update(d for d in locked.hashes if store.index.has_wheel(d))
         report = collect_garbage(
             store.layout, store.index, keep_wheels, keep_views, dry_run=args.dry_run
         )
