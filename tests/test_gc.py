@@ -328,3 +328,29 @@ def test_gc_lock_keeps_what_the_store_holds_of_a_lock_never_synced_whole(tmp_pat
     assert report["wheels"] == ["onlysynced-1.0-py3-none-any.whl"]
     assert _names(synced) == {"app", "nsa", "nsb"}  # the lock's wheels the store held
     assert synced.pkgfs("store", "verify").returncode == 0
+
+
+def test_a_damaged_config_stops_gc_with_what_to_do_and_a_stray_file_does_not(
+    tmp_path: Path,
+) -> None:
+    # gc said "pkgfs env rm it" of an environment whose config it could not read, so whose
+    # mountpoint env rm could not be given; a stray file beside the state directories
+    # stopped gc, status and env list as if it were a damaged environment.
+    env = make_project(tmp_path / "project", environ_for(tmp_path))
+    env.pkgfs("mount", env.site)
+    env.pkgfs("unmount", env.site)
+    mounts = Path(env.env["XDG_STATE_HOME"]) / "pkgfs" / "mounts"
+    (mounts / "notes.txt").write_text("mine\n")
+    for command in (("store", "gc", "--dry-run"), ("status",), ("env", "list")):
+        done = env.pkgfs(*command)
+        assert done.stderr == "", command
+    (state,) = [d for d in mounts.iterdir() if d.is_dir()]
+    (state / "config.json").write_text('{"format": 1, "mountp')
+    refused = env.pkgfs("store", "gc", check=False)
+    assert refused.returncode == 1
+    (line,) = refused.stderr.splitlines()
+    assert line.startswith(f"pkgfs: error: {state / 'config.json'}: damaged")
+    assert line.endswith(f"(or delete {state} to forget it, its overlay with it)")
+    assert len(_names(env)) == 3  # nothing removed
+    shutil.rmtree(state)
+    assert len(json.loads(env.pkgfs("store", "gc", "--json").stdout)["wheels"]) == 3

@@ -162,11 +162,12 @@ def cmd_store_gc(args: argparse.Namespace, out: TextIO) -> int:
     from .lock import resolve_lock, stored_wheels  # noqa: PLC0415
 
     envs: list[Environment] = []
-    for _directory, env in environments():
+    for directory, env in environments():
         if not isinstance(env, Environment):
+            # Its mountpoint may be unknown too (pkgfs env rm needs it): name the directory.
             raise StoreError(
-                f"{env}: what that environment uses is unknown, so nothing is removed;"
-                " pkgfs env rm it, or mount it again"
+                f"{env}; until then gc removes nothing, as what that environment uses is"
+                f" unknown (or delete {directory} to forget it, its overlay with it)"
             )
         envs.append(env)
     root = resolve_store_path(getattr(args, "store", None))
