@@ -363,6 +363,32 @@ def test_pip_install_and_uninstall_stay_in_this_env(mounted: Env, tmp_path: Path
     assert mounted.pkgfs("store", "verify").returncode == 0
 
 
+def test_reset_puts_bin_back_as_the_lock_has_it(mounted: Env, tmp_path: Path) -> None:
+    # bin/ is outside the mount: reset dropped the packages pip installed but left their
+    # scripts (broken: "No module named ..."), and restored the packages pip uninstalled
+    # without their scripts.
+    tool = WheelMaker(
+        name="tool",
+        files={"tool.py": "def main():\n    print('tool ran')\n"},
+        entry_points="[console_scripts]\ntool-cli = tool:main\n",
+    ).build(tmp_path)
+    mounted.pip("install", "--no-index", "--no-deps", str(tool))
+    assert mounted.run(mounted.venv / "bin" / "tool-cli") == "tool ran\n"
+    mounted.pip("uninstall", "-y", "app")
+    assert not (mounted.venv / "bin" / "app-cli").exists()
+    (mounted.venv / "bin" / "mine").write_text("#!/bin/sh\n")  # the user's own: stays
+
+    mounted.pkgfs("reset", mounted.site)
+    assert mounted.pkgfs("diff", mounted.site).stdout == ""
+    assert not (mounted.venv / "bin" / "tool-cli").exists()
+    assert mounted.run(mounted.venv / "bin" / "app-cli") == "app-cli ran\n"
+    assert (mounted.venv / "bin" / "mine").exists()
+    # And unmount still removes exactly the lock's scripts.
+    mounted.pkgfs("unmount", mounted.site)
+    assert not (mounted.venv / "bin" / "app-cli").exists()
+    assert (mounted.venv / "bin" / "mine").exists()
+
+
 def test_foreground_unmounts_on_sigterm(project: Env) -> None:
     with subprocess.Popen(
         [*PKGFS, "mount", "--foreground", str(project.site)],

@@ -14,10 +14,17 @@ from pathlib import Path
 from typing import TextIO
 
 from pkgfs.store import Store
-from pkgfs.store.errors import MountError, StoreError, ViewError
+from pkgfs.store.errors import MountError, PkgfsError, StoreError, ViewError
 from pkgfs.store.layout import StoreLayout
 from pkgfs.vfs.env.state import MountConfig, MountRecord, mount_dir, read_records
-from pkgfs.vfs.env.venv import mountpoint_of
+from pkgfs.vfs.env.venv import (
+    Venv,
+    mountpoint_of,
+    populate_venv,
+    remove_recorded_scripts,
+    scripts_recorded,
+    venv_of,
+)
 from pkgfs.vfs.fuse.mounts import UNRESPONSIVE_AFTER, alive, mount_state
 from pkgfs.vfs.fuse.wire import ask
 from pkgfs.vfs.overlay import MergedTree
@@ -165,7 +172,10 @@ def cmd_reset(args: argparse.Namespace, out: TextIO) -> int:
         paths = None
     if paths is not None:
         _check_changed(directory, mountpoint, paths)
-    if mount_state(mountpoint) == "ok":
+    venv = venv_of(mountpoint)
+    scripts = _installed_scripts(directory, venv, paths) if venv is not None else []
+    mounted = mount_state(mountpoint) == "ok"
+    if mounted:
         record = MountRecord.load(directory)
         try:
             reply = ask(record.socket.replace("@", "\0", 1), {"op": "reset", "paths": paths})
@@ -180,7 +190,40 @@ def cmd_reset(args: argparse.Namespace, out: TextIO) -> int:
         _tree(directory).reset(paths)
     what = "all changes" if paths is None else ", ".join(paths)
     print(f"reset {what} at {mountpoint}", file=out)
+    if venv is not None:
+        _reset_bin(directory, venv, scripts, mounted)
     return 0
+
+
+def _installed_scripts(
+    directory: Path, venv: Venv, paths: list[str] | None
+) -> list[tuple[str, str]]:
+    """The scripts in ``bin/`` of the distributions pip or uv installed into the overlay
+    that this reset drops (their top-level ``.dist-info`` added or replaced)."""
+    tree = _tree(directory)
+    infos = [
+        c.path
+        for c in tree.changes()
+        if c.kind in ("added", "replaced")
+        and "/" not in c.path
+        and c.path.endswith(".dist-info")
+        and (paths is None or any(c.path == p or c.path.startswith(p + "/") for p in paths))
+    ]
+    return scripts_recorded(venv, Path(MountConfig.load(directory / "config.json").upper), infos)
+
+
+def _reset_bin(directory: Path, venv: Venv, scripts: list[tuple[str, str]], mounted: bool) -> None:
+    """``bin/`` follows the reset, as it follows a mount: the scripts of what the reset
+    dropped go (where unchanged), and, mounted, the locked scripts a pip or uv uninstall
+    removed are written again. A problem is a warning: the overlay is already reset."""
+    remove_recorded_scripts(venv, scripts)
+    if not mounted:
+        return  # unmounted, bin/ holds none of the lock's scripts: the next mount writes them
+    try:
+        for warning in populate_venv(venv, _tree(directory).view, directory):
+            print(f"pkgfs: warning: {warning}", file=sys.stderr)
+    except (OSError, PkgfsError) as exc:
+        print(f"pkgfs: warning: {venv.bin}: scripts not written again: {exc}", file=sys.stderr)
 
 
 def _check_changed(directory: Path, mountpoint: Path, paths: list[str]) -> None:
