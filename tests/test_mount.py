@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import venv
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -387,6 +388,26 @@ def test_reset_puts_bin_back_as_the_lock_has_it(mounted: Env, tmp_path: Path) ->
     mounted.pkgfs("unmount", mounted.site)
     assert not (mounted.venv / "bin" / "app-cli").exists()
     assert (mounted.venv / "bin" / "mine").exists()
+
+
+def test_status_says_orphaned_when_the_venv_is_deleted_or_made_anew(mounted: Env) -> None:
+    # rm -rf .venv while mounted (it fails on the mountpoint, having removed the rest),
+    # then a new venv at the same path: status said "ok" of a mount serving no venv.
+    shutil.rmtree(mounted.venv, ignore_errors=True)
+    assert not (mounted.venv / "pyvenv.cfg").exists()
+
+    def state() -> list[object]:
+        status = mounted.pkgfs("status", "--json", check=False)
+        assert status.returncode == 1
+        return [r["state"] for r in json.loads(status.stdout)]
+
+    assert state() == ["orphaned"]  # the venv gone
+    venv.create(mounted.venv, with_pip=False)
+    assert state() == ["orphaned"]  # a new venv at its path
+    mounted.pkgfs("unmount", mounted.site)
+    again = mounted.pkgfs("mount", mounted.site)
+    assert "is a new venv" in again.stderr
+    assert mounted.pkgfs("status").returncode == 0
 
 
 def test_foreground_unmounts_on_sigterm(project: Env) -> None:

@@ -23,6 +23,7 @@ from pkgfs.vfs.env.venv import (
     populate_venv,
     remove_recorded_scripts,
     scripts_recorded,
+    venv_identity,
     venv_of,
 )
 from pkgfs.vfs.fuse.mounts import UNRESPONSIVE_AFTER, alive, mount_state
@@ -63,6 +64,8 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
             state = "stale"
         if state == "unmounted":
             continue  # a daemon killed and its mount cleared: the next mount rewrites this
+        if state == "ok" and _venv_replaced(directory, mountpoint):
+            state = "orphaned"  # its venv deleted, or made anew: unmount, then mount again
         lock = _lock_state(directory)
         changes = None
         requests = None
@@ -89,8 +92,8 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
                 "requests": requests,
             }
         )
-    # A healthcheck: non-zero when any mount is stale or unresponsive, or its lock no longer
-    # what it mounted.
+    # A healthcheck: non-zero when any mount is stale, unresponsive, damaged or orphaned, or
+    # its lock no longer what it mounted.
     unhealthy = any(
         row["state"] != "ok" or row["lock_state"] in ("changed", "missing") for row in rows
     )
@@ -111,6 +114,20 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
             file=out,
         )
     return 1 if unhealthy else 0
+
+
+def _venv_replaced(directory: Path, mountpoint: Path) -> bool:
+    """Whether the venv this mount was made for is gone, or was made anew at its path
+    (``rm -rf .venv`` while mounted, then ``python -m venv .venv``): the mount serves no
+    venv's interpreter then, and a new venv there needs a new mount."""
+    try:
+        wanted = MountConfig.load(directory / "config.json").venv_id
+        if not wanted:
+            return False  # not a venv's, or mounted by a pkgfs that kept no identity
+        venv = venv_of(mountpoint)
+        return venv is None or venv_identity(venv) != wanted
+    except (OSError, MountError):
+        return False
 
 
 def _lock_state(directory: Path) -> str:
