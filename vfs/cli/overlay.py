@@ -207,8 +207,8 @@ def cmd_reset(args: argparse.Namespace, out: TextIO) -> int:
         _tree(directory).reset(paths)
     what = "all changes" if paths is None else ", ".join(paths)
     print(f"reset {what} at {mountpoint}", file=out)
-    if venv is not None:
-        _reset_bin(directory, venv, scripts, mounted)
+    if venv is not None:  # still mounted: not unmounted meanwhile (its scripts gone)
+        _reset_bin(directory, venv, scripts, mounted and mount_state(mountpoint) == "ok")
     return 0
 
 
