@@ -195,6 +195,16 @@ class StoreStats:
         return self.logical_bytes / self.wheel_object_bytes if self.wheel_object_bytes else 1.0
 
 
+def _if_full(path: Path) -> str:
+    """What to do when the filesystem holding ``path`` has no space left (SQLite says only
+    "disk I/O error" when it cannot grow its WAL files), else nothing."""
+    try:
+        full = os.statvfs(path.parent).f_bavail == 0
+    except OSError:
+        return ""
+    return " (the filesystem holding the store is full: free some space there)" if full else ""
+
+
 def _connect_read_only(path: Path) -> sqlite3.Connection:
     """The index opened without writing anything into the store, not even SQLite's files.
 
@@ -279,7 +289,7 @@ class Index:
                         self._db.execute("ROLLBACK")
                     raise
         except sqlite3.Error as exc:
-            raise StoreError(f"{path}: cannot open the store index: {exc}") from exc
+            raise StoreError(f"{path}: cannot open the store index: {exc}{_if_full(path)}") from exc
 
     def close(self) -> None:
         self._db.close()

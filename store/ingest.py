@@ -15,6 +15,7 @@ some unreferenced objects and a stale staging directory, which ``verify`` accept
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import os
 import shutil
@@ -276,7 +277,15 @@ def _unpack(
     except zipfile.BadZipFile as exc:  # a CRC mismatch, or a member shorter than declared
         raise WheelError(wheel, f"corrupt archive: {exc}") from None
     except OSError as exc:
-        raise StoreError(f"cannot write to the store: {exc}") from exc
+        # A write's error names no file: name the store (the objects' parent).
+        where = exc.filename or str(Path(destination._objects).parent)
+        hint = (
+            ": free some space there (pkgfs store gc removes what no environment uses)"
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            else ""
+        )
+        reason = exc.strerror or str(exc)
+        raise StoreError(f"{where}: cannot write to the store: {reason}{hint}") from exc
     except (InstallerError, ValueError, KeyError, EOFError, *_INFLATE_ERRORS) as exc:
         raise WheelError(wheel, f"{type(exc).__name__}: {exc}") from None
 

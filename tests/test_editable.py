@@ -332,6 +332,42 @@ def test_a_project_that_cannot_be_built_is_one_line(workspace: Env) -> None:
         assert opened.wheels() == []
 
 
+FAILING_BACKEND = """import sys
+
+
+def get_requires_for_build_editable(config_settings=None):
+    return []
+
+
+def build_editable(wheel_directory, config_settings=None, metadata_directory=None):
+    print("reading the project")
+    sys.stderr.write(
+        "Error: failed to open file `README.md`: No such file or directory (os error 2)\\n\\n"
+        "Stack backtrace:\\n   0: <unknown>\\n   1: main\\n"
+    )
+    sys.stderr.flush()
+    sys.exit(2)
+"""
+
+
+def test_a_backend_that_exits_is_one_line_with_its_own_error(workspace: Env) -> None:
+    # As uv_build does when the readme pyproject.toml names is missing: it prints its error
+    # and a backtrace and exits. The line says what the backend said, not pypa/build's
+    # "Backend subprocess exited when trying to invoke build_editable".
+    ws = workspace
+    member = ws.project / "packages/member-b"
+    (member / "failing_backend.py").write_text(FAILING_BACKEND)
+    (member / "pyproject.toml").write_text(
+        MEMBER_B.replace(BACKEND, "")
+        + '[build-system]\nrequires = []\nbuild-backend = "failing_backend"\nbackend-path = ["."]\n'
+    )
+    error = fails(ws, "mount", ws.site)
+    assert error == (
+        f"pkgfs: error: {member}: its build backend failed: Error: failed to open file"
+        " `README.md`: No such file or directory (os error 2)"
+    )
+
+
 def test_a_build_requirement_no_index_has_is_one_line_saying_so(workspace: Env) -> None:
     ws = workspace
     pyproject = ws.project / "packages/member-b/pyproject.toml"

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import venv
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -240,6 +241,27 @@ def test_reset_some_then_all(mounted: Env) -> None:
     assert mounted.pkgfs("diff", site).stdout == ""
 
 
+def test_reset_of_a_path_with_no_change_is_refused_and_resets_nothing(mounted: Env) -> None:
+    # A path relative to the current directory (the project), as a shell user types it,
+    # or a typo, named no change: reset said "reset ..." and exited 0, having done nothing.
+    site = mounted.site
+    (site / "app" / "data.txt").write_text("changed\n")
+    (site / "extra.txt").write_text("x")
+    before = mounted.pkgfs("diff", site).stdout
+    from_project = str(site.relative_to(mounted.project) / "extra.txt")
+    for path in (from_project, "app/dta.txt"):
+        refused = mounted.pkgfs("reset", site, "extra.txt", path, check=False)
+        assert refused.returncode == 1
+        (line,) = refused.stderr.splitlines()
+        assert line == (
+            f"pkgfs: error: {path}: no change there at {site}, nothing was reset (PATHs are"
+            f" relative to the mountpoint; pkgfs diff {site} lists the changes)"
+        )
+        assert mounted.pkgfs("diff", site).stdout == before  # extra.txt was not reset
+    mounted.pkgfs("reset", site, "extra.txt", "app")
+    assert mounted.pkgfs("diff", site).stdout == ""
+
+
 def test_reset_of_the_mountpoint_itself_resets_everything(mounted: Env) -> None:
     site = mounted.site
     original = digest_tree(site)
@@ -340,6 +362,52 @@ def test_pip_install_and_uninstall_stay_in_this_env(mounted: Env, tmp_path: Path
     assert "A extra/__init__.py" in diff
     assert "D nsb-1.0.dist-info" in diff
     assert mounted.pkgfs("store", "verify").returncode == 0
+
+
+def test_reset_puts_bin_back_as_the_lock_has_it(mounted: Env, tmp_path: Path) -> None:
+    # bin/ is outside the mount: reset dropped the packages pip installed but left their
+    # scripts (broken: "No module named ..."), and restored the packages pip uninstalled
+    # without their scripts.
+    tool = WheelMaker(
+        name="tool",
+        files={"tool.py": "def main():\n    print('tool ran')\n"},
+        entry_points="[console_scripts]\ntool-cli = tool:main\n",
+    ).build(tmp_path)
+    mounted.pip("install", "--no-index", "--no-deps", str(tool))
+    assert mounted.run(mounted.venv / "bin" / "tool-cli") == "tool ran\n"
+    mounted.pip("uninstall", "-y", "app")
+    assert not (mounted.venv / "bin" / "app-cli").exists()
+    (mounted.venv / "bin" / "mine").write_text("#!/bin/sh\n")  # the user's own: stays
+
+    mounted.pkgfs("reset", mounted.site)
+    assert mounted.pkgfs("diff", mounted.site).stdout == ""
+    assert not (mounted.venv / "bin" / "tool-cli").exists()
+    assert mounted.run(mounted.venv / "bin" / "app-cli") == "app-cli ran\n"
+    assert (mounted.venv / "bin" / "mine").exists()
+    # And unmount still removes exactly the lock's scripts.
+    mounted.pkgfs("unmount", mounted.site)
+    assert not (mounted.venv / "bin" / "app-cli").exists()
+    assert (mounted.venv / "bin" / "mine").exists()
+
+
+def test_status_says_orphaned_when_the_venv_is_deleted_or_made_anew(mounted: Env) -> None:
+    # rm -rf .venv while mounted (it fails on the mountpoint, having removed the rest),
+    # then a new venv at the same path: status said "ok" of a mount serving no venv.
+    shutil.rmtree(mounted.venv, ignore_errors=True)
+    assert not (mounted.venv / "pyvenv.cfg").exists()
+
+    def state() -> list[object]:
+        status = mounted.pkgfs("status", "--json", check=False)
+        assert status.returncode == 1
+        return [r["state"] for r in json.loads(status.stdout)]
+
+    assert state() == ["orphaned"]  # the venv gone
+    venv.create(mounted.venv, with_pip=False)
+    assert state() == ["orphaned"]  # a new venv at its path
+    mounted.pkgfs("unmount", mounted.site)
+    again = mounted.pkgfs("mount", mounted.site)
+    assert "is a new venv" in again.stderr
+    assert mounted.pkgfs("status").returncode == 0
 
 
 def test_foreground_unmounts_on_sigterm(project: Env) -> None:

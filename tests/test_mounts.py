@@ -152,6 +152,40 @@ def test_a_full_disk_before_the_venv_is_marked_is_one_line(
         force_unmount(env.site)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs")
+def test_a_full_disk_holding_the_store_is_one_line_saying_so(
+    small_disk: Path, tmp_path: Path, base_env: dict[str, str]
+) -> None:
+    # SQLite says only "disk I/O error" when it cannot grow its WAL files, and a write's
+    # ENOSPC named no file: neither said that the disk was full, nor where, nor what to do.
+    store = small_disk / "store"
+    env = make_project(tmp_path / "project", {**base_env, "PKGFS_STORE": str(store)})
+    env.pkgfs("sync", "--lock", env.project / "pylock.toml")
+    big = WheelMaker(name="big", files={"big.bin": os.urandom(6 << 20)}).build(tmp_path)
+    disk = os.statvfs(small_disk)
+    with open(small_disk / "filler", "wb") as f:  # 2 MiB left: the index opens, big does not fit
+        f.write(b"\0" * (disk.f_bavail * disk.f_frsize - (2 << 20)))
+    before = snapshot(store)
+    error = fails(env, "store", "add", big)
+    assert error == (
+        f"pkgfs: error: {store}: cannot write to the store: No space left on device: free some"
+        " space there (pkgfs store gc removes what no environment uses)"
+    )
+    assert snapshot(store) == before
+    fill(small_disk)
+    # A reader writes nothing into the store (not even SQLite's -wal): it works on a full disk.
+    listed = env.pkgfs("store", "ls")
+    assert listed.returncode == 0 and listed.stdout.startswith("app "), listed
+    small = WheelMaker(name="small", files={"small.py": "x = 1\n"}).build(tmp_path)
+    error = fails(env, "store", "add", small)
+    assert error.startswith(f"pkgfs: error: {store}"), error
+    assert "full" in error or "No space left on device" in error, error
+    assert snapshot(store) == before
+    (small_disk / "filler").unlink()
+    shutil.rmtree(small_disk / "inodes")
+    assert env.pkgfs("store", "verify").returncode == 0
+
+
 def many_scripts(count: int) -> WheelMaker:
     points = "".join(f"tool{i} = tools:main\n" for i in range(count))
     return WheelMaker(

@@ -89,12 +89,14 @@ def test_editable_projects_are_built_from_their_directories(tmp_path: Path) -> N
     [
         (
             "six>=1.0 --hash=sha256:" + H1,
-            r"requirements.txt:1: six is not pinned with ==: lock it first$",
+            r"requirements.txt:1: six is not pinned with ==: lock it first \(uv pip compile"
+            r" --generate-hashes requirements.in -o requirements.txt\)$",
         ),
         ("six==1.*  --hash=sha256:" + H1, "six is not pinned with =="),
         (
             "\n\nsix==1.0\n",
-            r"requirements.txt:3: six has no --hash=sha256:\.\.\.: hashes are required$",
+            r"requirements.txt:3: six has no --hash=sha256:\.\.\.: hashes are required, lock it"
+            r" with them \(uv pip compile --generate-hashes requirements.in -o requirements.txt\)$",
         ),
         ("--frobnicate\n", r"requirements.txt:1: unsupported option --frobnicate$"),
         ("six==1.0 --install-option=x --hash=sha256:" + H1, "unsupported per-requirement option"),

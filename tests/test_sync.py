@@ -135,6 +135,7 @@ def test_tampered_lock_hash_is_refused(pkgfs: RunPkgfs, lockproject: Path) -> No
         "alpha-1.0-py3-none-any.whl: sha256 00e4f21124237e81... is not the lock's (0000000000000000...)"
         in line
     )
+    assert line.endswith("nothing of it is stored: lock again if the new file is to be trusted")
     names = {w["name"] for w in json.loads(pkgfs("store", "ls", "--json").out)}
     assert "alpha" not in names
     assert pkgfs("store", "verify").code == 0

@@ -38,7 +38,11 @@ def _check(wheel: LockedWheel, digest: str, size: int, where: str) -> None:
         raise FetchError(f"{where}: {size} bytes, the lock says {expected_size} (truncated?)")
     if digest not in wheel.hashes:
         listed = ", ".join(sorted(h[:16] + "..." for h in wheel.hashes))
-        raise FetchError(f"{where}: sha256 {digest[:16]}... is not the lock's ({listed})")
+        raise FetchError(
+            f"{where}: sha256 {digest[:16]}... is not the lock's ({listed}): the file is not"
+            " the one locked (the index replaced it, or the lock was edited); nothing of it is"
+            " stored: lock again if the new file is to be trusted"
+        )
 
 
 class Cancel:

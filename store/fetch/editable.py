@@ -184,15 +184,15 @@ def _quiet_runner(
         raise subprocess.CalledProcessError(proc.returncode, cmd, proc.stdout, proc.stderr)
 
 
-def _last_line(*texts: object) -> str:
-    """The last line of output worth showing: pip's last ``ERROR:`` line if any, else the
-    last non-empty one."""
+def _last_line(*texts: object, marks: tuple[str, ...] = ("ERROR:",)) -> str:
+    """The last line of output worth showing: the last line starting with one of ``marks``
+    (pip's ``ERROR:``) if any, else the last non-empty one."""
     lines = []
     for text in texts:
         decoded = text.decode(errors="replace") if isinstance(text, bytes) else text
         if decoded:
             lines += [line.strip() for line in str(decoded).splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("ERROR:")]
+    errors = [line for line in lines if line.startswith(marks)]
     return (errors or lines or ["no output"])[-1]
 
 
@@ -207,8 +207,14 @@ def _build_errors(where: Path) -> Iterator[None]:
     except BuildError:
         raise
     except build.BuildBackendException as exc:
+        # The backend's own words say why (uv_build: "Error: failed to open file ...",
+        # then a backtrace; setuptools: "error: ..."); pypa/build's ("Backend subprocess
+        # exited when trying to invoke build_editable") only when it said nothing.
         cause = exc.exception
-        detail = _last_line(getattr(cause, "stderr", None), getattr(cause, "stdout", None), exc)
+        output = (getattr(cause, "stdout", None), getattr(cause, "stderr", None))
+        detail = _last_line(*output, marks=("ERROR:", "Error:", "error:"))
+        if detail == "no output":
+            detail = _last_line(exc)
         raise BuildError(f"{where}: its build backend failed: {detail}") from None
     except build.FailedProcessError as exc:
         detail = _last_line(exc.exception.stderr, exc.exception.stdout, exc)

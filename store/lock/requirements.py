@@ -39,6 +39,8 @@ from .target import Target
 
 __all__ = ["read_requirements"]
 
+_HOW = "(uv pip compile --generate-hashes requirements.in -o requirements.txt)"
+
 _COMMENT = re.compile(r"(^|\s+)#.*$")
 _ENV_VAR = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 # Options that take a value, and flags. Those not handled below need nothing from pkgfs:
@@ -184,7 +186,9 @@ class _Reader:
             return
         pins = [s for s in requirement.specifier if s.operator in ("==", "===")]
         if len(pins) != 1 or "*" in pins[0].version:
-            raise LockError(where, f"{requirement.name} is not pinned with ==: lock it first")
+            raise LockError(
+                where, f"{requirement.name} is not pinned with ==: lock it first {_HOW}"
+            )
         try:
             Version(pins[0].version)  # "===" takes any string; wheel names hold versions
         except InvalidVersion:
@@ -193,7 +197,9 @@ class _Reader:
             ) from None
         if not hashes:
             raise LockError(
-                where, f"{requirement.name} has no --hash=sha256:...: hashes are required"
+                where,
+                f"{requirement.name} has no --hash=sha256:...: hashes are required, lock it"
+                f" with them {_HOW}",
             )
         self.lockfile.packages.append(
             LockedPackage(name, pins[0].version, hashes=frozenset(hashes))

@@ -1,6 +1,7 @@
 """``pkgfs env list`` and ``pkgfs env rm``: the environments this user has made.
 
-``list`` only reads. ``rm`` forgets an environment that is not mounted: its state
+``list`` only reads. ``rm`` forgets an environment that is not mounted and that no
+``pkgfs mount`` or daemon holds (a daemon serves on after a lazy unmount): its state
 directory, with its overlay (the local edits), goes; so do the overlay's ``upper/`` and
 ``work/`` when ``--overlay DIR`` put them elsewhere (DIR itself is the user's and stays).
 The store keeps its wheels until ``pkgfs store gc``.
@@ -9,11 +10,15 @@ The store keeps its wheels until ``pkgfs store gc``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
+import os
 import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -21,7 +26,7 @@ from pkgfs.store.errors import MountError
 from pkgfs.vfs.env.registry import Environment, environments
 from pkgfs.vfs.env.state import mount_dir
 from pkgfs.vfs.env.venv import mountpoint_of, venv_of
-from pkgfs.vfs.fuse.mounts import mount_state
+from pkgfs.vfs.fuse.mounts import UNRESPONSIVE_AFTER, mount_state
 
 __all__ = ["cmd_env_list", "cmd_env_rm", "mount_all"]
 
@@ -36,13 +41,15 @@ def cmd_env_list(args: argparse.Namespace, out: TextIO) -> int:
             continue
         mountpoint = Path(env.config.mountpoint)
         materialized = bool(env.config.materialized)
+        # A materialized environment is real files, never mounted.
+        state = "materialized" if materialized else mount_state(mountpoint, UNRESPONSIVE_AFTER)
         rows.append(
             {
                 "mountpoint": str(mountpoint),
-                # A materialized environment is real files, never mounted.
-                "state": "materialized" if materialized else mount_state(mountpoint),
+                "state": state,
                 "materialized": env.config.materialized or None,
-                "venv": mountpoint.exists(),
+                # A mounted one exists; asking a hung daemon for it would hang.
+                "venv": state not in ("unmounted", "materialized") or mountpoint.exists(),
                 "lock": env.config.lock,
                 "lock_state": env.config.lock_state(),
                 "packages": len(env.config.wheels),
@@ -83,17 +90,39 @@ def cmd_env_rm(args: argparse.Namespace, out: TextIO) -> int:
         raise MountError(f"{mountpoint}: pkgfs knows no environment there (pkgfs env list)")
     if mount_state(mountpoint) != "unmounted":
         raise MountError(f"{mountpoint}: mounted: pkgfs unmount it first")
-    env = next(
-        (e for d, e in environments() if d == directory and isinstance(e, Environment)), None
-    )
-    if env is not None:
-        overlay = Path(env.config.upper).parent
-        if overlay != directory:  # --overlay DIR: ours are only its upper/ and work/
-            for part in (Path(env.config.upper), Path(env.config.work)):
-                shutil.rmtree(part, ignore_errors=True)
-    shutil.rmtree(directory)
+    with _unused(directory, mountpoint):
+        env = next(
+            (e for d, e in environments() if d == directory and isinstance(e, Environment)),
+            None,
+        )
+        if env is not None:
+            overlay = Path(env.config.upper).parent
+            if overlay != directory:  # --overlay DIR: ours are only its upper/ and work/
+                for part in (Path(env.config.upper), Path(env.config.work)):
+                    shutil.rmtree(part, ignore_errors=True)
+        shutil.rmtree(directory)
     print(f"forgot {mountpoint} and its overlay", file=out)
     return 0
+
+
+@contextlib.contextmanager
+def _unused(directory: Path, mountpoint: Path) -> Iterator[None]:
+    """Hold the state directory's ``flock``, as ``pkgfs mount`` does while it prepares and
+    its daemon does while it serves (after a lazy unmount too, when the mount table no
+    longer shows it). Raises ``MountError`` when either holds it: the overlay is in use."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MountError(
+                f"{mountpoint}: busy: a pkgfs mount of it is under way, or its daemon still"
+                " serves processes that used it before a lazy unmount: try again when they"
+                f" are done (pid in {directory / 'mount.json'})"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def mount_all(args: argparse.Namespace, out: TextIO) -> int:
@@ -108,8 +137,20 @@ def mount_all(args: argparse.Namespace, out: TextIO) -> int:
             continue
         config = env.config
         mountpoint = Path(config.mountpoint)
-        if config.materialized or mount_state(mountpoint) == "ok":
+        if config.materialized:
             continue  # (a materialized environment is real files: nothing to mount)
+        state = mount_state(mountpoint, timeout=UNRESPONSIVE_AFTER)
+        if state == "ok":
+            continue
+        if state == "unresponsive":
+            print(
+                f"pkgfs: error: {mountpoint}: mounted, but its daemon does not answer (stopped"
+                f" or hung): pkgfs unmount {mountpoint}, end the daemon it names, then pkgfs"
+                " mount --all",
+                file=sys.stderr,
+            )
+            failed += 1
+            continue
         if not mountpoint.is_dir():
             print(f"pkgfs: skipped {mountpoint}: it is gone (pkgfs env rm it)", file=out)
             continue

@@ -42,6 +42,7 @@ from pkgfs.vfs.env.venv import (
 )
 from pkgfs.vfs.env.view import View
 from pkgfs.vfs.fuse.mounts import (
+    UNRESPONSIVE_AFTER,
     BusyError,
     check_fuse,
     fusermount,
@@ -420,14 +421,14 @@ def cmd_unmount(args: argparse.Namespace, out: TextIO) -> int:
     it) is detached lazily, and the output says so. Raises ``MountError`` when it is not
     mounted or cannot be unmounted."""
     mountpoint = _mountpoint(args.mountpoint)
-    state = mount_state(mountpoint)
+    state = mount_state(mountpoint, timeout=UNRESPONSIVE_AFTER)  # a hung daemon: detach it
     if state == "unmounted":
         raise MountError(f"{mountpoint}: not mounted")
     directory = mount_dir(mountpoint)
     pid = None
     with contextlib.suppress(OSError, MountError):
         pid = MountRecord.load(directory).pid
-    lazy = args.lazy or state == "stale"
+    lazy = args.lazy or state in ("stale", "unresponsive")
     busy = False
     try:
         fusermount(mountpoint, lazy=lazy)
@@ -440,7 +441,13 @@ def cmd_unmount(args: argparse.Namespace, out: TextIO) -> int:
     depopulate_venv(directory)
     if gone:
         (directory / "mount.json").unlink(missing_ok=True)
-    if busy:
+    if state == "unresponsive" and not gone:
+        print(
+            f"unmounted {mountpoint} lazily: its daemon (pid {pid}) does not answer (stopped or"
+            f" hung) and still runs: kill {pid} before mounting it again",
+            file=out,
+        )
+    elif busy:
         print(
             f"unmounted {mountpoint} lazily (as --lazy does): it was busy, and its daemon"
             f" (pid {pid}) serves the processes still using it until they let go",

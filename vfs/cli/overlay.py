@@ -14,10 +14,19 @@ from pathlib import Path
 from typing import TextIO
 
 from pkgfs.store import Store
-from pkgfs.store.errors import MountError
+from pkgfs.store.errors import MountError, PkgfsError, StoreError, ViewError
+from pkgfs.store.layout import StoreLayout
 from pkgfs.vfs.env.state import MountConfig, MountRecord, mount_dir, read_records
-from pkgfs.vfs.env.venv import mountpoint_of
-from pkgfs.vfs.fuse.mounts import alive, mount_state
+from pkgfs.vfs.env.venv import (
+    Venv,
+    mountpoint_of,
+    populate_venv,
+    remove_recorded_scripts,
+    scripts_recorded,
+    venv_identity,
+    venv_of,
+)
+from pkgfs.vfs.fuse.mounts import UNRESPONSIVE_AFTER, alive, mount_state
 from pkgfs.vfs.fuse.wire import ask
 from pkgfs.vfs.overlay import MergedTree
 from pkgfs.vfs.overlay.reconcile import shadowing
@@ -27,8 +36,15 @@ __all__ = ["cmd_diff", "cmd_reset", "cmd_status"]
 
 def _tree(directory: Path) -> MergedTree:
     """The merged tree of the mount whose state is in ``directory``. Raises ``MountError``
-    when its config is damaged or from another version, ``OSError`` when unreadable."""
+    when its config is damaged or from another version, ``StoreError`` when its store is
+    gone (never making a new one there), ``ViewError`` when its wheels left the store,
+    ``OSError`` when unreadable."""
     config = MountConfig.load(directory / "config.json")
+    if not StoreLayout(Path(config.store)).index.is_file():  # opening it would make a new one
+        raise StoreError(
+            f"{config.store}: its store is not there any more (moved or deleted): put it back,"
+            " or unmount the environment and mount it again"
+        )
     with Store.open_read_only(config.store) as store:
         return MergedTree(
             config.view(store), store.layout.objects, Path(config.upper), Path(config.work)
@@ -44,17 +60,22 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
             print(f"pkgfs: warning: {record}", file=sys.stderr)
             continue
         mountpoint = Path(record.mountpoint)
-        state = mount_state(mountpoint)
+        state = mount_state(mountpoint, timeout=UNRESPONSIVE_AFTER)
         if state == "ok" and not alive(record.pid):
             state = "stale"
         if state == "unmounted":
             continue  # a daemon killed and its mount cleared: the next mount rewrites this
+        if state == "ok" and _venv_replaced(directory, mountpoint):
+            state = "orphaned"  # its venv deleted, or made anew: unmount, then mount again
         lock = _lock_state(directory)
         changes = None
         requests = None
         if state == "ok":
             try:
                 changes = len(_tree(directory).changes())
+            except (StoreError, ViewError) as exc:  # its store or its wheels are gone
+                print(f"pkgfs: warning: {record.mountpoint}: {exc}", file=sys.stderr)
+                state = "damaged"
             except (OSError, MountError) as exc:
                 print(f"pkgfs: warning: {exc}", file=sys.stderr)
             requests = _requests(record)
@@ -73,8 +94,9 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
                 "rollback": _rollback(directory),
             }
         )
-    # A healthcheck: non-zero when any mount is stale or its lock no longer what it mounted
-    # (a rolled-back environment is that on purpose: its lock_state says "rolled-back").
+    # A healthcheck: non-zero when any mount is stale, unresponsive, damaged or orphaned, or
+    # its lock no longer what it mounted (a rolled-back environment is that on purpose: its
+    # lock_state says "rolled-back").
     unhealthy = any(
         row["state"] != "ok" or row["lock_state"] in ("changed", "missing") for row in rows
     )
@@ -111,6 +133,20 @@ def _rollback(directory: Path) -> int | None:
         return len(MountConfig.load(directory / "previous.json").wheels)
     except (OSError, MountError):
         return None
+
+
+def _venv_replaced(directory: Path, mountpoint: Path) -> bool:
+    """Whether the venv this mount was made for is gone, or was made anew at its path
+    (``rm -rf .venv`` while mounted, then ``python -m venv .venv``): the mount serves no
+    venv's interpreter then, and a new venv there needs a new mount."""
+    try:
+        wanted = MountConfig.load(directory / "config.json").venv_id
+        if not wanted:
+            return False  # not a venv's, or mounted by a pkgfs that kept no identity
+        venv = venv_of(mountpoint)
+        return venv is None or venv_identity(venv) != wanted
+    except (OSError, MountError):
+        return False
 
 
 def _lock_state(directory: Path) -> str:
@@ -173,7 +209,12 @@ def cmd_reset(args: argparse.Namespace, out: TextIO) -> int:
     paths = [_relative(mountpoint, p) for p in args.paths] or None
     if paths is not None and "" in paths:  # `pkgfs reset MP .`: the whole mount
         paths = None
-    if mount_state(mountpoint) == "ok":
+    if paths is not None:
+        _check_changed(directory, mountpoint, paths)
+    venv = venv_of(mountpoint)
+    scripts = _installed_scripts(directory, venv, paths) if venv is not None else []
+    mounted = mount_state(mountpoint) == "ok"
+    if mounted:
         record = MountRecord.load(directory)
         try:
             reply = ask(record.socket.replace("@", "\0", 1), {"op": "reset", "paths": paths})
@@ -188,7 +229,53 @@ def cmd_reset(args: argparse.Namespace, out: TextIO) -> int:
         _tree(directory).reset(paths)
     what = "all changes" if paths is None else ", ".join(paths)
     print(f"reset {what} at {mountpoint}", file=out)
+    if venv is not None:  # still mounted: not unmounted meanwhile (its scripts gone)
+        _reset_bin(directory, venv, scripts, mounted and mount_state(mountpoint) == "ok")
     return 0
+
+
+def _installed_scripts(
+    directory: Path, venv: Venv, paths: list[str] | None
+) -> list[tuple[str, str]]:
+    """The scripts in ``bin/`` of the distributions pip or uv installed into the overlay
+    that this reset drops (their top-level ``.dist-info`` added or replaced)."""
+    tree = _tree(directory)
+    infos = [
+        c.path
+        for c in tree.changes()
+        if c.kind in ("added", "replaced")
+        and "/" not in c.path
+        and c.path.endswith(".dist-info")
+        and (paths is None or any(c.path == p or c.path.startswith(p + "/") for p in paths))
+    ]
+    return scripts_recorded(venv, Path(MountConfig.load(directory / "config.json").upper), infos)
+
+
+def _reset_bin(directory: Path, venv: Venv, scripts: list[tuple[str, str]], mounted: bool) -> None:
+    """``bin/`` follows the reset, as it follows a mount: the scripts of what the reset
+    dropped go (where unchanged), and, mounted, the locked scripts a pip or uv uninstall
+    removed are written again. A problem is a warning: the overlay is already reset."""
+    remove_recorded_scripts(venv, scripts)
+    if not mounted:
+        return  # unmounted, bin/ holds none of the lock's scripts: the next mount writes them
+    try:
+        for warning in populate_venv(venv, _tree(directory).view, directory):
+            print(f"pkgfs: warning: {warning}", file=sys.stderr)
+    except (OSError, PkgfsError) as exc:
+        print(f"pkgfs: warning: {venv.bin}: scripts not written again: {exc}", file=sys.stderr)
+
+
+def _check_changed(directory: Path, mountpoint: Path, paths: list[str]) -> None:
+    """Every PATH must name a change, at it or below it, before anything is reset: a typo,
+    or a path relative to the current directory rather than the mountpoint, is refused in
+    one line (``MountError``) instead of resetting nothing and saying it did."""
+    changed = [change.path for change in _tree(directory).changes()]
+    for path in paths:
+        if not any(c == path or c.startswith(path + "/") for c in changed):
+            raise MountError(
+                f"{path}: no change there at {mountpoint}, nothing was reset (PATHs are"
+                f" relative to the mountpoint; pkgfs diff {mountpoint} lists the changes)"
+            )
 
 
 def _relative(mountpoint: Path, path: str) -> str:

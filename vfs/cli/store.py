@@ -168,11 +168,12 @@ def cmd_store_gc(args: argparse.Namespace, out: TextIO) -> int:
     from .lock import resolve_lock, stored_wheels  # noqa: PLC0415
 
     envs: list[Environment] = []
-    for _directory, env in environments():
+    for directory, env in environments():
         if not isinstance(env, Environment):
+            # Its mountpoint may be unknown too (pkgfs env rm needs it): name the directory.
             raise StoreError(
-                f"{env}: what that environment uses is unknown, so nothing is removed;"
-                " pkgfs env rm it, or mount it again"
+                f"{env}; until then gc removes nothing, as what that environment uses is"
+                f" unknown (or delete {directory} to forget it, its overlay with it)"
             )
         envs.append(env)
     root = resolve_store_path(getattr(args, "store", None))
@@ -182,8 +183,14 @@ def cmd_store_gc(args: argparse.Namespace, out: TextIO) -> int:
     with exclusive(StoreLayout(root), wait=False), Store(root, shared_lock=False) as store:
         keep_wheels, keep_views = roots(store, envs)
         if args.lock is not None:
+            # What the lock selects and the store holds stays; a wheel never stored has
+            # nothing to keep (it refused: "pkgfs sync first", to download what to keep).
+            # One still to build names no hash to look for: refused as before.
             resolved = resolve_lock(args, store, sys.stderr, build=False)
-            keep_wheels.update(stored_wheels(store, resolved.wheels))
+            for locked in resolved.wheels:
+                if not locked.hashes:
+                    keep_wheels.update(stored_wheels(store, [locked]))
+                keep_wheels.update(d for d in locked.hashes if store.index.has_wheel(d))
         report = collect_garbage(
             store.layout, store.index, keep_wheels, keep_views, dry_run=args.dry_run
         )

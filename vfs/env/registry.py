@@ -57,9 +57,20 @@ def roots(store: Store, envs: list[Environment]) -> tuple[set[str], set[str]]:
     configs = [env.config for env in envs]
     configs += [env.previous for env in envs if env.previous is not None]
     for config in configs:
-        if Path(config.store).absolute() != store.root.absolute():
+        if not _same_directory(Path(config.store), store.root):
             continue
         wheels.update(config.wheels)
         bytecode = Bytecode(config.magic, config.cache_tag) if config.magic else None
         views.add(view_key(store, config.wheels, config.site_packages, bytecode))
     return wheels, views
+
+
+def _same_directory(recorded: Path, root: Path) -> bool:
+    """Whether the store an environment recorded is ``root``, however either is spelled
+    (a symlink, ``..``, a relative path): its wheels were removed from under it when a
+    symlinked ``--store`` or ``$PKGFS_STORE`` did not compare equal. When one cannot be
+    reached, their absolute paths are compared."""
+    try:
+        return os.path.samefile(recorded, root)
+    except OSError:
+        return os.path.abspath(recorded) == os.path.abspath(root)

@@ -166,7 +166,7 @@ def each_state(
     for directory in sorted(mounts.iterdir()):
         try:
             yield directory, load(directory)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no such file, or a stray file
             continue
         except MountError as exc:
             yield directory, exc

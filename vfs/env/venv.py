@@ -9,6 +9,7 @@ it is still what was written.
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import hashlib
 import json
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from pkgfs.store.contain import Made, Root, is_plain_name, is_plain_path
 from pkgfs.store.errors import MountError, UnsafePathError
+from pkgfs.store.hashing import record_hash_of
 
 from .view import DATA_DIR, View
 
@@ -29,6 +31,8 @@ __all__ = [
     "mountpoint_of",
     "populate_interrupted",
     "populate_venv",
+    "remove_recorded_scripts",
+    "scripts_recorded",
     "site_packages_for",
     "site_packages_of",
     "venv_identity",
@@ -305,3 +309,54 @@ def _exists(root: Root, relative: str) -> bool:
         return root.lstat(relative) is not None
     except (OSError, UnsafePathError):
         return False
+
+
+def scripts_recorded(venv: Venv, upper: Path, dist_infos: list[str]) -> list[tuple[str, str]]:
+    """The scripts pip or uv wrote into the venv's ``bin/`` for distributions they
+    installed into the overlay: ``(name, "sha256=...")`` for each file in ``bin/`` that the
+    ``RECORD`` of each of ``dist_infos`` (directories of the overlay's ``upper``) lists,
+    with the hash it lists (PEP 376/627: a path relative to site-packages, ``sha256=``
+    and urlsafe base64). An unreadable RECORD lists nothing."""
+    found = []
+    for info in dist_infos:
+        try:
+            text = (upper / info / "RECORD").read_text(errors="replace")
+        except OSError:
+            continue
+        for row in csv.reader(text.splitlines()):
+            if len(row) < 2 or not row[1].startswith("sha256="):
+                continue
+            full = os.path.normpath(venv.site_packages / row[0])
+            name = os.path.basename(full)
+            if os.path.dirname(full) == str(venv.bin) and is_plain_name(name):
+                found.append((name, row[1]))
+    return found
+
+
+def remove_recorded_scripts(venv: Venv, scripts: list[tuple[str, str]]) -> list[str]:
+    """Remove each of ``scripts`` (from :func:`scripts_recorded`) from ``bin/`` where it is
+    still a plain file with the hash its RECORD lists, as ``pip uninstall`` removes what it
+    installed; a script edited since stays. Never follows a symlink. Returns the names
+    removed."""
+    removed = []
+    try:
+        bin_fd = os.open(venv.bin, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return []
+    try:
+        for name, digest in scripts:
+            try:
+                flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # no FIFO wait
+                fd = os.open(name, flags, dir_fd=bin_fd)
+            except OSError:
+                continue
+            with os.fdopen(fd, "rb") as f:
+                plain = stat.S_ISREG(os.fstat(f.fileno()).st_mode)
+                same = plain and record_hash_of(f.read()) == digest
+            if same:
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=bin_fd)
+                    removed.append(name)
+    finally:
+        os.close(bin_fd)
+    return removed

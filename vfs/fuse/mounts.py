@@ -15,12 +15,14 @@ import re
 import shutil
 import stat
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 from pkgfs.store.errors import MountError
 
 __all__ = [
+    "UNRESPONSIVE_AFTER",
     "BusyError",
     "alive",
     "check_fuse",
@@ -32,6 +34,7 @@ __all__ = [
 ]
 
 FUSE_DEVICE = "/dev/fuse"
+UNRESPONSIVE_AFTER = 5.0  # seconds a daemon may take to answer statfs before status gives up
 FUSE_CONF = "/etc/fuse.conf"
 
 _OCTAL = re.compile(rb"\\([0-7]{3})")
@@ -48,11 +51,37 @@ def mountpoints(mountinfo: str = "/proc/self/mountinfo") -> list[bytes]:
     return [_OCTAL.sub(lambda m: bytes([int(m[1], 8)]), line.split(b" ")[4]) for line in lines]
 
 
-def mount_state(mountpoint: Path) -> str:
-    """``ok`` (mounted and answering), ``stale`` (mounted, daemon gone) or ``unmounted``.
+def mount_state(mountpoint: Path, timeout: float | None = None) -> str:
+    """``ok`` (mounted and answering), ``stale`` (mounted, daemon gone) or ``unmounted``;
+    with ``timeout`` (seconds), ``unresponsive`` when the daemon has not answered within
+    it (stopped, or hung): without one, asking a hung daemon waits as long as it does.
 
     Raises ``OSError`` when the mountpoint cannot be asked for another reason.
     """
+    if timeout is None:
+        return _mount_state(mountpoint)
+    answer: list[str | OSError] = []
+    done = threading.Event()
+
+    def ask() -> None:
+        try:
+            answer.append(_mount_state(mountpoint))
+        except OSError as exc:
+            answer.append(exc)
+        finally:
+            done.set()
+
+    # A thread, as a FUSE request cannot be given up on: left waiting, it ends with the
+    # process (a daemon thread; the kernel lets a killed process's request go).
+    threading.Thread(target=ask, name="pkgfs-statfs", daemon=True).start()
+    if not done.wait(timeout):
+        return "unresponsive"
+    if isinstance(answer[0], OSError):
+        raise answer[0]
+    return answer[0]
+
+
+def _mount_state(mountpoint: Path) -> str:
     if not in_mountinfo(mountpoint):
         return "unmounted"
     try:
