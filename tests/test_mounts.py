@@ -175,7 +175,8 @@ def test_a_full_disk_holding_the_store_is_one_line_saying_so(
     fill(small_disk)
     # A reader writes nothing into the store (not even SQLite's -wal): it works on a full disk.
     listed = env.pkgfs("store", "ls")
-    assert listed.returncode == 0 and listed.stdout.startswith("app "), listed
+    assert listed.returncode == 0, listed
+    assert listed.stdout.startswith("app "), listed
     small = WheelMaker(name="small", files={"small.py": "x = 1\n"}).build(tmp_path)
     error = fails(env, "store", "add", small)
     assert error.startswith(f"pkgfs: error: {store}"), error
