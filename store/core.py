@@ -8,7 +8,7 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -153,14 +153,20 @@ class Store:
         self.close()
 
     def add(
-        self, wheel: str | os.PathLike[str], *, direct_url: bytes | None = None
+        self,
+        wheel: str | os.PathLike[str],
+        *,
+        direct_url: bytes | None = None,
+        metadata: Mapping[str, bytes] | None = None,
     ) -> IngestResult:
         """Ingest one wheel; raises :class:`WheelError` if refused, leaving the store as it was.
-        ``direct_url``: PEP 610's ``direct_url.json``, added to its dist-info."""
+        ``direct_url``: PEP 610's ``direct_url.json``, added to its dist-info; ``metadata``:
+        more files for its dist-info (name: bytes), as an installer writes them."""
         # Imported on first use: installer and zlib-ng cost mounts and queries nothing.
         from .ingest import ingest_wheel  # noqa: PLC0415
 
-        return ingest_wheel(self.layout, self.index, Path(wheel).absolute(), direct_url=direct_url)
+        path = Path(wheel).absolute()
+        return ingest_wheel(self.layout, self.index, path, direct_url=direct_url, metadata=metadata)
 
     def add_many(
         self, wheels: Iterable[str | os.PathLike[str]], jobs: int | None = None

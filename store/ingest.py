@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -206,14 +206,20 @@ class StoreDestination(WheelDestination):
 
 
 def ingest_wheel(
-    layout: StoreLayout, index: Index, wheel: Path, *, direct_url: bytes | None = None
+    layout: StoreLayout,
+    index: Index,
+    wheel: Path,
+    *,
+    direct_url: bytes | None = None,
+    metadata: Mapping[str, bytes] | None = None,
 ) -> IngestResult:
     """Add ``wheel`` to the store; raise :class:`WheelError` if it is refused.
 
     ``direct_url`` is added to the dist-info as ``direct_url.json`` (PEP 610: "a
     direct_url.json file MUST be created in the .dist-info directory" of a distribution
-    installed from a direct URL or a local directory), through installer's
-    ``additional_metadata``, so the manifest (and every view's RECORD) lists it.
+    installed from a direct URL or a local directory), and each of ``metadata`` (file name:
+    bytes) beside it, through installer's ``additional_metadata``, so the manifest (and
+    every view's RECORD) lists them.
     """
     check_wheel_name(wheel)
     try:
@@ -234,7 +240,9 @@ def ingest_wheel(
         staging = Path(tempfile.mkdtemp(prefix="ingest-", dir=layout.tmp))
         try:
             destination = StoreDestination(layout, staging, wheel)
-            extra = {} if direct_url is None else {"direct_url.json": direct_url}
+            extra = dict(metadata or {})
+            if direct_url is not None:
+                extra["direct_url.json"] = direct_url
             _unpack(wheel, source, destination, extra)
             # Objects first, made durable; then the index transaction that refers to them.
             objects = str(layout.objects)

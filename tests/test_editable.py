@@ -400,3 +400,17 @@ def test_pylock_and_requirements_editables_are_built_once(
     (member,) = [r for r in rows if "editable" in r]
     assert member["in_store"]
     assert (member["name"], member["version"]) == ("member-b", "0.3.0")
+
+
+@needs_fuse
+def test_uv_sync_and_uv_run_in_the_mounted_venv_change_nothing(workspace: Env) -> None:
+    """``uv run`` syncs the venv first: it must find the mounted editables fresh (uv keeps
+    what a local project's install depended on in the dist-info's ``uv_cache.json``, and
+    reinstalls one without it), so nothing lands in the overlay nor in ``bin/``."""
+    ws = workspace
+    ws.pkgfs("mount", ws.site)
+    scripts = sorted(p.name for p in (ws.venv / "bin").iterdir())
+    said = _uv(ws.env, ws.project, "sync", "--frozen")
+    said += _uv(ws.env, ws.project, "run", "--frozen", "root-cli")
+    assert ws.pkgfs("diff", ws.site).stdout == "", said
+    assert sorted(p.name for p in (ws.venv / "bin").iterdir()) == scripts

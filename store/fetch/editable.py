@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,7 @@ __all__ = [
     "metadata_digest",
     "remembered",
     "remembered_for",
+    "uv_cache_info",
 ]
 
 # The files a build backend reads metadata from; any other file is source, seen through
@@ -92,6 +94,48 @@ def direct_url(directory: Path) -> bytes:
     """PEP 610's ``direct_url.json`` for an editable install of ``directory``."""
     record = {"url": directory.absolute().as_uri(), "dir_info": {"editable": True}}
     return json.dumps(record, separators=(",", ":")).encode()
+
+
+def uv_cache_info(directory: Path) -> bytes | None:
+    """uv's ``uv_cache.json`` for an editable install of ``directory``, or None when the
+    project configures its own ``[tool.uv] cache-keys`` (then uv reinstalls it on its next
+    sync, as it does any install it cannot vouch for).
+
+    uv writes this file into the dist-info of every local project it installs, and reinstalls
+    one whose file is missing or no longer matches (``uv sync``, and so ``uv run``, would
+    otherwise rebuild every mounted editable into the overlay). uv's documentation (Caching,
+    "Dynamic metadata"): "By default, uv will rebuild a local directory dependency if its
+    pyproject.toml, setup.py, or setup.cfg file changes, or if a src directory is added or
+    removed." The file holds what uv serialises of its ``CacheInfo``: the newest modification
+    time of those files as ``timestamp``, and, when there is a ``src`` directory, the same
+    time under ``directories`` (so uv 0.13 writes it, and compares it to what it finds).
+    Raises ``OSError`` when a file exists but cannot be stat'ed.
+    """
+    try:
+        project = tomllib.loads((directory / "pyproject.toml").read_text())
+    except (OSError, ValueError):
+        project = {}
+    if "cache-keys" in project.get("tool", {}).get("uv", {}):
+        return None
+
+    def stamp(mtime_ns: int) -> dict[str, int]:
+        return {"secs_since_epoch": mtime_ns // 10**9, "nanos_since_epoch": mtime_ns % 10**9}
+
+    times = [
+        (directory / name).stat().st_mtime_ns
+        for name in METADATA_FILES
+        if (directory / name).is_file()
+    ]
+    source = directory / "src"
+    newest = stamp(max(times)) if times else None
+    info = {
+        "timestamp": newest,
+        "commit": None,
+        "tags": None,
+        "env": {},
+        "directories": {"src": newest} if source.is_dir() else {},
+    }
+    return json.dumps(info, separators=(",", ":")).encode()
 
 
 def _record_path(store: Store, directory: Path, digest: str) -> Path:
@@ -333,7 +377,9 @@ def editable_wheels(
             for where, wheel in zip(missing, built, strict=True):
                 _check_tags(wheel, where, tags)
             for (where, (_, digest)), wheel in zip(missing.items(), built, strict=True):
-                result = store.add(wheel, direct_url=direct_url(where))
+                cache_info = uv_cache_info(where)
+                metadata = {} if cache_info is None else {"uv_cache.json": cache_info}
+                result = store.add(wheel, direct_url=direct_url(where), metadata=metadata)
                 _remember(store, where, digest, result.sha256)
                 stored = remembered(store, where, digest)
                 if stored is None:  # just written: only a store changed under us gets here
