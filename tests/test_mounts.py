@@ -432,12 +432,23 @@ def test_status_is_a_healthcheck(mounted: Env) -> None:
     assert mounted.pkgfs("status", check=False).returncode == 1
     mounted.pkgfs("mount", mounted.site)
     assert mounted.pkgfs("status", check=False).returncode == 0
+    # One mount's healthcheck: named by its venv's root; one not mounted is unhealthy.
+    one = mounted.pkgfs("status", mounted.venv, "--json", check=False)
+    assert one.returncode == 0
+    assert [r["mountpoint"] for r in json.loads(one.stdout)] == [str(mounted.site)]
+    elsewhere = mounted.project / "not-mounted"
+    elsewhere.mkdir()
+    other = mounted.pkgfs("status", elsewhere, check=False)
+    assert other.returncode == 1
+    assert other.stderr == f"pkgfs: {elsewhere}: not mounted\n"
+    assert other.stdout == ""
     (row,) = mounted.status()
     os.kill(int(str(row["pid"])), signal.SIGKILL)
     assert wait_until(lambda: mounted.status()[0]["state"] == "stale")
     stale = mounted.pkgfs("status", check=False)
     assert stale.returncode == 1
     assert stale.stdout.startswith("stale")
+    assert mounted.pkgfs("status", mounted.site, check=False).returncode == 1
 
 
 def test_a_new_venv_at_the_same_path_does_not_inherit_the_old_overlay(project: Env) -> None:

@@ -148,6 +148,8 @@ def _build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser(
         "status", parents=[json_option], help="every pkgfs mount and its state"
     )
+    status.add_argument("mountpoints", nargs="*", metavar="MOUNTPOINT",
+        help="only these mounts (a venv's root names its site-packages)")  # fmt: skip
     status.set_defaults(run=_lazy(".overlay", "cmd_status"))
 
     diff = commands.add_parser(

@@ -52,78 +52,96 @@ def _tree(directory: Path) -> MergedTree:
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
-    """``pkgfs status``: every mount with a record. Reads only; an unreadable record is
-    a warning line on stderr."""
+    """``pkgfs status [MOUNTPOINT...]``: every mount with a record, or those named (a
+    venv's root names its site-packages; one named that is not mounted is a line on stderr
+    and makes the status 1). Reads only; an unreadable record is a warning line on stderr.
+    Exit 1 when a mount shown is not healthy: a healthcheck, for all or for one."""
+    named = {str(mountpoint_of(Path(m).absolute())) for m in getattr(args, "mountpoints", [])}
     rows = []
     for directory, record in read_records():
         if isinstance(record, MountError):
-            print(f"pkgfs: warning: {record}", file=sys.stderr)
+            if not named:
+                print(f"pkgfs: warning: {record}", file=sys.stderr)
             continue
-        mountpoint = Path(record.mountpoint)
-        state = mount_state(mountpoint, timeout=UNRESPONSIVE_AFTER)
-        if state == "ok" and not alive(record.pid):
-            state = "stale"
-        if state == "unmounted":
-            continue  # a daemon killed and its mount cleared: the next mount rewrites this
-        if state == "ok" and _venv_replaced(directory, mountpoint):
-            state = "orphaned"  # its venv deleted, or made anew: unmount, then mount again
-        lock = _lock_state(directory)
-        changes = None
-        requests = None
-        if state == "ok":
-            try:
-                changes = len(_tree(directory).changes())
-            except (StoreError, ViewError) as exc:  # its store or its wheels are gone
-                print(f"pkgfs: warning: {record.mountpoint}: {exc}", file=sys.stderr)
-                state = "damaged"
-            except (OSError, MountError) as exc:
-                print(f"pkgfs: warning: {exc}", file=sys.stderr)
-            requests = _requests(record)
-        rows.append(
-            {
-                "mountpoint": record.mountpoint,
-                "lock": record.lock,
-                "selection": record.selection,
-                "packages": record.packages,
-                "changes": changes,
-                "pid": record.pid,
-                "state": state,
-                "lock_state": lock,
-                "mode": record.mode,
-                "requests": requests,
-                "rollback": _rollback(directory),
-            }
-        )
+        if named and record.mountpoint not in named:
+            continue
+        row = _status_row(directory, record)
+        if row is not None:
+            rows.append(row)
     # A healthcheck: non-zero when any mount is stale, unresponsive, damaged or orphaned, or
     # its lock no longer what it mounted (a rolled-back environment is that on purpose: its
     # lock_state says "rolled-back").
     unhealthy = any(
         row["state"] != "ok" or row["lock_state"] in ("changed", "missing") for row in rows
     )
+    for missing in sorted(named - {str(row["mountpoint"]) for row in rows}):
+        print(f"pkgfs: {missing}: not mounted", file=sys.stderr)
+        unhealthy = True
     if args.json:
         json.dump(rows, out, indent=2)
         out.write("\n")
         return 1 if unhealthy else 0
-    if not rows:
+    if not rows and not named:
         print("no pkgfs mounts", file=out)
     for row in rows:
-        shown = "?" if row["changes"] is None else row["changes"]
-        lock_note = "" if row["lock_state"] == "current" else f" ({row['lock_state']})"
-        print(
-            f"{row['state']:<6} {row['mountpoint']}  {row['packages']} packages,"
-            f" {shown} overlay changes, {row['mode']} mode, pid {row['pid']},"
-            f" lock {row['lock']}{lock_note}"
-            + (f" ({row['selection']})" if row["selection"] else "")
-            + (f"; rollback to {row['rollback']} packages" if row["rollback"] else ""),
-            file=out,
-        )
-        if row["state"] == "ok" and row["lock_state"] == "changed":
-            print(
-                f"pkgfs: {row['mountpoint']}: its lock changed: pkgfs mount {row['mountpoint']}"
-                " switches it (live)",
-                file=sys.stderr,
-            )
+        _print_status(row, out)
     return 1 if unhealthy else 0
+
+
+def _status_row(directory: Path, record: MountRecord) -> dict[str, object] | None:
+    """What ``status`` says of one mount; None when it is not mounted any more."""
+    mountpoint = Path(record.mountpoint)
+    state = mount_state(mountpoint, timeout=UNRESPONSIVE_AFTER)
+    if state == "ok" and not alive(record.pid):
+        state = "stale"
+    if state == "unmounted":
+        return None  # a daemon killed and its mount cleared: the next mount rewrites this
+    if state == "ok" and _venv_replaced(directory, mountpoint):
+        state = "orphaned"  # its venv deleted, or made anew: unmount, then mount again
+    lock = _lock_state(directory)
+    changes = None
+    requests = None
+    if state == "ok":
+        try:
+            changes = len(_tree(directory).changes())
+        except (StoreError, ViewError) as exc:  # its store or its wheels are gone
+            print(f"pkgfs: warning: {record.mountpoint}: {exc}", file=sys.stderr)
+            state = "damaged"
+        except (OSError, MountError) as exc:
+            print(f"pkgfs: warning: {exc}", file=sys.stderr)
+        requests = _requests(record)
+    return {
+        "mountpoint": record.mountpoint,
+        "lock": record.lock,
+        "selection": record.selection,
+        "packages": record.packages,
+        "changes": changes,
+        "pid": record.pid,
+        "state": state,
+        "lock_state": lock,
+        "mode": record.mode,
+        "requests": requests,
+        "rollback": _rollback(directory),
+    }
+
+
+def _print_status(row: dict[str, object], out: TextIO) -> None:
+    shown = "?" if row["changes"] is None else row["changes"]
+    lock_note = "" if row["lock_state"] == "current" else f" ({row['lock_state']})"
+    print(
+        f"{row['state']:<6} {row['mountpoint']}  {row['packages']} packages,"
+        f" {shown} overlay changes, {row['mode']} mode, pid {row['pid']},"
+        f" lock {row['lock']}{lock_note}"
+        + (f" ({row['selection']})" if row["selection"] else "")
+        + (f"; rollback to {row['rollback']} packages" if row["rollback"] else ""),
+        file=out,
+    )
+    if row["state"] == "ok" and row["lock_state"] == "changed":
+        print(
+            f"pkgfs: {row['mountpoint']}: its lock changed: pkgfs mount {row['mountpoint']}"
+            " switches it (live)",
+            file=sys.stderr,
+        )
 
 
 def _rollback(directory: Path) -> int | None:
