@@ -179,6 +179,10 @@ def _build_parser() -> argparse.ArgumentParser:
     reset.add_argument("mountpoint", metavar="MOUNTPOINT")
     reset.add_argument("paths", nargs="*", metavar="PATH")
     reset.set_defaults(run=_lazy(".overlay", "cmd_reset"))
+
+    server = commands.add_parser("server", help="the per-user mount server: run, status, stop")
+    server.add_argument("action", nargs="?", default="run", choices=("run", "status", "stop"))
+    server.set_defaults(run=_lazy(".server", "cmd_server"))
     return parser
 
 

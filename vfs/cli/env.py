@@ -9,10 +9,11 @@ The store keeps its wheels until ``pkgfs store gc``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shlex
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -89,8 +90,8 @@ def cmd_env_rm(args: argparse.Namespace, out: TextIO) -> int:
 def mount_all(args: argparse.Namespace, out: TextIO) -> int:
     """``pkgfs mount --all``: mount again every environment that is not mounted (after a
     reboot, or a killed daemon) and whose mountpoint still exists, each as ``pkgfs mount``
-    would, with the lock, groups and options it was mounted with. One line per
-    environment; exit 1 if any failed."""
+    would, with the lock, groups and options it was mounted with, each in a fork of this
+    process. One line per environment; exit 1 if any failed."""
     failed = 0
     for directory, env in environments():
         if not isinstance(env, Environment):
@@ -103,7 +104,7 @@ def mount_all(args: argparse.Namespace, out: TextIO) -> int:
         if not mountpoint.is_dir():
             print(f"pkgfs: skipped {mountpoint}: it is gone (pkgfs env rm it)", file=out)
             continue
-        argv = [sys.executable, "-m", "pkgfs.vfs", "--store", config.store, "mount"]
+        argv = ["--store", config.store, "mount"]
         argv += [str(mountpoint), "--lock", config.lock, *shlex.split(config.selection)]
         if venv_of(mountpoint) is None:
             argv += ["--python", config.python]
@@ -112,6 +113,27 @@ def mount_all(args: argparse.Namespace, out: TextIO) -> int:
         argv += ["--allow-other"] * config.allow_other + ["--no-compile"] * (not config.magic)
         argv += ["--offline"] * bool(getattr(args, "offline", False))
         out.flush()
-        if subprocess.run(argv, check=False).returncode != 0:
+        if _run_forked(argv) != 0:
             failed += 1
     return 1 if failed else 0
+
+
+def _run_forked(argv: list[str]) -> int:
+    """``pkgfs ARGV`` in a fork of this process (pkgfs is imported already, and in the
+    mount server so are trio and pyfuse3), as a command of its own; its exit status."""
+    from . import main  # noqa: PLC0415 (the CLI imports this module)
+
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            status = main(argv)
+        except SystemExit as exc:
+            status = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(OSError, ValueError):
+                    stream.flush()
+            os._exit(status)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])

@@ -29,7 +29,19 @@ from .view import (
     finish_view,
 )
 
-__all__ = ["load_or_compose", "view_key"]
+__all__ = ["keep_views", "load_or_compose", "view_key"]
+
+# The shared views this process keeps, by their file in views-v2/ (whose name is a hash of
+# what composes them): only in the mount server (``keep_views``), so that every command and
+# mount daemon it forks finds the view in memory, shared copy-on-write, and loads nothing.
+_kept: dict[str, SharedView] | None = None
+
+
+def keep_views() -> None:
+    """From now on, keep every shared view this process loads or composes (the server)."""
+    global _kept  # noqa: PLW0603 (one switch per process)
+    if _kept is None:
+        _kept = {}
 
 
 def view_key(
@@ -63,6 +75,8 @@ def load_or_compose(
     read or the view saved.
     """
     path = store.layout.views / view_key(store, wheels, site_packages, bytecode)
+    if _kept is not None and str(path) in _kept:
+        return finish_view(store, _kept[str(path)], python, site_packages)
     try:
         shared = SharedView.load(unseal(path.read_bytes()))
         check_shared(shared)  # a checksum an attacker recomputed still names safe paths only
@@ -77,4 +91,6 @@ def load_or_compose(
         with open(fd, "wb") as f:
             f.write(seal(shared.dump()))
         os.replace(tmp, path)
+    if _kept is not None:
+        _kept[str(path)] = shared
     return finish_view(store, shared, python, site_packages)
