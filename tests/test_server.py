@@ -152,7 +152,7 @@ def test_without_a_server_everything_runs_in_process(two: tuple[Env, Env]) -> No
     assert server_pid(first) is None
     assert "pkgfs.vfs.server.client mount" in cmdline(daemon_pid(first))
     # A server that cannot be started (its directory is not private) is not used either.
-    directory = servers_dir(second.env)
+    directory = Path(servers_dir(second.env))
     directory.mkdir(parents=True)
     directory.chmod(0o755)
     client(second, "mount", second.site)

@@ -31,34 +31,35 @@ import os
 import secrets
 import stat
 import sys
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 
 __all__ = ["Server", "installation_key", "new_address", "server_for", "servers_dir"]
 
 _PACKAGES = ("store", "vfs")
 
 
-def _package_dirs() -> list[Path]:
+def _package_dirs() -> list[str]:
     """The directories of pkgfs.store and pkgfs.vfs, wherever they are installed (an
     editable install maps them to a checkout's store/ and vfs/)."""
     import importlib.util  # noqa: PLC0415 (only here: the client's one lookup)
 
-    found: list[Path] = []
+    found: list[str] = []
     for name in _PACKAGES:
         spec = importlib.util.find_spec(f"pkgfs.{name}")
         if spec is not None and spec.submodule_search_locations:
-            found.extend(Path(p) for p in spec.submodule_search_locations)
+            found.extend(spec.submodule_search_locations)
     return found
 
 
-def installation_key(package_dirs: list[Path] | None = None, executable: str = "") -> str:
+def installation_key(
+    package_dirs: Sequence[str | os.PathLike[str]] | None = None, executable: str = ""
+) -> str:
     """The hex sha256 naming this installation: ``executable`` (default ``sys.executable``)
     and the path, size and mtime of every ``.py`` file below ``package_dirs`` (default:
     where pkgfs.store and pkgfs.vfs are installed). About a millisecond."""
     digest = hashlib.sha256((executable or sys.executable).encode() + b"\0")
     for root in package_dirs if package_dirs is not None else _package_dirs():
-        digest.update(str(root.resolve()).encode() + b"\0")
+        digest.update(os.path.realpath(root).encode() + b"\0")
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
             for name in sorted(filenames):
@@ -69,12 +70,12 @@ def installation_key(package_dirs: list[Path] | None = None, executable: str = "
     return digest.hexdigest()
 
 
-def servers_dir(environ: dict[str, str] | os._Environ[str] = os.environ) -> Path:
+def servers_dir(environ: Mapping[str, str] = os.environ) -> str:
     """``$XDG_STATE_HOME/pkgfs/servers`` (``~/.local/state/...``), as pkgfs.store.xdg reads it."""
     value = environ.get("XDG_STATE_HOME", "")
     if not value or not os.path.isabs(value):
         value = os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(value) / "pkgfs" / "servers"
+    return os.path.join(value, "pkgfs", "servers")
 
 
 def new_address(key: str) -> str:
@@ -82,53 +83,48 @@ def new_address(key: str) -> str:
     return f"\0pkgfs-server-{os.getuid()}-{key[:16]}-{secrets.token_hex(16)}"
 
 
-@dataclass(frozen=True)
 class Server:
-    """Where the server of one key keeps its files (see the module's docstring)."""
+    """Where the server of one key keeps its files (see the module's docstring). Paths are
+    strings: the client does without pathlib."""
 
-    directory: Path
-    key: str
-
-    @property
-    def record(self) -> Path:
-        return self.directory / f"{self.key}.json"
-
-    @property
-    def lock(self) -> Path:
-        return self.directory / f"{self.key}.lock"
-
-    @property
-    def start_lock(self) -> Path:
-        return self.directory / f"{self.key}.start"
-
-    @property
-    def log(self) -> Path:
-        return self.directory / f"{self.key}.log"
+    def __init__(self, directory: str, key: str) -> None:
+        self.directory, self.key = directory, key
+        base = os.path.join(directory, key)
+        self.record, self.lock, self.start_lock, self.log = (
+            base + suffix for suffix in (".json", ".lock", ".start", ".log")
+        )
 
     def make_directory(self) -> None:
         """Create the directory, mode 0700. Raises ``PermissionError`` when it exists but
         is another user's or open to others (then no server is used)."""
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        info = self.directory.lstat()
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        info = os.lstat(self.directory)
         if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
             raise PermissionError(f"{self.directory}: not a directory of mode 0700 of yours")
 
     def read(self) -> tuple[int, str] | None:
         """The running server's (pid, socket address), or None when none recorded."""
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            data = json.loads(self.record.read_text())
+            with open(self.record, encoding="utf-8") as f:
+                data = json.load(f)
             return int(data["pid"]), str(data["socket"]).replace("@", "\0", 1)
         return None
 
     def write(self, pid: int, address: str) -> None:
         """Record the server listening at ``address``, atomically. Raises ``OSError``."""
-        tmp = self.record.with_suffix(f".tmp{os.getpid()}")
+        tmp = f"{self.record}.tmp{os.getpid()}"
         data = {"pid": pid, "socket": address.replace("\0", "@", 1), "key": self.key}
-        tmp.write_text(json.dumps(data) + "\n")
-        tmp.chmod(0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(data) + "\n")
         os.replace(tmp, self.record)
 
+    def forget(self) -> None:
+        """Remove the record (the server stopped)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.record)
 
-def server_for(environ: dict[str, str] | os._Environ[str] = os.environ) -> Server:
+
+def server_for(environ: Mapping[str, str] = os.environ) -> Server:
     """The server this installation would use for ``environ``'s user and state directory."""
     return Server(servers_dir(environ), installation_key())

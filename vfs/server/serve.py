@@ -14,7 +14,9 @@ The loop is single-threaded (forking a threaded process is unsafe): the listenin
 each client's connection (``signal N`` lines to forward, or a hang-up: SIGTERM to its
 worker) and the signals it receives (SIGCHLD: a worker ended, its status goes back to its
 client; SIGTERM, SIGINT, SIGHUP: stop) are one ``selectors`` loop. On stop it takes no new
-command, lets the running ones finish, and exits; the mounts stay.
+command, lets the running ones finish, and exits; the mounts stay. It also stops, once
+idle, when the pkgfs it runs was upgraded or edited on disk (its key changed): the clients
+of the new code use a server of their own.
 
 On start it mounts again every registered environment that is not mounted, as
 ``pkgfs mount --all`` does (that command, run by a worker, its output in the log).
@@ -38,12 +40,13 @@ from pathlib import Path
 
 from pkgfs.vfs.fuse import wire
 
-from .address import Server, new_address
+from .address import Server, installation_key, new_address
 from .worker import Request, run_worker
 
 __all__ = ["REQUEST_TIMEOUT", "MountServer", "serve"]
 
 REQUEST_TIMEOUT = 10.0  # seconds a client has to send its whole request
+CHECK_EVERY = 60.0  # seconds idle between checks that pkgfs on disk is still the server's
 READY_FD = "PKGFS_SERVER_READY_FD"
 
 
@@ -57,10 +60,12 @@ def _preload() -> None:
     import pkgfs.vfs.cli.mount  # noqa: PLC0415
     import pkgfs.vfs.cli.overlay  # noqa: PLC0415
     import pkgfs.vfs.fuse.daemon  # noqa: F401, PLC0415
+    from pkgfs.vfs.cli import build_parser  # noqa: PLC0415
     from pkgfs.vfs.env.saved import keep_views  # noqa: PLC0415
     from pkgfs.vfs.fuse.features import no_open_support  # noqa: PLC0415
 
     no_open_support()  # cached: every daemon knows it already
+    build_parser()  # cached: about 20 ms of argparse and gettext saved in every command
     keep_views()
 
 
@@ -153,7 +158,13 @@ class MountServer:
 
     def _loop(self) -> None:
         while not (self.stopping and not self.clients):
-            for key, _events in self.selector.select():
+            ready = self.selector.select(CHECK_EVERY)
+            idle = not ready and not self.clients and not self.stopping
+            # Upgraded or edited under it: no client will ever ask it again.
+            if idle and installation_key() != self.server.key:
+                print("pkgfs server: its pkgfs changed on disk: exiting", file=sys.stderr)
+                self._stop()
+            for key, _events in ready:
                 if key.data == "accept":
                     self._accept()
                 elif key.data == "signal":
@@ -184,7 +195,7 @@ class MountServer:
     def _forget_record(self) -> None:
         found = self.server.read()
         if found is not None and found[0] == os.getpid():
-            self.server.record.unlink(missing_ok=True)
+            self.server.forget()
 
     def _accept(self) -> None:
         assert self.listener is not None
@@ -232,8 +243,11 @@ class MountServer:
 
     def _keep_views(self) -> None:
         """Load (and keep, ``keep_views``) the saved view of every mounted environment
-        not kept yet: the next mount of one of these locks, and its daemon, inherit it."""
+        not kept yet, and its interpreter's parsed tags and tag selector: the next mount
+        of one of these locks, and its daemon, inherit them."""
         from pkgfs.store import Store  # noqa: PLC0415
+        from pkgfs.store.lock import probe_target  # noqa: PLC0415
+        from pkgfs.store.lock.resolve import selector_for  # noqa: PLC0415
         from pkgfs.vfs.env.registry import Environment, environments  # noqa: PLC0415
         from pkgfs.vfs.fuse.mounts import mount_state  # noqa: PLC0415
 
@@ -247,6 +261,7 @@ class MountServer:
             try:
                 with Store.open(config.store) as store:
                     config.view(store)
+                selector_for(probe_target(config.python).tags)
             except Exception as exc:  # a cache only: the mounts load it themselves
                 print(f"pkgfs server: cannot keep the view of {config.mountpoint}: {exc}",
                       file=sys.stderr)  # fmt: skip
@@ -348,7 +363,7 @@ def stop(server: Server, timeout: float = 10.0) -> int | None:
         except BlockingIOError:
             pass  # held: a server runs
         else:
-            server.record.unlink(missing_ok=True)  # a record left by a killed server
+            server.forget()  # a record left by a killed server
             return None
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
