@@ -33,8 +33,8 @@ BENCHMARKS.md between the ``bench:sweep`` markers.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
-import itertools
 import json
 import os
 import shutil
@@ -105,7 +105,7 @@ class Sweep:
 
     def venv(self, size: Path) -> Path:
         self.count += 1
-        path = size / "venvs" / f"v{self.count}"
+        path = self.root / "venvs" / f"{size.name}-{self.count}"
         venv.create(path, with_pip=False)
         return path
 
@@ -156,27 +156,38 @@ def summary(values: Sequence[float]) -> dict[str, float]:
 
 
 def memory(sweep: Sweep, size: Path) -> dict[str, Any]:
-    """Mount MOUNTS environments of the lock one after the other, walk each, measure."""
+    """Mount MOUNTS environments of the lock one after the other; measure each right after
+    its mount, then after walking it."""
     sweep.unmount_all()
     server = sweep.server_pid()
     daemons: list[int] = []
-    totals, own = [], []
+    walked: list[int] = []  # the total after each mount was walked
+    extra: dict[str, list[int]] = {"mounted": [], "walked": []}
+    own: dict[str, list[int]] = {"mounted": [], "walked": []}
+
+    def total() -> int:
+        return pss_kib(server) + sum(pss_kib(d) for d in daemons)
+
     for _ in range(MOUNTS):
         path = sweep.venv(size)
         sweep.mount(size, path)
-        capture(["find", sweep.site(path), "-printf", "%s\n"])
         row = next(r for r in sweep.rows() if r["mountpoint"] == str(sweep.site(path)))
         daemons.append(int(row["pid"]))
         time.sleep(0.5)  # the server keeps the view after the command: let it finish
-        totals.append(pss_kib(server) + sum(pss_kib(d) for d in daemons))
-        own.append(pss_kib(daemons[-1]))
-    extra = [b - a for a, b in itertools.pairwise(totals)]
+        mounted = total()
+        own["mounted"].append(pss_kib(daemons[-1]))
+        capture(["find", sweep.site(path), "-printf", "%s\n"])
+        walked.append(total())
+        own["walked"].append(pss_kib(daemons[-1]))
+        if len(walked) > 1:
+            extra["mounted"].append(mounted - walked[-2])
+            extra["walked"].append(walked[-1] - walked[-2])
     sweep.unmount_all()
     return {
         "server_kib": pss_kib(server),
-        "totals_kib": totals,
-        "extra_kib": summary(extra),
-        "daemon_kib": summary(own[1:]),
+        "totals_kib": walked,
+        "extra_kib": {k: summary(v) for k, v in extra.items()},
+        "daemon_kib": {k: summary(v[1:]) for k, v in own.items()},
     }
 
 
@@ -185,6 +196,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     root = args.workdir.absolute()
     inputs = root / "locks"
     sweep = Sweep(tools, root / f"run-{os.getpid()}")
+    try:
+        return _run(args, tools, inputs, sweep)
+    finally:
+        with contextlib.suppress(BenchError):
+            sweep.unmount_all()
+        with contextlib.suppress(BenchError):
+            capture([tools.pkgfs, "server", "stop"], env=sweep.env)
+        shutil.rmtree(sweep.root, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, tools: Tools, inputs: Path, sweep: Sweep) -> dict[str, Any]:
     sizes: dict[int, dict[str, Any]] = {}
     for files in args.sizes:
         directory = inputs / str(files)
@@ -217,8 +239,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "memory": memory(sweep, size["dir"]),
             }
         )
-    capture([tools.pkgfs, "server", "stop"], env=sweep.env)
-    shutil.rmtree(sweep.root, ignore_errors=True)
     return {
         "machine": machine_info(tools),
         "rounds": args.rounds,
@@ -251,8 +271,8 @@ def render(data: dict[str, Any]) -> list[str]:
         " hardlink` from a warm cache, without bytecode.",
         "",
         "| files | pkgfs, s | uv hardlink, s | pkgfs / uv | goal | PSS per extra mount, MiB |"
-        " daemon's own PSS, MiB |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        " the same after a `find` walk | daemon's own PSS, MiB; walked |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for s in sizes:
         met = "met" if s["ratio"]["median"] <= GOALS["ratio"] else "**not met**"
@@ -260,12 +280,15 @@ def render(data: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {s['files']:,} | {cell(s['pkgfs'])} | {cell(s['uv'])}"
             f" | **{cell(s['ratio'], '.2f')}**"
-            f" | <= {GOALS['ratio']} {met} | {cell(mem['extra_kib'], '.1f', 1 / 1024)}"
-            f" | {cell(mem['daemon_kib'], '.1f', 1 / 1024)} |"
+            f" | <= {GOALS['ratio']} {met} | {cell(mem['extra_kib']['mounted'], '.1f', 1 / 1024)}"
+            f" | {cell(mem['extra_kib']['walked'], '.1f', 1 / 1024)}"
+            f" | {cell(mem['daemon_kib']['mounted'], '.1f', 1 / 1024)};"
+            f" {cell(mem['daemon_kib']['walked'], '.1f', 1 / 1024)} |"
         )
     flat = sizes[-1]["pkgfs"]["median"] / sizes[0]["pkgfs"]["median"]
     uv_flat = sizes[-1]["uv"]["median"] / sizes[0]["uv"]["median"]
-    worst = max(s["memory"]["extra_kib"]["median"] for s in sizes) / 1024
+    worst = max(s["memory"]["extra_kib"]["mounted"]["median"] for s in sizes) / 1024
+    walked = max(s["memory"]["extra_kib"]["walked"]["median"] for s in sizes) / 1024
     servers = ", ".join(f"{s['memory']['server_kib'] / 1024:.1f}" for s in sizes)
     lines += [
         "",
@@ -274,10 +297,11 @@ def render(data: dict[str, Any]) -> list[str]:
         f" {'met' if flat <= GOALS['flat'] else '**not met**'}); uv's: {uv_flat:.1f}x.",
         f"- Memory: each extra mount of a lock already mounted adds at most **{worst:.1f} MiB**"
         f" of PSS to the machine (goal <= {GOALS['pss_mib']:.0f} MiB:"
-        f" {'met' if worst <= GOALS['pss_mib'] else '**not met**'}): the growth of the summed"
-        " PSS of the server and every daemon, each mount walked once (`find`); the server"
-        f" itself: {servers} MiB"
-        " at each size, holding the views of the mounted locks.",
+        f" {'met' if worst <= GOALS['pss_mib'] else '**not met**'}), and at most"
+        f" {walked:.1f} MiB once a `find` walk made it look up every file: the growth of the"
+        " summed PSS of the server and every daemon (smaps_rollup) that each mount beyond the"
+        f" first brings. The server itself: {servers} MiB at each size, holding the views of"
+        " the mounted locks.",
     ]
     return lines
 

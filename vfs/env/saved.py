@@ -92,5 +92,6 @@ def load_or_compose(
             f.write(seal(shared.dump()))
         os.replace(tmp, path)
     if _kept is not None:
+        shared.keep_index()
         _kept[str(path)] = shared
     return finish_view(store, shared, python, site_packages)

@@ -18,6 +18,7 @@ import stat
 from pathlib import Path
 
 from pkgfs.store.layout import libc
+from pkgfs.vfs.env.lower import lower_index
 from pkgfs.vfs.env.view import VIEW_MTIME, View, ViewFile
 
 from .attributes import Attributes
@@ -80,20 +81,11 @@ class Layers:
         work.mkdir(parents=True, exist_ok=True)
         self.upper_fd = os.open(upper, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.work_fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self.children = view.children()
-        # Stable inode numbers for lower paths: their rank in the sorted view, from 2
-        # (1 is the root), the same on every mount of the same view.
-        self.lower_inodes = {
-            p: i for i, p in enumerate(sorted(self.view.dirs | self.view.files.keys()), 1)
-        }
-        # Each lower directory's number of subdirectories: a directory's link count is 2 plus
-        # that (its name, its ".", each subdirectory's ".."), which find's leaf optimisation
-        # trusts.
-        self.lower_subdirs: dict[str, int] = {}
-        for d in self.view.dirs:
-            if d:
-                parent = posixpath.dirname(d)
-                self.lower_subdirs[parent] = self.lower_subdirs.get(parent, 0) + 1
+        # Derived from the lower paths alone, once per view (pkgfs.vfs.env.lower).
+        index = view.index or lower_index(view.files.keys(), view.dirs)
+        self.children = index.children
+        self.lower_inodes = index.inodes
+        self.lower_subdirs = index.subdirs
         self.upper_paths: set[str] = set()  # everything present in the upper layer
         self.whiteouts: set[str] = set()
         self.opaque: set[str] = set()
