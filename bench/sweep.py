@@ -134,9 +134,16 @@ class Sweep:
         rows: list[dict[str, Any]] = json.loads(self.pkgfs("status", "--json"))
         return rows
 
-    def server_pid(self) -> int:
-        out = capture([self.tools.pkgfs, "server", "status"], env=self.env)
-        return int(out.split()[3])  # "the pkgfs server PID runs (...)"
+    def server_pid(self) -> int | None:
+        """The server's pid; None without one (PKGFS_SERVER=0: each mount's own process)."""
+        proc = subprocess.run(
+            [self.tools.pkgfs, "server", "status"],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            check=False,
+        )
+        return int(proc.stdout.split()[3]) if proc.returncode == 0 else None
 
     def unmount_all(self) -> None:
         for row in self.rows():
@@ -166,7 +173,7 @@ def memory(sweep: Sweep, size: Path) -> dict[str, Any]:
     own: dict[str, list[int]] = {"mounted": [], "walked": []}
 
     def total() -> int:
-        return pss_kib(server) + sum(pss_kib(d) for d in daemons)
+        return (pss_kib(server) if server else 0) + sum(pss_kib(d) for d in daemons)
 
     for _ in range(MOUNTS):
         path = sweep.venv(size)
@@ -184,7 +191,7 @@ def memory(sweep: Sweep, size: Path) -> dict[str, Any]:
             extra["walked"].append(walked[-1] - walked[-2])
     sweep.unmount_all()
     return {
-        "server_kib": pss_kib(server),
+        "server_kib": pss_kib(server) if server else 0,
         "totals_kib": walked,
         "extra_kib": {k: summary(v) for k, v in extra.items()},
         "daemon_kib": {k: summary(v[1:]) for k, v in own.items()},

@@ -19,7 +19,8 @@ idle, when the pkgfs it runs was upgraded or edited on disk (its key changed): t
 of the new code use a server of their own.
 
 On start it mounts again every registered environment that is not mounted, as
-``pkgfs mount --all`` does (that command, run by a worker, its output in the log).
+``pkgfs mount --all`` does (that command, run by a worker, its output in the log), before it
+answers any command.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ class MountServer:
         self.server.write(os.getpid(), address)
         print(f"pkgfs server {os.getpid()} listening for {self.server.record}", file=sys.stderr)
         gc.freeze()
-        _tell(ready, "ok")
+        _tell(ready, "ok")  # its client connects and waits in the backlog for the remount
         self._remount()
         try:
             self._loop()
@@ -147,14 +148,22 @@ class MountServer:
         return 0
 
     def _remount(self) -> None:
+        """``pkgfs mount --all --offline`` in a worker, its output in the log, waited for:
+        commands that come meanwhile wait in the listener's backlog, so a ``pkgfs mount``
+        of one of these environments never races the remount."""
         devnull = os.open(os.devnull, os.O_RDWR)
         try:
+            umask = os.umask(0o022)
+            os.umask(umask)
             request = Request({"argv": ["mount", "--all", "--offline"], "cwd": "/",
-                               "env": dict(os.environ), "umask": os.umask(0o022)})  # fmt: skip
-            os.umask(request.umask)
-            self._fork(request, [devnull, 2, 2], None)
+                               "env": dict(os.environ), "umask": umask})  # fmt: skip
+            pid = self._fork(request, [devnull, 2, 2], None)
         finally:
             os.close(devnull)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        self.clients.pop(pid, None)
+        self._keep_views()
 
     def _loop(self) -> None:
         while not (self.stopping and not self.clients):
@@ -226,7 +235,7 @@ class MountServer:
             for fd in fds:
                 os.close(fd)
 
-    def _fork(self, request: Request, fds: list[int], conn: socket.socket | None) -> None:
+    def _fork(self, request: Request, fds: list[int], conn: socket.socket | None) -> int:
         gc.freeze()  # what the server made since is shared with the child too
         pid = os.fork()
         if pid == 0:
@@ -240,6 +249,7 @@ class MountServer:
         self.clients[pid] = _Client(conn, pid, mounts=mounts, hung_up=conn is None)
         if conn is not None:
             self.selector.register(conn, selectors.EVENT_READ, self.clients[pid])
+        return pid
 
     def _keep_views(self) -> None:
         """Load (and keep, ``keep_views``) the saved view of every mounted environment
@@ -303,16 +313,15 @@ class MountServer:
                 continue
             code = os.waitstatus_to_exitcode(status)
             code = 128 - code if code < 0 else code  # killed by a signal, as a shell says
+            if client.conn is not None:
+                if not client.hung_up:
+                    self.selector.unregister(client.conn)
+                    with contextlib.suppress(OSError):
+                        client.conn.settimeout(1.0)
+                        client.conn.sendall(f"exit {code}\n".encode())
+                client.conn.close()
             if client.mounts and code == 0:
-                self._keep_views()
-            if client.conn is None:
-                continue
-            if not client.hung_up:
-                self.selector.unregister(client.conn)
-                with contextlib.suppress(OSError):
-                    client.conn.settimeout(1.0)
-                    client.conn.sendall(f"exit {code}\n".encode())
-            client.conn.close()
+                self._keep_views()  # after the answer: the client does not wait for it
 
 
 def _read_request(conn: socket.socket) -> tuple[Request, list[int]]:
