@@ -210,7 +210,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             sweep.unmount_all()
         with contextlib.suppress(BenchError):
             capture([tools.pkgfs, "server", "stop"], env=sweep.env)
-        shutil.rmtree(sweep.root, ignore_errors=True)
 
 
 def _run(args: argparse.Namespace, tools: Tools, inputs: Path, sweep: Sweep) -> dict[str, Any]:
@@ -335,6 +334,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-publish", action="store_true", help="leave BENCHMARKS.md as it is")
     args = parser.parse_args(argv)
     started = datetime.now(UTC)
+    try:
+        return _measure_and_report(args, started)
+    finally:  # the run's store, uv cache and venvs, after the report (the locks are kept)
+        shutil.rmtree(args.workdir.absolute() / f"run-{os.getpid()}", ignore_errors=True)
+
+
+def _measure_and_report(args: argparse.Namespace, started: datetime) -> int:
     load = os.getloadavg()[0]
     try:
         data = run(args)

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,6 +94,24 @@ def test_which_commands_go_to_the_server() -> None:
     assert not routed(["sync"])
     assert not routed(["server", "stop"])
     assert not routed(["--version"])
+
+
+def test_the_command_is_a_client_that_imports_only_the_standard_library() -> None:
+    pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"]["pkgfs"] == "pkgfs.vfs.server.client:main"
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, pkgfs.vfs.server.client;"
+         " print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in"
+         " ('pkgfs', 'trio', 'pyfuse3', 'packaging', 'installer', 'requests'))))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert loaded == [
+        "pkgfs",
+        "pkgfs.vfs",
+        "pkgfs.vfs.server",
+        "pkgfs.vfs.server.address",
+        "pkgfs.vfs.server.client",
+    ]
 
 
 def test_each_installation_has_its_own_server(tmp_path: Path) -> None:
