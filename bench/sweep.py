@@ -269,7 +269,7 @@ def render(data: dict[str, Any]) -> list[str]:
         f"Run of {data['when']}, pkgfs at {machine['pkgfs_commit']}, {machine['cpus']} CPUs"
         f" shared with other sessions (1-minute load average {data['load'][0]:.2f} at the"
         f" start, {data['load'][-1]:.2f} at the end), {machine['uv']}; made by"
-        " `python -m bench.sweep` (method: its docstring and [bench/README.md](bench/README.md)).",
+        " `python -m bench.sweep` (method: its docstring and [bench/README.md](bench/README.md))."
         f" Each lock: {data['wheels']} synthetic wheels of small modules; a figure reads median"
         f" ({RANGE.join(('min', 'max'))}) over {data['rounds']} rounds, the contenders"
         " alternating. `pkgfs` is `pkgfs mount SITE --lock pylock.toml --offline` (the console"
