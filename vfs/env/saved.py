@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from pkgfs.store.core import Store
 from pkgfs.store.sealed import seal, unseal
@@ -29,12 +29,20 @@ from .view import (
     finish_view,
 )
 
-__all__ = ["keep_views", "load_or_compose", "view_key"]
+__all__ = ["forget_views", "keep_views", "load_or_compose", "view_key"]
 
 # The shared views this process keeps, by their file in views-v2/ (whose name is a hash of
 # what composes them): only in the mount server (``keep_views``), so that every command and
 # mount daemon it forks finds the view in memory, shared copy-on-write, and loads nothing.
 _kept: dict[str, SharedView] | None = None
+
+
+def forget_views(keep: Collection[str]) -> None:
+    """Stop keeping every view whose file is not in ``keep`` (the server: no environment
+    mounted uses them any more)."""
+    if _kept is not None:
+        for path in set(_kept) - set(keep):
+            del _kept[path]
 
 
 def keep_views() -> None:

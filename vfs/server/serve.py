@@ -42,6 +42,7 @@ from pathlib import Path
 from pkgfs.vfs.fuse import wire
 
 from .address import Server, installation_key, new_address
+from .warm import Kept, keep_mounted_views, preload
 from .worker import Request, run_worker
 
 __all__ = ["REQUEST_TIMEOUT", "MountServer", "serve"]
@@ -51,30 +52,11 @@ CHECK_EVERY = 60.0  # seconds idle between checks that pkgfs on disk is still th
 READY_FD = "PKGFS_SERVER_READY_FD"
 
 
-def _preload() -> None:
-    """Import everything a command or a mount runs, so no worker imports anything."""
-    import pyfuse3  # noqa: F401, PLC0415
-    import trio  # noqa: F401, PLC0415
-
-    import pkgfs.vfs.cli.env  # noqa: PLC0415
-    import pkgfs.vfs.cli.lock  # noqa: PLC0415
-    import pkgfs.vfs.cli.mount  # noqa: PLC0415
-    import pkgfs.vfs.cli.overlay  # noqa: PLC0415
-    import pkgfs.vfs.fuse.daemon  # noqa: F401, PLC0415
-    from pkgfs.vfs.cli import build_parser  # noqa: PLC0415
-    from pkgfs.vfs.env.saved import keep_views  # noqa: PLC0415
-    from pkgfs.vfs.fuse.features import no_open_support  # noqa: PLC0415
-
-    no_open_support()  # cached: every daemon knows it already
-    build_parser()  # cached: about 20 ms of argparse and gettext saved in every command
-    keep_views()
-
-
 @dataclass
 class _Client:
     conn: socket.socket | None  # None: the server's own command (the remount at start)
     pid: int = 0
-    mounts: bool = False  # a mount: its view is worth keeping
+    mounts: bool = False  # a mount or an unmount: which views to keep changes
     hung_up: bool = False
     pending: bytes = b""
 
@@ -90,7 +72,7 @@ class MountServer:
     stopping: bool = False
     selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
     wake: tuple[socket.socket, socket.socket] | None = None
-    kept: set[tuple[str, tuple[str, ...], str, str]] = field(default_factory=set)
+    kept: Kept = field(default_factory=dict)  # see pkgfs.vfs.server.warm
 
     def _close_in_child(self) -> None:
         """In a worker: nothing of the server's stays open there (above all not its lock,
@@ -122,7 +104,7 @@ class MountServer:
             print(f"pkgfs: a server already runs for {self.server.record}", file=sys.stderr)
             _tell(ready, "running")
             return 1
-        _preload()
+        preload()
         address = new_address(self.server.key)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         self.listener.bind(address)
@@ -228,6 +210,8 @@ class MountServer:
                 raise ValueError(f"{len(fds)} descriptors came, not 3")
             conn.setblocking(False)
             self._fork(request, fds, conn)
+        except _Probe:
+            conn.close()
         except (OSError, ValueError) as exc:
             print(f"pkgfs server: a client was refused: {exc}", file=sys.stderr)
             conn.close()
@@ -245,37 +229,14 @@ class MountServer:
                 status = run_worker(request, fds)
             finally:
                 os._exit(status)
-        mounts = "mount" in request.argv
+        mounts = bool({"mount", "unmount"} & set(request.argv))
         self.clients[pid] = _Client(conn, pid, mounts=mounts, hung_up=conn is None)
         if conn is not None:
             self.selector.register(conn, selectors.EVENT_READ, self.clients[pid])
         return pid
 
     def _keep_views(self) -> None:
-        """Load (and keep, ``keep_views``) the saved view of every mounted environment
-        not kept yet, and its interpreter's parsed tags and tag selector: the next mount
-        of one of these locks, and its daemon, inherit them."""
-        from pkgfs.store import Store  # noqa: PLC0415
-        from pkgfs.store.lock import probe_target  # noqa: PLC0415
-        from pkgfs.store.lock.resolve import selector_for  # noqa: PLC0415
-        from pkgfs.vfs.env.registry import Environment, environments  # noqa: PLC0415
-        from pkgfs.vfs.fuse.mounts import mount_state  # noqa: PLC0415
-
-        for _directory, env in environments():
-            if not isinstance(env, Environment):
-                continue
-            config = env.config
-            key = (config.store, tuple(config.wheels), config.site_packages, config.magic)
-            if key in self.kept or mount_state(Path(config.mountpoint)) != "ok":
-                continue
-            try:
-                with Store.open(config.store) as store:
-                    config.view(store)
-                selector_for(probe_target(config.python).tags)
-            except Exception as exc:  # a cache only: the mounts load it themselves
-                print(f"pkgfs server: cannot keep the view of {config.mountpoint}: {exc}",
-                      file=sys.stderr)  # fmt: skip
-            self.kept.add(key)
+        keep_mounted_views(self.kept)
 
     def _from_client(self, client: _Client) -> None:
         assert client.conn is not None
@@ -320,12 +281,18 @@ class MountServer:
                         client.conn.settimeout(1.0)
                         client.conn.sendall(f"exit {code}\n".encode())
                 client.conn.close()
-            if client.mounts and code == 0:
+            if client.mounts:
                 self._keep_views()  # after the answer: the client does not wait for it
+
+
+class _Probe(ConnectionError):
+    """A client that connected and hung up unsaid: ``pkgfs server status`` asking."""
 
 
 def _read_request(conn: socket.socket) -> tuple[Request, list[int]]:
     data, fds, _flags, _addr = socket.recv_fds(conn, 65536, 3)
+    if not data and not fds:
+        raise _Probe
     try:
         while len(data) < 4 or len(data) < 4 + struct.unpack(">I", data[:4])[0]:
             chunk = conn.recv(65536)
