@@ -199,7 +199,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     status (``pkgfs.vfs.cli.main`` says which)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if routed(args) and os.environ.get("PKGFS_SERVER", "1") != "0":
-        status = _through_server(args)
+        try:
+            status = _through_server(args)
+        except KeyboardInterrupt:  # while reaching the server, before signals are forwarded
+            print("pkgfs: interrupted", file=sys.stderr)
+            return 130
         if status is not None:
             return status
     from pkgfs.vfs.cli import main as in_process  # noqa: PLC0415 (only without a server)

@@ -45,7 +45,7 @@ from .address import Server, installation_key, new_address
 from .warm import Kept, keep_mounted_views, preload
 from .worker import Request, run_worker
 
-__all__ = ["REQUEST_TIMEOUT", "MountServer", "serve"]
+__all__ = ["CHECK_EVERY", "REQUEST_TIMEOUT", "MountServer", "serve", "stop"]
 
 REQUEST_TIMEOUT = 10.0  # seconds a client has to send its whole request
 CHECK_EVERY = 60.0  # seconds idle between checks that pkgfs on disk is still the server's
