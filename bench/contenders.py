@@ -159,6 +159,10 @@ class Mounts:
                 self.unmount(mountpoint)
             except BenchError as exc:
                 progress(f"error: {exc}")
+        try:  # the mount server the run's pkgfs commands started (its mounts are gone)
+            capture([self.tools.pkgfs, "server", "stop"], env=self.env)
+        except BenchError as exc:
+            progress(f"error: {exc}")
 
 
 @contextlib.contextmanager

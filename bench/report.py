@@ -49,6 +49,7 @@ CONTAINERS = Path(__file__).with_name("containers.md")
 MARKDOWN = REPO / "BENCHMARKS.md"
 HEADLINE_START = "<!-- bench:headline:start -->"
 HEADLINE_END = "<!-- bench:headline:end -->"
+SWEEP_START, SWEEP_END = "<!-- bench:sweep:start -->", "<!-- bench:sweep:end -->"
 
 
 def ratio(value: float | None) -> str:
@@ -280,6 +281,19 @@ def replace_headline(text: str, block: Sequence[str]) -> str | None:
     return head + "\n" + "".join(line + "\n" for line in block) + text[end:]
 
 
+def keep_sweep(old: str, new: str) -> str:
+    """``new`` with the section ``python -m bench.sweep`` wrote into ``old`` (between the
+    ``bench:sweep`` markers, and the notes after it up to the next ``## ``), put before the
+    figures that were not re-run: the two benchmarks publish to one page."""
+    start = old.find(SWEEP_START)
+    if start < 0:
+        return new
+    end = old.find("\n## ", old.find(SWEEP_END, start))
+    block = old[start : end if end >= 0 else len(old)].rstrip("\n") + "\n\n"
+    at = new.find("## Not re-run")
+    return new + "\n" + block if at < 0 else new[:at] + block + new[at:]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if len(args) != 1:
@@ -290,7 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     earlier = EARLIER.read_text() if EARLIER.exists() else ""
     containers = CONTAINERS.read_text() if CONTAINERS.exists() else ""
     out = rundir / "BENCHMARKS.md" if run["quick"] else MARKDOWN
-    out.write_text(render(run, earlier, containers))
+    text = render(run, earlier, containers)
+    if out == MARKDOWN and MARKDOWN.exists():
+        text = keep_sweep(MARKDOWN.read_text(), text)
+    out.write_text(text)
     print(f"bench: wrote {out}", file=sys.stderr)
     if not run["quick"]:
         readme = REPO / "README.md"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -31,6 +33,24 @@ def isolated(environ: dict[str, str]) -> dict[str, str]:
     clean = {k: v for k, v in environ.items() if k not in INDEX_SETTINGS}
     clean["PIP_CONFIG_FILE"] = os.devnull
     return clean
+
+
+def stop_servers(root: Path) -> None:
+    """Stop every pkgfs server whose state is below ``root`` (its record names it), as
+    ``pkgfs server stop`` does; the mounts stay."""
+    for record in root.glob("**/pkgfs/servers/*.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            pid = int(json.loads(record.read_text())["pid"])
+            if b"pkgfs.vfs" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGTERM)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_server_outlives_the_tests(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests that start pkgfs servers (each test's XDG_STATE_HOME has its own) stop them;
+    whatever one left running is stopped when the session ends."""
+    yield
+    stop_servers(tmp_path_factory.getbasetemp())
 
 
 @dataclass(frozen=True)

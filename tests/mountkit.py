@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PKGFS, isolated
+from tests.conftest import PKGFS, isolated, stop_servers
 from tests.wheelmaker import WheelMaker
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "make_project",
     "needs_fuse",
     "pkgfs_processes",
+    "stop_servers",
 ]
 
 needs_fuse = pytest.mark.skipif(

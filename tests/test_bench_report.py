@@ -183,3 +183,41 @@ def test_a_broken_run_file_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "mount.json").write_text(json.dumps(broken))
     with pytest.raises(KeyError):
         report.main([str(tmp_path)])
+
+
+def test_the_main_report_keeps_the_sweep_section() -> None:
+    sweep = f"{report.SWEEP_START}\n## Creation and memory by size\n| 700 |\n{report.SWEEP_END}\n"
+    old = f"# pkgfs benchmarks\n\nold figures\n\n{sweep}\nnotes on levers\n\n## Not re-run\nx\n"
+    new = "# pkgfs benchmarks\n\nnew figures\n\n## Not re-run\nx\n"
+    kept = report.keep_sweep(old, new)
+    assert kept.startswith("# pkgfs benchmarks\n\nnew figures\n\n" + sweep)
+    assert "notes on levers\n\n## Not re-run\nx\n" in kept
+    assert report.keep_sweep(new, new) == new  # no sweep yet: nothing added
+
+
+def test_the_sweep_renders_its_goals() -> None:
+    from bench import sweep  # noqa: PLC0415
+
+    def stats(median: float) -> dict[str, float]:
+        return {"median": median, "min": median, "max": median}
+
+    def size(files: int, pkgfs: float, uv: float, extra: float) -> dict[str, Any]:
+        memory = {"mounted": stats(extra), "walked": stats(extra * 2)}
+        return {
+            "files": files, "pkgfs": stats(pkgfs), "uv": stats(uv),
+            "ratio": stats(pkgfs / uv),
+            "memory": {"server_kib": 30_000, "extra_kib": memory, "daemon_kib": memory},
+        }  # fmt: skip
+
+    data = {
+        "machine": MACHINE, "rounds": 5, "wheels": 20, "load": [1.0, 2.0],
+        "when": "2026-12-06 02:00 to 02:10 UTC",
+        "sizes": [size(740, 0.2, 0.1, 9000), size(61_220, 0.22, 2.0, 9000)],
+    }  # fmt: skip
+    text = "\n".join(sweep.render(data))
+    assert (
+        "| 740 | 0.200 | 0.100 | **2.00** | <= 0.5 **not met** | 8.8 | 17.6 | 8.8; 17.6 |" in text
+    )
+    assert "| 61,220 | 0.220 | 2.000 | **0.11** | <= 0.5 met |" in text
+    assert "**1.10x** (goal <= 1.2: met)" in text
+    assert "at most **8.8 MiB** of PSS to the machine (goal <= 15 MiB: met)" in text

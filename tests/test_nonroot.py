@@ -10,6 +10,7 @@ writable (Debian ships it 0666); the test sets its mode for each case and restor
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -50,14 +51,14 @@ class User:
     site: Path
 
     def pkgfs(
-        self, *args: str | Path, path: str = "/usr/bin:/bin"
+        self, *args: str | Path, path: str = "/usr/bin:/bin", module: str = "pkgfs.vfs"
     ) -> subprocess.CompletedProcess[str]:
         environ = [
             f"HOME={self.home}", f"PATH={path}", f"PKGFS_STORE={self.home / 'store'}",
             f"XDG_STATE_HOME={self.home / 'state'}", f"XDG_CACHE_HOME={self.home / 'cache'}",
         ]  # fmt: skip
         return subprocess.run(
-            ["runuser", "-u", USER, "--", "env", "-i", *environ, self.python, "-m", "pkgfs.vfs",
+            ["runuser", "-u", USER, "--", "env", "-i", *environ, self.python, "-m", module,
              *map(str, args)],
             capture_output=True, text=True, check=False, cwd=self.project,
         )  # fmt: skip
@@ -88,9 +89,11 @@ def user() -> Iterator[User]:
     subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--without-pip", env.venv], check=True)
     subprocess.run(["chown", "-R", USER, home], check=True)
     mode = os.stat("/dev/fuse").st_mode & 0o777
+    user = User(home, tools / "bin" / "python", env.project, env.site)
     try:
-        yield User(home, tools / "bin" / "python", env.project, env.site)
+        yield user
     finally:
+        user.pkgfs("server", "stop")  # a test that used the client started the user's own
         os.chmod("/dev/fuse", mode)
         force_unmount(env.site)
         shutil.rmtree(root, ignore_errors=True)
@@ -135,4 +138,24 @@ def test_a_user_mounts_a_venv(user: User) -> None:
     )  # fmt: skip
     assert ran.stdout == "1 a\n", ran.stderr
     unmounted = user.pkgfs("unmount", user.site)
+    assert unmounted.stdout == f"unmounted {user.site}\n", unmounted.stderr
+
+
+def test_a_user_gets_a_server_of_their_own(user: User) -> None:
+    os.chmod("/dev/fuse", 0o666)  # noqa: S103 (as Debian ships it)
+    client = "pkgfs.vfs.server.client"
+    result = user.pkgfs("mount", user.site, module=client)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"mounted 3 packages at {user.site}")
+    status = user.pkgfs("server", "status")
+    assert status.returncode == 0, status.stdout
+    pid = int(status.stdout.split()[3])  # "the pkgfs server PID runs (...)"
+    uid = int(Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[0])
+    assert uid == pwd.getpwnam(USER).pw_uid  # the user's own server, not root's
+    # Its records are the user's alone.
+    servers = user.home / "state" / "pkgfs" / "servers"
+    assert servers.stat().st_mode & 0o777 == 0o700
+    assert servers.stat().st_uid == uid
+    assert user.pkgfs("status", module=client).stdout.startswith(f"ok     {user.site}")
+    unmounted = user.pkgfs("unmount", user.site, module=client)
     assert unmounted.stdout == f"unmounted {user.site}\n", unmounted.stderr

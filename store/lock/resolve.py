@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from packaging.tags import create_compatible_tags_selector
+from packaging.tags import Tag, create_compatible_tags_selector
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import InvalidVersion
 
@@ -23,7 +24,7 @@ from .uvlock import read_uv_lock
 if TYPE_CHECKING:  # the finder is fetch's; a lock only asks it questions
     from pkgfs.store.fetch.finder import Finder
 
-__all__ = ["choose_wheels", "read_lock"]
+__all__ = ["choose_wheels", "read_lock", "selector_for"]
 
 
 def read_lock(lock: Path, target: Target, selection: Selection | None = None) -> Lockfile:
@@ -119,29 +120,36 @@ def _search(
     raise LockError(lock, f"{what}: no wheel with a listed hash in {', '.join(looked)}")
 
 
+@functools.lru_cache(maxsize=4)
+def selector_for(tags: tuple[Tag, ...]) -> Callable[..., Iterator[WheelLink]]:
+    """One tag-priority selector per target, not one per package (building it ranks
+    every tag the target supports: about a millisecond for CPython's ~900)."""
+    return create_compatible_tags_selector(tags)
+
+
 def _choose(
     lockfile: Lockfile, package: LockedPackage, target: Target, finder: Finder | None
 ) -> LockedWheel:
     lock = lockfile.path
     what = f"package {package.name} {package.version}"
     candidates = list(package.wheels)
-    selector = create_compatible_tags_selector(target.tags)
+    selector = selector_for(target.tags)
     if candidates and finder is not None:
         # Any stored wheel the lock lists and the target can use: no download.
         stored = {link.sha256 for link in finder.stored_links(package.name, package.version)}
         held = [link for link in candidates if link.sha256 in stored]
-        if next(selector((link, _tags(link)) for link in held), None) is not None:  # type: ignore[misc]
+        if next(selector((link, _tags(link)) for link in held), None) is not None:
             candidates = held
     if not candidates and not package.hashes and package.has_sdist and finder is not None:
         # An sdist-only release: a wheel of it already in the store (built by `pip wheel`
         # and `pkgfs store add`, or by an earlier build) is used; the lock names no wheel
         # hash to check it against, as uv installs a wheel it built itself.
         built = finder.stored_links(package.name, package.version)
-        if next(selector((link, _tags(link)) for link in built), None) is not None:  # type: ignore[misc]
+        if next(selector((link, _tags(link)) for link in built), None) is not None:
             candidates = built
     if not candidates and package.hashes:
-        candidates = _search(lock, what, package, selector, finder)  # type: ignore[arg-type]
-    best = next(selector((link, _tags(link)) for link in candidates), None)  # type: ignore[misc]
+        candidates = _search(lock, what, package, selector, finder)
+    best = next(selector((link, _tags(link)) for link in candidates), None)
     if best is None and package.build is not None:
         return _to_build(package)  # uv and pip build the sdist when no wheel fits
     if not candidates:

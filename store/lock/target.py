@@ -10,6 +10,7 @@ packaging's version.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -144,12 +145,19 @@ def _target(path: Path, answer: object) -> Target | None:
     ):
         return None
     try:
-        parsed = tuple(tag for text in tags for tag in parse_tag(text))
+        parsed = _parse_tags(tuple(tags))
     except ValueError:  # not interpreter-abi-platform
         return None
     return Target(
         python=path, tags=parsed, environment=environment, magic=magic, cache_tag=cache_tag
     )
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_tags(tags: tuple[str, ...]) -> tuple[Tag, ...]:
+    """The tags of a probe's answer, parsed once per process (the mount server parses
+    them once for all its commands)."""
+    return tuple(tag for text in tags for tag in parse_tag(text))
 
 
 def _run_probe(path: Path) -> object:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import logging
 import os
@@ -24,7 +25,7 @@ from pkgfs.vfs.fuse.spawn import fork_daemon
 
 from .output import EXIT_BROKEN_PIPE, EXIT_FAILURE, EXIT_INTERRUPTED
 
-__all__ = ["main", "run_command"]
+__all__ = ["build_parser", "main", "run_command"]
 
 Command = Callable[[argparse.Namespace, TextIO], int]
 
@@ -93,7 +94,10 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-def _build_parser() -> argparse.ArgumentParser:
+@functools.lru_cache(maxsize=1)  # once per process: the mount server's workers inherit it
+def build_parser() -> argparse.ArgumentParser:
+    """The ``pkgfs`` argument parser, built once per process (about 20 ms: argparse asks
+    gettext for every help string); the mount server's workers inherit it."""
     # --store is accepted before or after the subcommand; SUPPRESS keeps a subcommand's
     # parser from overwriting a value given earlier with its own default.
     store_option = argparse.ArgumentParser(add_help=False)
@@ -162,6 +166,10 @@ def _build_parser() -> argparse.ArgumentParser:
     reset.add_argument("mountpoint", metavar="MOUNTPOINT")
     reset.add_argument("paths", nargs="*", metavar="PATH")
     reset.set_defaults(run=_lazy(".overlay", "cmd_reset"))
+
+    server = commands.add_parser("server", help="the per-user mount server: run, status, stop")
+    server.add_argument("action", nargs="?", default="run", choices=("run", "status", "stop"))
+    server.set_defaults(run=_lazy(".server", "cmd_server"))
     return parser
 
 
@@ -177,6 +185,8 @@ def _add_mount_commands(
     mount.add_argument(
         "--all", action="store_true", help="mount again every environment that is not mounted"
     )
+    # The mount server's start: --all, but not the environments unmounted on purpose.
+    mount.add_argument("--restore", action="store_true", help=argparse.SUPPRESS)
     add_lock_arguments(mount)
     mount.add_argument(
         "--foreground", action="store_true", help="stay attached; unmount on SIGTERM/SIGINT"
@@ -321,7 +331,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     line asking to report it. argparse exits 2 on a usage error.
     """
     _redact_log_records()
-    args = _build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     run: Command = args.run
     daemon = None
     if getattr(args, "fork_daemon", False) and not args.foreground:

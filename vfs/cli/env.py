@@ -16,7 +16,6 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import TextIO
 
 from pkgfs.store.errors import MountError
 from pkgfs.vfs.env.registry import Environment, environments
-from pkgfs.vfs.env.state import mount_dir
+from pkgfs.vfs.env.state import UNMOUNTED, mount_dir
 from pkgfs.vfs.env.venv import mountpoint_of, venv_of
 from pkgfs.vfs.fuse.mounts import UNRESPONSIVE_AFTER, mount_state
 
@@ -128,8 +127,8 @@ def _unused(directory: Path, mountpoint: Path) -> Iterator[None]:
 def mount_all(args: argparse.Namespace, out: TextIO) -> int:
     """``pkgfs mount --all``: mount again every environment that is not mounted (after a
     reboot, or a killed daemon) and whose mountpoint still exists, each as ``pkgfs mount``
-    would, with the lock, groups and options it was mounted with. One line per
-    environment; exit 1 if any failed."""
+    would, with the lock, groups and options it was mounted with, each in a fork of this
+    process. One line per environment; exit 1 if any failed."""
     failed = 0
     for directory, env in environments():
         if not isinstance(env, Environment):
@@ -139,6 +138,8 @@ def mount_all(args: argparse.Namespace, out: TextIO) -> int:
         mountpoint = Path(config.mountpoint)
         if config.materialized:
             continue  # (a materialized environment is real files: nothing to mount)
+        if getattr(args, "restore", False) and (directory / UNMOUNTED).exists():
+            continue  # unmounted with pkgfs unmount: a new mount server leaves it so
         state = mount_state(mountpoint, timeout=UNRESPONSIVE_AFTER)
         if state == "ok":
             continue
@@ -154,7 +155,7 @@ def mount_all(args: argparse.Namespace, out: TextIO) -> int:
         if not mountpoint.is_dir():
             print(f"pkgfs: skipped {mountpoint}: it is gone (pkgfs env rm it)", file=out)
             continue
-        argv = [sys.executable, "-m", "pkgfs.vfs", "--store", config.store, "mount"]
+        argv = ["--store", config.store, "mount"]
         argv += [str(mountpoint), "--lock", config.lock, *shlex.split(config.selection)]
         if venv_of(mountpoint) is None:
             argv += ["--python", config.python]
@@ -163,6 +164,27 @@ def mount_all(args: argparse.Namespace, out: TextIO) -> int:
         argv += ["--allow-other"] * config.allow_other + ["--no-compile"] * (not config.magic)
         argv += ["--offline"] * bool(getattr(args, "offline", False))
         out.flush()
-        if subprocess.run(argv, check=False).returncode != 0:
+        if _run_forked(argv) != 0:
             failed += 1
     return 1 if failed else 0
+
+
+def _run_forked(argv: list[str]) -> int:
+    """``pkgfs ARGV`` in a fork of this process (pkgfs is imported already, and in the
+    mount server so are trio and pyfuse3), as a command of its own; its exit status."""
+    from . import main  # noqa: PLC0415 (the CLI imports this module)
+
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            status = main(argv)
+        except SystemExit as exc:
+            status = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(OSError, ValueError):
+                    stream.flush()
+            os._exit(status)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])

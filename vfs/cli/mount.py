@@ -31,7 +31,7 @@ from pkgfs.store import Store, resolve_store_path
 from pkgfs.store.errors import MountError, PkgfsError, TargetError
 from pkgfs.store.hashing import hash_file
 from pkgfs.store.lock import discover_lock, probe_target
-from pkgfs.vfs.env.state import MountConfig, MountRecord, mount_dir
+from pkgfs.vfs.env.state import UNMOUNTED, MountConfig, MountRecord, mount_dir
 from pkgfs.vfs.env.venv import (
     Venv,
     depopulate_venv,
@@ -217,6 +217,7 @@ def _mount(args: argparse.Namespace, out: TextIO) -> int:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
         raise
+    (state / UNMOUNTED).unlink(missing_ok=True)  # mounted: a server's start keeps it so
     _say_mounted(args, config, mountpoint, out)
     return 0
 
@@ -439,6 +440,8 @@ def cmd_unmount(args: argparse.Namespace, out: TextIO) -> int:
     # A lazily detached daemon serves on until its last user lets go: do not wait for it.
     gone = pid is None or wait_for_exit(pid, timeout=1.0 if lazy else 10.0)
     depopulate_venv(directory)
+    with contextlib.suppress(OSError):  # on purpose: a new mount server leaves it unmounted
+        (directory / UNMOUNTED).touch()
     if gone:
         (directory / "mount.json").unlink(missing_ok=True)
     if state == "unresponsive" and not gone:

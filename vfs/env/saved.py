@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from pkgfs.store.core import Store
 from pkgfs.store.layout import make_shared_dir
@@ -31,7 +31,35 @@ from .view import (
     finish_view,
 )
 
-__all__ = ["load_or_compose", "load_shared", "prepare_view", "save_shared", "view_key"]
+__all__ = [
+    "forget_views",
+    "keep_views",
+    "load_or_compose",
+    "load_shared",
+    "prepare_view",
+    "save_shared",
+    "view_key",
+]
+
+# The shared views this process keeps, by their file in views-v2/ (whose name is a hash of
+# what composes them): only in the mount server (``keep_views``), so that every command and
+# mount daemon it forks finds the view in memory, shared copy-on-write, and loads nothing.
+_kept: dict[str, SharedView] | None = None
+
+
+def forget_views(keep: Collection[str]) -> None:
+    """Stop keeping every view whose file is not in ``keep`` (the server: no environment
+    mounted uses them any more)."""
+    if _kept is not None:
+        for path in set(_kept) - set(keep):
+            del _kept[path]
+
+
+def keep_views() -> None:
+    """From now on, keep every shared view this process loads or composes (the server)."""
+    global _kept  # noqa: PLW0603 (one switch per process)
+    if _kept is None:
+        _kept = {}
 
 
 def view_key(
@@ -65,9 +93,15 @@ def load_or_compose(
     the saved view is missing from a store this process may not write (``pkgfs sync``
     saves it), ``OSError`` if the store cannot be read or the view saved.
     """
-    shared = load_shared(store, view_key(store, wheels, site_packages, bytecode))
+    path = store.layout.views / view_key(store, wheels, site_packages, bytecode)
+    if _kept is not None and str(path) in _kept:
+        return finish_view(store, _kept[str(path)], python, site_packages)
+    shared = load_shared(store, path.name)
     if shared is None:
         shared = save_shared(store, wheels, site_packages, bytecode)
+    if _kept is not None:
+        shared.keep_index()
+        _kept[str(path)] = shared
     return finish_view(store, shared, python, site_packages)
 
 

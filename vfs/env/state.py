@@ -31,6 +31,7 @@ T = TypeVar("T")
 
 __all__ = [
     "STATE_FORMAT",
+    "UNMOUNTED",
     "MountConfig",
     "MountRecord",
     "load_state_file",
@@ -43,6 +44,10 @@ __all__ = [
 # The format of the JSON files in a mount's state directory (config.json, mount.json,
 # scripts.json). Another pkgfs's files are refused in one line, never half-understood.
 STATE_FORMAT = 1
+# In a mount's state directory while it is unmounted on purpose (``pkgfs unmount``): the
+# mount server's start, which mounts every environment again as after a reboot, leaves it
+# unmounted; an explicit ``pkgfs mount --all`` or a mount of it mounts it (and removes it).
+UNMOUNTED = "unmounted"
 
 
 def state_home(environ: Mapping[str, str] = os.environ) -> Path:

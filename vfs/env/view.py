@@ -24,7 +24,8 @@ import io
 import marshal
 import posixpath
 import re
-from collections.abc import Sequence
+from collections import ChainMap
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Literal, NamedTuple, cast
@@ -38,6 +39,8 @@ from pkgfs.store.core import Store
 from pkgfs.store.errors import ViewError
 from pkgfs.store.hashing import record_hash_of, record_hash_of_hex
 from pkgfs.store.objects import all_digests, is_digest
+
+from .lower import LowerPaths, lower_index
 
 __all__ = [
     "DATA_DIR",
@@ -78,23 +81,21 @@ class ViewFile(NamedTuple):
 class View:
     """What an environment shows: site-packages, its scripts, and where they came from."""
 
-    files: dict[str, ViewFile] = field(default_factory=dict)  # relative to site-packages
+    # Relative to site-packages. A mount's view is its own RECORDs over the shared view's
+    # files (a ChainMap: the shared files are not copied, nor touched, per environment).
+    files: MutableMapping[str, ViewFile] = field(default_factory=dict)
     dirs: set[str] = field(default_factory=lambda: {""})
     scripts: dict[str, ViewFile] = field(default_factory=dict)  # bin/NAME
     data: dict[str, ViewFile] = field(default_factory=dict)  # data and headers, venv-relative
     wheels: list[tuple[str, str, str]] = field(default_factory=list)  # name, version, filename
     # Files two wheels ship with different bytes: (path, the wheel served, the one shadowed).
     conflicts: list[tuple[str, str, str]] = field(default_factory=list)
+    # The lower paths indexed (pkgfs.vfs.env.lower), when the shared view kept one.
+    index: LowerPaths | None = field(default=None, repr=False, compare=False)
 
     def children(self) -> dict[str, list[str]]:
-        """Each directory's entries, sorted."""
-        listing: dict[str, list[str]] = {d: [] for d in self.dirs}
-        for path in (*self.files, *(d for d in self.dirs if d)):
-            parent, name = posixpath.split(path)
-            listing[parent].append(name)
-        for names in listing.values():
-            names.sort()
-        return listing
+        """Each directory's entries, sorted (``pkgfs.vfs.env.lower``)."""
+        return (self.index or lower_index(self.files.keys(), self.dirs)).children
 
     def dump(self) -> bytes:
         files = {p: (f.size, f.executable, f.digest, f.data) for p, f in self.files.items()}
@@ -159,6 +160,9 @@ class _WheelPart:
     # Scripts to make per environment: ("entry", name, module, attr, section) for entry
     # points, ("file", name, digest) for .data/scripts (whose "#!python" is fixed per env).
     scripts: list[tuple[str, ...]]
+    # The whole RECORD of a wheel without scripts, the same in every environment: made once
+    # per process, so the mount server's daemons share one copy.
+    whole: ViewFile | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -168,6 +172,13 @@ class SharedView:
 
     view: View
     parts: list[_WheelPart]
+
+    def keep_index(self) -> None:
+        """Index the lower paths (its files, and each wheel's RECORD that every environment
+        adds) once, for every environment finished from it: the mount server does."""
+        if self.view.index is None:
+            records = [f"{p.dist_info}/RECORD" for p in self.parts]
+            self.view.index = lower_index(chain(self.view.files, records), self.view.dirs)
 
     def dump(self) -> bytes:
         parts = [(p.filename, p.dist_info, p.record, p.scripts) for p in self.parts]
@@ -211,7 +222,9 @@ class _Composer:
             self.view.dirs.add(parent)
             parent = posixpath.dirname(parent)
 
-    def _place(self, table: dict[str, ViewFile], path: str, file: ViewFile, wheel: str) -> None:
+    def _place(
+        self, table: MutableMapping[str, ViewFile], path: str, file: ViewFile, wheel: str
+    ) -> None:
         # The index is a file too: a row edited to "../../x" must not become a view path.
         if not is_safe_path(path) or (file.digest is not None and not is_digest(file.digest)):
             raise ViewError(
@@ -232,7 +245,9 @@ class _Composer:
         table[path] = file
         self.owner.setdefault(path, wheel)
 
-    def _conflict(self, table: dict[str, ViewFile], path: str, file: ViewFile, wheel: str) -> None:
+    def _conflict(
+        self, table: MutableMapping[str, ViewFile], path: str, file: ViewFile, wheel: str
+    ) -> None:
         """Two wheels ship ``path`` with different bytes. pip and uv install both, and the
         later-installed file wins; pkgfs makes "later" deterministic, whatever the lock's
         order: the wheel whose file name sorts last (for a pkgutil-style namespace
@@ -367,12 +382,13 @@ def finish_view(store: Store, shared: SharedView, python: str, site_packages: st
     """The environment's own part: scripts with its interpreter in their shebang, and each
     wheel's RECORD listing them. Costs O(wheels + scripts), not O(files)."""
     view = View(
-        files=dict(shared.view.files),
+        files=ChainMap({}, shared.view.files),  # this environment's RECORDs go first
         dirs=shared.view.dirs,
         scripts={},
         data=shared.view.data,
         wheels=shared.view.wheels,
         conflicts=shared.view.conflicts,
+        index=shared.view.index,
     )
     relative_bin = posixpath.relpath("bin", site_packages)
     for part in shared.parts:
@@ -407,8 +423,14 @@ def finish_view(store: Store, shared: SharedView, python: str, site_packages: st
         # The files' rows were written once, with the shared part; scripts ("../../../bin/",
         # which sort first) and RECORD's own row are this environment's.
         record_path = f"{part.dist_info}/RECORD"
-        record = _csv(sorted(script_rows)) + part.record + _csv([(record_path, "", "")])
-        view.files[record_path] = ViewFile(len(record), False, data=record)
+        if script_rows or part.whole is None:
+            record = _csv(sorted(script_rows)) + part.record + _csv([(record_path, "", "")])
+            made = ViewFile(len(record), False, data=record)
+            if script_rows:
+                view.files[record_path] = made
+                continue
+            part.whole = made
+        view.files[record_path] = part.whole
     return view
 
 

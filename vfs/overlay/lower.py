@@ -15,9 +15,9 @@ under a number the kernel may still hold for its old bytes.
 
 from __future__ import annotations
 
-import posixpath
 from dataclasses import dataclass, field
 
+from pkgfs.vfs.env.lower import lower_index
 from pkgfs.vfs.env.view import View, ViewFile
 
 __all__ = ["LowerIndex", "index_view", "same_entry"]
@@ -50,21 +50,20 @@ def _entry(view: View, path: str) -> ViewFile | str | None:
 
 def index_view(view: View, before: LowerIndex | None = None) -> LowerIndex:
     """The index of ``view``; with ``before`` (the index being replaced), the numbers of
-    unchanged paths carried over and the changed paths listed. O(paths of both views)."""
-    paths = sorted(view.dirs | view.files.keys())
-    subdirs: dict[str, int] = {}
-    for d in view.dirs:
-        if d:
-            parent = posixpath.dirname(d)
-            subdirs[parent] = subdirs.get(parent, 0) + 1
+    unchanged paths carried over and the changed paths listed. O(paths of both views).
+
+    A mount's first view uses the view's own index of its paths when it has one (the mount
+    server builds it once per lock, and every daemon it forks shares it copy-on-write), else
+    builds it (:func:`pkgfs.vfs.env.lower.lower_index`): either way a path's number is its
+    rank in the sorted view."""
+    paths = view.index or lower_index(view.files.keys(), view.dirs)
     if before is None:
-        inodes = {p: i for i, p in enumerate(paths, 1)}
-        return LowerIndex(view, view.children(), inodes, subdirs, len(paths))
+        return LowerIndex(view, paths.children, paths.inodes, paths.subdirs, len(paths.inodes))
     old = before.view
     high = before.high
     inodes = {}
     changed = []
-    for path in paths:
+    for path in sorted(paths.inodes):
         number = before.inodes.get(path)
         if number is not None and same_entry(_entry(old, path), _entry(view, path)):
             inodes[path] = number
@@ -74,4 +73,4 @@ def index_view(view: View, before: LowerIndex | None = None) -> LowerIndex:
         changed.append(path)
     changed += [p for p in before.inodes if p not in inodes]  # gone from the new view
     inodes[""] = 1
-    return LowerIndex(view, view.children(), inodes, subdirs, high, sorted(changed))
+    return LowerIndex(view, paths.children, inodes, paths.subdirs, high, sorted(changed))

@@ -1,0 +1,76 @@
+"""What the mount server loads once for all its forks: modules, the parser, mounted views.
+
+A fork inherits its parent's memory copy-on-write: whatever the server has loaded, a worker
+and a mount's daemon find ready, and share with every other fork as long as nobody writes
+to it. So the server imports everything a command or a daemon runs, builds the argument
+parser, and keeps the saved view of every mounted environment, with its lower paths indexed
+(``pkgfs.vfs.env.saved.keep_views``), and the interpreter's parsed tags; a new mount of one of
+those locks then loads nothing, and its daemon shares the view instead of holding a copy.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from pkgfs.store import Store
+from pkgfs.store.lock import probe_target
+from pkgfs.store.lock.resolve import selector_for
+from pkgfs.vfs.env.registry import Environment, environments
+from pkgfs.vfs.env.saved import forget_views, view_key
+from pkgfs.vfs.env.view import Bytecode
+from pkgfs.vfs.fuse.mounts import UNRESPONSIVE_AFTER, mount_state
+
+__all__ = ["Kept", "keep_mounted_views", "preload"]
+
+# Each mounted environment's (store, wheels, layout, magic): the file of the view kept for it.
+Kept = dict[tuple[str, tuple[str, ...], str, str], str]
+
+
+def preload() -> None:
+    """Import everything a command or a mount runs, so no worker imports anything."""
+    import pyfuse3  # noqa: F401, PLC0415
+    import trio  # noqa: F401, PLC0415
+
+    import pkgfs.vfs.cli.env  # noqa: PLC0415
+    import pkgfs.vfs.cli.lock  # noqa: PLC0415
+    import pkgfs.vfs.cli.mount  # noqa: PLC0415
+    import pkgfs.vfs.cli.overlay  # noqa: PLC0415
+    import pkgfs.vfs.fuse.daemon  # noqa: F401, PLC0415
+    from pkgfs.vfs.cli import build_parser  # noqa: PLC0415
+    from pkgfs.vfs.env.saved import keep_views  # noqa: PLC0415
+    from pkgfs.vfs.fuse.features import no_open_support  # noqa: PLC0415
+
+    no_open_support()  # cached: every daemon knows it already
+    build_parser()  # cached: about 20 ms of argparse and gettext saved in every command
+    keep_views()
+
+
+def keep_mounted_views(kept: Kept) -> None:
+    """Keep (``keep_views``) the saved view of every mounted environment, with its
+    interpreter's parsed tags and tag selector, so the next mount of one of these locks,
+    and its daemon, inherit them; forget the views no mounted environment uses."""
+    mounted: set[tuple[str, tuple[str, ...], str, str]] = set()
+    for _directory, env in environments():
+        if not isinstance(env, Environment):
+            continue
+        config = env.config
+        key = (config.store, tuple(config.wheels), config.site_packages, config.magic)
+        if mount_state(Path(config.mountpoint), timeout=UNRESPONSIVE_AFTER) != "ok":
+            continue
+        mounted.add(key)
+        if key in kept:
+            continue
+        try:
+            with Store.open_read_only(config.store) as store:
+                config.view(store)
+                bytecode = Bytecode(config.magic, config.cache_tag) if config.magic else None
+                name = view_key(store, config.wheels, config.site_packages, bytecode)
+                kept[key] = str(store.layout.views / name)
+            selector_for(probe_target(config.python).tags)
+        except Exception as exc:  # a cache only: the mounts load it themselves
+            print(f"pkgfs server: cannot keep the view of {config.mountpoint}: {exc}",
+                  file=sys.stderr)  # fmt: skip
+    for key in set(kept) - mounted:
+        del kept[key]
+    forget_views(kept.values())
