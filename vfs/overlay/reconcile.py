@@ -31,6 +31,7 @@ import os
 import posixpath
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,9 +160,8 @@ class _Planner:
         source = _source_of(path)
         return source is not None and source in package.files
 
-    def _below(self, directory: str, paths: object) -> list[str]:
+    def _below(self, directory: str, paths: Iterable[str]) -> list[str]:
         prefix = directory + "/"
-        assert isinstance(paths, (set, dict))
         return [p for p in paths if p.startswith(prefix)]
 
     def belongs(self, path: str, kind: str, package: _Package) -> bool:
