@@ -9,15 +9,15 @@ import pyfuse3
 import pytest
 import trio
 
-from pkgfs.vfs.fuse.operations import _errors
+from pkgfs.vfs.fuse.base import errors
 
 
-@_errors
+@errors
 async def _raises(exc: BaseException) -> None:
     raise exc
 
 
-@_errors
+@errors
 async def _returns() -> int:
     return 42
 
