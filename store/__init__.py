@@ -10,8 +10,8 @@ This layer knows wheels and files only; it never imports trio, pyfuse3 or ``pkgf
 
 from .core import Store
 from .errors import PkgfsError, StoreError, WheelError
-from .index import EntryPoint, FileEntry, IngestResult, StoreStats, WheelInfo
 from .layout import STORE_ENV, default_store_path, resolve_store_path
+from .records import EntryPoint, FileEntry, IngestResult, StoreStats, WheelInfo
 from .verify import VerifyReport
 
 __all__ = [

@@ -14,8 +14,9 @@ from pathlib import Path
 from types import TracebackType
 
 from .errors import PkgfsError, ReadOnlyStoreError, StoreError
-from .index import EntryPoint, FileEntry, Index, IngestResult, StoreStats, WheelInfo
+from .index import Index
 from .layout import StoreLayout, resolve_store_path
+from .records import EntryPoint, FileEntry, IngestResult, StoreStats, WheelInfo
 from .verify import VerifyReport, verify_store
 
 __all__ = ["IngestPool", "Store"]

@@ -36,9 +36,10 @@ from zlib_ng import zlib_ng
 
 from .errors import StoreError, WheelError
 from .hashing import hash_file, record_digest
-from .index import EntryPoint, FileEntry, Index, IngestResult, WheelRecord
+from .index import Index
 from .layout import StoreLayout, syncfs
 from .objects import create_staged, object_file, publish
+from .records import EntryPoint, FileEntry, IngestResult, WheelRecord
 from .wheel import CheckedWheel, check_wheel, check_wheel_name
 
 __all__ = ["IngestResult", "StoreDestination", "ingest_wheel"]

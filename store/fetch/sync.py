@@ -19,8 +19,8 @@ from pathlib import Path
 
 from pkgfs.store.core import IngestPool, Store
 from pkgfs.store.errors import PkgfsError, StoreError
-from pkgfs.store.index import IngestResult
 from pkgfs.store.lock.model import LockedWheel
+from pkgfs.store.records import IngestResult
 
 from .download import Cancel, download
 
