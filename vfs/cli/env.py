@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import shlex
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from pkgfs.store.errors import MountError
+from pkgfs.vfs.env.locks import holding
 from pkgfs.vfs.env.registry import Environment, environments
 from pkgfs.vfs.env.state import UNMOUNTED, mount_dir
 from pkgfs.vfs.env.venv import mountpoint_of, venv_of
@@ -109,19 +109,13 @@ def _unused(directory: Path, mountpoint: Path) -> Iterator[None]:
     """Hold the state directory's ``flock``, as ``pkgfs mount`` does while it prepares and
     its daemon does while it serves (after a lazy unmount too, when the mount table no
     longer shows it). Raises ``MountError`` when either holds it: the overlay is in use."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise MountError(
-                f"{mountpoint}: busy: a pkgfs mount of it is under way, or its daemon still"
-                " serves processes that used it before a lazy unmount: try again when they"
-                f" are done (pid in {directory / 'mount.json'})"
-            ) from None
+    busy = (
+        f"{mountpoint}: busy: a pkgfs mount of it is under way, or its daemon still"
+        " serves processes that used it before a lazy unmount: try again when they"
+        f" are done (pid in {directory / 'mount.json'})"
+    )
+    with holding(directory, busy):
         yield
-    finally:
-        os.close(fd)
 
 
 def mount_all(args: argparse.Namespace, out: TextIO) -> int:

@@ -39,7 +39,7 @@ from pkgfs.vfs.env.materialize import (
     write_tree,
 )
 from pkgfs.vfs.env.state import MountConfig, mount_dir
-from pkgfs.vfs.env.venv import Venv, depopulate_venv, mountpoint_of, populate_venv, venv_of
+from pkgfs.vfs.env.venv import Venv, depopulate_venv, few, mountpoint_of, populate_venv, venv_of
 from pkgfs.vfs.fuse.mounts import mount_state
 
 from .mount import _check_python, prepare
@@ -80,9 +80,7 @@ def _check_empty(site: Path, previous: MountConfig | None) -> None:
         return
     present = sorted(os.listdir(site)) if site.is_dir() else []
     if present:
-        shown = ", ".join(present[:3]) + (
-            f" and {len(present) - 3} more" if len(present) > 3 else ""
-        )
+        shown = few(present)
         raise MountError(
             f"{site}: not empty ({shown}), and not materialized by pkgfs: it would be replaced;"
             " make the venv without packages (python -m venv --without-pip DIR, or uv venv"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -31,10 +30,12 @@ from pkgfs.store import Store, resolve_store_path
 from pkgfs.store.errors import MountError, PkgfsError, TargetError
 from pkgfs.store.hashing import hash_file
 from pkgfs.store.lock import discover_lock, probe_target
+from pkgfs.vfs.env.locks import take
 from pkgfs.vfs.env.state import UNMOUNTED, MountConfig, MountRecord, mount_dir
 from pkgfs.vfs.env.venv import (
     Venv,
     depopulate_venv,
+    few,
     mountpoint_of,
     populate_venv,
     venv_identity,
@@ -83,25 +84,11 @@ def _clear_stale(mountpoint: Path, err: TextIO) -> None:
     if present:
         # A mount would hide them: python -m venv's pip (whose bin/pip then breaks), or a
         # whole project. Nothing is hidden silently.
-        shown = ", ".join(present[:3]) + (
-            f" and {len(present) - 3} more" if len(present) > 3 else ""
-        )
+        shown = few(present)
         raise MountError(
             f"{mountpoint}: not empty ({shown}): a mount would hide what is there; make the venv"
             " without packages (python -m venv --without-pip DIR, or uv venv DIR), or empty it"
         )
-
-
-def _lock(directory: Path, busy: str) -> int:
-    """An open descriptor of ``directory`` holding its exclusive ``flock``; ``MountError``
-    with the message ``busy`` when another process holds it."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise MountError(busy) from None
-    return fd
 
 
 @contextlib.contextmanager
@@ -109,7 +96,7 @@ def _locks(mountpoint: Path, state: Path, overlay: Path) -> Iterator[list[int]]:
     """Lock the mount's state directory and its overlay directory, for as long as the
     command runs; the daemon is handed the same open files and holds them after."""
     held = [
-        _lock(
+        take(
             state,
             f"{mountpoint}: busy: another pkgfs mount of it is under way, or its daemon still"
             f" serves processes that used it before a lazy unmount (pid in {state / 'mount.json'})",
@@ -119,7 +106,7 @@ def _locks(mountpoint: Path, state: Path, overlay: Path) -> Iterator[list[int]]:
         if overlay != state:
             overlay.mkdir(parents=True, exist_ok=True)
             held.append(
-                _lock(overlay, f"{overlay}: busy: another mount uses this --overlay directory")
+                take(overlay, f"{overlay}: busy: another mount uses this --overlay directory")
             )
         yield held
     finally:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import fcntl
 import json
 import os
 import sys
@@ -31,6 +30,7 @@ from typing import TextIO
 from pkgfs.store import Store
 from pkgfs.store.errors import MountError
 from pkgfs.store.hashing import hash_file
+from pkgfs.vfs.env.locks import holding
 from pkgfs.vfs.env.state import MountConfig, MountRecord, mount_dir
 from pkgfs.vfs.env.venv import (
     Venv,
@@ -91,17 +91,9 @@ def _keep_mounted_with(args: argparse.Namespace, config: MountConfig, venv: Venv
 def _switching(state: Path, mountpoint: Path) -> Iterator[None]:
     """One switch of a mount at a time (``flock`` of ``state/switch.lock``). Raises
     ``MountError`` when another is under way."""
-    fd = os.open(state / "switch.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise MountError(
-                f"{mountpoint}: busy: another pkgfs mount or rollback is switching it"
-            ) from None
+    busy = f"{mountpoint}: busy: another pkgfs mount or rollback is switching it"
+    with holding(state / "switch.lock", busy, create=True):
         yield
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ import json
 import os
 import stat
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from .view import DATA_DIR, View
 __all__ = [
     "Venv",
     "depopulate_venv",
+    "few",
     "mountpoint_of",
     "populate_interrupted",
     "populate_venv",
@@ -135,6 +137,13 @@ def venv_identity(venv: Venv, create: bool = False) -> str | None:
             os.unlink(tmp)
         raise
     return identity
+
+
+def few(names: Sequence[str], most: int = 3) -> str:
+    """The first ``most`` of ``names``, and how many more: ``"a, b, c and 4 more"`` (a
+    directory's contents in a one-line error)."""
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def mountpoint_of(path: Path) -> Path:
