@@ -167,3 +167,21 @@ def test_clones_where_the_filesystem_can(xfs: Path) -> None:
     copied = json.loads(env.pkgfs("materialize", env.venv, "--link-mode", "copy", "--json").stdout)
     assert copied["reflinked"] == 0
     assert copied["copied"] == report["reflinked"]
+
+
+@needs_fuse
+def test_a_mounts_overlay_is_said_not_carried_and_diff_says_there_is_none(project: Env) -> None:
+    project.pkgfs("mount", project.site)
+    (project.site / "app" / "local.py").write_text("EDITED = 1\n")  # a local edit
+    project.pkgfs("unmount", project.site)
+    result = project.pkgfs("materialize", project.venv)
+    (warning,) = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert warning.startswith(f"pkgfs: warning: {project.site}: the ")
+    assert "are not in the materialized files" in warning
+    assert not (project.site / "app" / "local.py").exists()
+    diff = project.pkgfs("diff", project.venv, check=False)
+    assert diff.returncode == 1
+    assert diff.stderr == (
+        f"pkgfs: error: {project.venv}: materialized as real files (pkgfs materialize): there"
+        " is no overlay; its files are the environment\n"
+    )

@@ -441,9 +441,12 @@ def test_mountpoint_not_a_directory(project: Env, tmp_path: Path) -> None:
     assert error == f"pkgfs: error: {tmp_path / 'file'}: not a directory"
 
 
-def test_already_mounted(mounted: Env) -> None:
-    error = fails(mounted, "mount", mounted.site)
-    assert error == f"pkgfs: error: {mounted.site}: already mounted: pkgfs unmount it first"
+def test_mounting_again_with_the_same_lock_does_nothing(mounted: Env) -> None:
+    # `uv lock && pkgfs mount .venv` in a script, with the lock unchanged: no error.
+    again = mounted.pkgfs("mount", mounted.site)
+    lock = mounted.project / "pylock.toml"
+    assert again.stdout == f"{mounted.site}: already mounted, up to date with {lock}\n"
+    assert mounted.run(mounted.python, "-c", "import app; print(app.VALUE)") == "1\n"
 
 
 def test_no_lock(project: Env) -> None:

@@ -59,6 +59,9 @@ def test_run_mounts_runs_and_unmounts(project: Env, tmp_path: Path) -> None:
     assert not (venv / "bin" / "app-cli").exists()  # the mount's scripts went with it
     assert not list(_site(venv).iterdir())  # never had pip
     assert pkgfs_processes(project.env) == set()  # no daemon left
+    # pkgfs run mounts it when it runs: mount --all (and a server's start) leave it be.
+    assert project.pkgfs("mount", "--all").returncode == 0
+    assert not in_mountinfo(_site(venv))
 
 
 def test_run_forwards_sigterm_and_exits_with_the_status(project: Env, tmp_path: Path) -> None:

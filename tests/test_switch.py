@@ -114,7 +114,7 @@ def test_uv_lock_adds_a_package_and_the_mounted_env_follows(uvproject: Project) 
     (row,) = json.loads(status.stdout)
     assert (row["state"], row["lock_state"], row["packages"]) == ("ok", "current", 3)
     assert row["rollback"] == 2
-    assert "already mounted" in p.pkgfs("mount", p.site, check=False).stderr  # nothing new
+    assert "already mounted, up to date" in p.pkgfs("mount", p.site).stdout  # nothing new
 
 
 def test_other_groups_asked_of_a_mounted_env_switch_it(uvproject: Project) -> None:
@@ -370,6 +370,11 @@ def test_store_rm_refuses_what_an_environment_uses_and_gc_keeps_the_rollback(
     )
     used = p.pkgfs("store", "rm", "alpha-1.5-py3-none-any.whl", check=False)
     assert "uses it: nothing removed" in used.stderr
+    # The same store named through a symlink is the same store.
+    link = p.project.parent / "store-link"
+    link.symlink_to(p.env["PKGFS_STORE"])
+    through = p.pkgfs("--store", link, "store", "rm", "alpha-1.5-py3-none-any.whl", check=False)
+    assert "uses it: nothing removed" in through.stderr
     unknown = p.pkgfs("store", "rm", "nothing-1.0-py3-none-any.whl", check=False)
     assert unknown.returncode == 1
     assert "no stored wheel" in unknown.stderr

@@ -337,7 +337,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     if getattr(args, "fork_daemon", False) and not args.foreground:
         daemon = args.daemon = fork_daemon()  # first: see fuse/spawn.py
     try:
-        return run_command(run, args, out or sys.stdout)
+        # A command started with stdout closed (``pkgfs status >&-``) has no sys.stdout.
+        stream = out or sys.stdout or open(os.devnull, "w")  # noqa: SIM115 (lives as the process)
+        return run_command(run, args, stream)
     finally:
         if daemon is not None:
             daemon.cancel()  # unless the mount started it

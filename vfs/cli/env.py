@@ -23,7 +23,7 @@ from typing import TextIO
 from pkgfs.store.errors import MountError
 from pkgfs.vfs.env.locks import holding
 from pkgfs.vfs.env.registry import Environment, environments
-from pkgfs.vfs.env.state import UNMOUNTED, mount_dir
+from pkgfs.vfs.env.state import MADE_BY_RUN, UNMOUNTED, mount_dir
 from pkgfs.vfs.env.venv import mountpoint_of, venv_of
 from pkgfs.vfs.fuse.mounts import UNRESPONSIVE_AFTER, mount_state
 
@@ -134,6 +134,8 @@ def mount_all(args: argparse.Namespace, out: TextIO) -> int:
             continue  # (a materialized environment is real files: nothing to mount)
         if getattr(args, "restore", False) and (directory / UNMOUNTED).exists():
             continue  # unmounted with pkgfs unmount: a new mount server leaves it so
+        if (directory / MADE_BY_RUN).exists():
+            continue  # pkgfs run mounts it when it runs, and unmounts it after
         state = mount_state(mountpoint, timeout=UNRESPONSIVE_AFTER)
         if state == "ok":
             continue

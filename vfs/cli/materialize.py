@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import fcntl
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ from typing import TextIO
 from pkgfs.store import Store
 from pkgfs.store.errors import MountError
 from pkgfs.store.lock import discover_lock
+from pkgfs.vfs.env.locks import holding
 from pkgfs.vfs.env.materialize import (
     PREFIX,
     LinkMode,
@@ -72,6 +72,22 @@ def _previous(state: Path) -> tuple[bytes | None, MountConfig | None]:
         return data, None
 
 
+def _warn_overlay(site: Path, previous: MountConfig | None) -> None:
+    """A mount's overlay (local edits, what pip installed) is not carried into the files:
+    said in one line, with where it stays."""
+    if previous is None or previous.materialized:
+        return
+    upper = Path(previous.upper)
+    changed = sum(len(files) + len(dirs) for _, dirs, files in os.walk(upper))
+    if changed:
+        print(
+            f"pkgfs: warning: {site}: the {changed} entries of its mount's overlay (local edits,"
+            f" what pip or uv installed) are not in the materialized files; they stay in"
+            f" {upper} until pkgfs env rm",
+            file=sys.stderr,
+        )
+
+
 def _check_empty(site: Path, previous: MountConfig | None) -> None:
     """What is replaced must be pkgfs's own: an empty site-packages, or one materialized
     before; anything else (pip, a whole installed environment) is refused, as a mount
@@ -109,21 +125,15 @@ def cmd_materialize(args: argparse.Namespace, out: TextIO) -> int:
     state = mount_dir(site)
     created = next((p for p in reversed([state, *state.parents]) if not p.exists()), None)
     state.mkdir(mode=0o700, parents=True, exist_ok=True)
-    lock = os.open(state, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise MountError(f"{site}: busy: another pkgfs command prepares it") from None
+    with holding(state, f"{site}: busy: another pkgfs command prepares it"):
         previous_bytes, previous = _previous(state)
         try:
             _check_empty(site, previous)
+            _warn_overlay(site, previous)
             config, written = _materialize(args, venv, state)
         except BaseException:
             _restore(state, previous_bytes, created)
             raise
-    finally:
-        os.close(lock)
     _say(args, config, written, out)
     return 0
 

@@ -31,7 +31,7 @@ from pkgfs.store.errors import MountError, PkgfsError, TargetError
 from pkgfs.store.hashing import hash_file
 from pkgfs.store.lock import discover_lock, probe_target
 from pkgfs.vfs.env.locks import take
-from pkgfs.vfs.env.state import UNMOUNTED, MountConfig, MountRecord, mount_dir
+from pkgfs.vfs.env.state import MADE_BY_RUN, UNMOUNTED, MountConfig, MountRecord, mount_dir
 from pkgfs.vfs.env.venv import (
     Venv,
     depopulate_venv,
@@ -204,9 +204,16 @@ def _mount(args: argparse.Namespace, out: TextIO) -> int:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
         raise
-    (state / UNMOUNTED).unlink(missing_ok=True)  # mounted: a server's start keeps it so
+    _clear_marks(state)
     _say_mounted(args, config, mountpoint, out)
     return 0
+
+
+def _clear_marks(state: Path) -> None:
+    """Mounted by ``pkgfs mount``: ``mount --all`` and a mount server's start mount it again
+    (as after a reboot) from now on."""
+    for mark in (UNMOUNTED, MADE_BY_RUN):
+        (state / mark).unlink(missing_ok=True)
 
 
 def _say_mounted(

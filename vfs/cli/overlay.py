@@ -7,6 +7,7 @@ of a mount that is gone is skipped, not removed; ``mount`` and ``unmount`` tidy 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -196,7 +197,16 @@ def _known(mountpoint: Path) -> Path:
 def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
     """``pkgfs diff``: the overlay's changes, one per line on stdout; on stderr, one line
     per package pip or uv changed there. Reads only. Raises ``MountError``."""
-    tree = _tree(_known(mountpoint_of(Path(args.mountpoint).absolute())))
+    directory = _known(mountpoint_of(Path(args.mountpoint).absolute()))
+    materialized = ""
+    with contextlib.suppress(OSError, MountError):  # (then _tree says what is wrong)
+        materialized = MountConfig.load(directory / "config.json").materialized
+    if materialized:
+        raise MountError(
+            f"{args.mountpoint}: materialized as real files (pkgfs materialize): there is no"
+            " overlay; its files are the environment"
+        )
+    tree = _tree(directory)
     changes = tree.changes()
     if args.json:
         json.dump([{"path": c.path, "change": c.kind} for c in changes], out, indent=2)

@@ -31,7 +31,7 @@ from typing import TextIO
 
 from pkgfs.store.errors import MountError
 from pkgfs.store.lock import discover_lock
-from pkgfs.vfs.env.state import mount_dir, state_home
+from pkgfs.vfs.env.state import MADE_BY_RUN, mount_dir, state_home
 from pkgfs.vfs.env.venv import depopulate_venv, mountpoint_of
 from pkgfs.vfs.fuse.mounts import BusyError, fusermount, in_mountinfo
 from pkgfs.vfs.fuse.spawn import EarlyDaemon
@@ -80,6 +80,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     mount.mountpoint, mount.all, mount.foreground = str(mountpoint), False, False
     mount.overlay = None
     cmd_mount(mount, sys.stderr)  # its "mounted ..." line on stderr: stdout is CMD's
+    (mount_dir(mountpoint) / MADE_BY_RUN).touch()  # mount --all leaves it to pkgfs run
     daemon: EarlyDaemon | None = getattr(args, "daemon", None)
     with _forwarding() as forward:
         try:

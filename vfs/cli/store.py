@@ -220,7 +220,7 @@ def cmd_store_rm(args: argparse.Namespace, out: TextIO) -> int:
     from pkgfs.store import resolve_store_path  # noqa: PLC0415
     from pkgfs.store.gc import exclusive, remove_wheels  # noqa: PLC0415
     from pkgfs.store.layout import StoreLayout  # noqa: PLC0415
-    from pkgfs.vfs.env.registry import Environment, environments  # noqa: PLC0415
+    from pkgfs.vfs.env.registry import Environment, environments, same_store  # noqa: PLC0415
 
     root = resolve_store_path(getattr(args, "store", None))
     if not StoreLayout(root).index.is_file():
@@ -244,7 +244,7 @@ def cmd_store_rm(args: argparse.Namespace, out: TextIO) -> int:
                         f"{env}: what that environment uses is unknown, so nothing is removed;"
                         " pkgfs env rm it, or mount it again (or --force)"
                     )
-                if Path(env.config.store).absolute() != store.root.absolute():
+                if not same_store(Path(env.config.store), store.root):
                     continue
                 for config, which in ((env.config, "uses"), (env.previous, "can roll back to")):
                     used = set(config.wheels) & chosen.keys() if config is not None else set()

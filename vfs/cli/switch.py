@@ -108,7 +108,7 @@ def _next_config(state: Path) -> Iterator[None]:
 
 def follow_lock(args: argparse.Namespace, out: TextIO, mountpoint: Path) -> int:
     """``pkgfs mount`` of a mounted environment: switched to its lock (or the lock and
-    groups asked) when that changed, live; else ``MountError`` "already mounted". Raises
+    groups asked) when that changed, live; else nothing to do (said, exit 0). Raises
     ``MountError`` (one line) when the switch fails: the mount serves what it served."""
     from .mount import prepare  # noqa: PLC0415 (mount imports this module)
 
@@ -123,8 +123,14 @@ def follow_lock(args: argparse.Namespace, out: TextIO, mountpoint: Path) -> int:
             _rewrite_scripts(venv, config.view(store), state)
         print(f"wrote the scripts of {venv.root} (a switch was interrupted)", file=out)
         return 0
-    if reason is None:
-        raise MountError(f"{mountpoint}: already mounted: pkgfs unmount it first")
+    if reason is None:  # `uv lock && pkgfs mount .venv` with the lock unchanged: nothing to do
+        if getattr(args, "json", False):
+            row = {"mountpoint": str(mountpoint), "lock": str(args.lock), "up_to_date": True}
+            json.dump(row, out, indent=2)
+            out.write("\n")
+        else:
+            print(f"{mountpoint}: already mounted, up to date with {args.lock}", file=out)
+        return 0
     _keep_mounted_with(args, config, venv)
     args.allow_other = config.allow_other  # a switch keeps the mount's options
     args.no_compile = args.no_compile or not config.magic

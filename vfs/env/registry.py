@@ -20,7 +20,7 @@ from .saved import view_key
 from .state import MountConfig, each_state
 from .view import Bytecode
 
-__all__ = ["Environment", "environments", "roots"]
+__all__ = ["Environment", "environments", "roots", "same_store"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def roots(store: Store, envs: list[Environment]) -> tuple[set[str], set[str]]:
     configs = [env.config for env in envs]
     configs += [env.previous for env in envs if env.previous is not None]
     for config in configs:
-        if not _same_directory(Path(config.store), store.root):
+        if not same_store(Path(config.store), store.root):
             continue
         wheels.update(config.wheels)
         bytecode = Bytecode(config.magic, config.cache_tag) if config.magic else None
@@ -65,7 +65,7 @@ def roots(store: Store, envs: list[Environment]) -> tuple[set[str], set[str]]:
     return wheels, views
 
 
-def _same_directory(recorded: Path, root: Path) -> bool:
+def same_store(recorded: Path, root: Path) -> bool:
     """Whether the store an environment recorded is ``root``, however either is spelled
     (a symlink, ``..``, a relative path): its wheels were removed from under it when a
     symlinked ``--store`` or ``$PKGFS_STORE`` did not compare equal. When one cannot be

@@ -30,6 +30,7 @@ from .view import Bytecode, View
 T = TypeVar("T")
 
 __all__ = [
+    "MADE_BY_RUN",
     "STATE_FORMAT",
     "UNMOUNTED",
     "MountConfig",
@@ -48,6 +49,9 @@ STATE_FORMAT = 1
 # mount server's start, which mounts every environment again as after a reboot, leaves it
 # unmounted; an explicit ``pkgfs mount --all`` or a mount of it mounts it (and removes it).
 UNMOUNTED = "unmounted"
+# In the state directory of an environment ``pkgfs run`` mounted: it mounts and unmounts it
+# itself, so neither ``pkgfs mount --all`` nor a mount server's start mounts it.
+MADE_BY_RUN = "made-by-run"
 
 
 def state_home(environ: Mapping[str, str] = os.environ) -> Path:

@@ -166,7 +166,8 @@ def _wait_for_exit(sock: socket.socket, server: Server) -> int:
         if not chunk:
             print(
                 "pkgfs: error: the pkgfs server went away before the command finished"
-                f" (see {server.log}); run the command again",
+                f" (see {server.log}); the command itself may still finish: see pkgfs status"
+                " before running it again",
                 file=sys.stderr,
             )
             return 1
