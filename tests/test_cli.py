@@ -154,6 +154,17 @@ def test_closed_stderr_exits_quietly(pkgfs: RunPkgfs, tmp_path: Path) -> None:
         assert proc.wait(timeout=30) == 141
 
 
+def test_closed_stdout_from_the_start_is_not_a_bug(tmp_path: Path) -> None:
+    # `pkgfs status >&-`: Python starts with no sys.stdout; this was a traceback, exit 1.
+    command = f"{shlex.join(PKGFS)} --store {shlex.quote(str(tmp_path / 'store'))} store ls >&-"
+    environ = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    done = subprocess.run(
+        ["sh", "-c", command], capture_output=True, text=True, env=environ, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+
+
 def test_head_closing_a_long_listing(
     pkgfs: RunPkgfs, make_wheel: MakeWheel, store_dir: Path
 ) -> None:
