@@ -7,7 +7,6 @@ of a mount that is gone is skipped, not removed; ``mount`` and ``unmount`` tidy 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -27,20 +26,25 @@ from pkgfs.vfs.env.venv import (
     venv_identity,
     venv_of,
 )
+from pkgfs.vfs.env.view import View
 from pkgfs.vfs.fuse.mounts import UNRESPONSIVE_AFTER, alive, mount_state
 from pkgfs.vfs.fuse.wire import ask
-from pkgfs.vfs.overlay import MergedTree
+from pkgfs.vfs.overlay import Change, MergedTree
 from pkgfs.vfs.overlay.reconcile import shadowing
 
 __all__ = ["cmd_diff", "cmd_reset", "cmd_status"]
 
 
-def _tree(directory: Path) -> MergedTree:
-    """The merged tree of the mount whose state is in ``directory``. Raises ``MountError``
-    when its config is damaged or from another version, ``StoreError`` when its store is
+def _config(directory: Path) -> MountConfig:
+    """The config of the mount whose state is in ``directory``. Raises ``MountError`` when
+    it is damaged or from another version, ``OSError`` when unreadable."""
+    return MountConfig.load(directory / "config.json")
+
+
+def _tree(config: MountConfig) -> MergedTree:
+    """The merged tree of the mount of ``config``. Raises ``StoreError`` when its store is
     gone (never making a new one there), ``ViewError`` when its wheels left the store,
     ``OSError`` when unreadable."""
-    config = MountConfig.load(directory / "config.json")
     if not StoreLayout(Path(config.store)).index.is_file():  # opening it would make a new one
         raise StoreError(
             f"{config.store}: its store is not there any more (moved or deleted): put it back,"
@@ -97,14 +101,21 @@ def _status_row(directory: Path, record: MountRecord) -> dict[str, object] | Non
         state = "stale"
     if state == "unmounted":
         return None  # a daemon killed and its mount cleared: the next mount rewrites this
-    if state == "ok" and _venv_replaced(directory, mountpoint):
+    config: MountConfig | None = None
+    try:
+        config = _config(directory)
+    except (OSError, MountError) as exc:
+        unreadable: Exception = exc
+    if state == "ok" and config is not None and _venv_replaced(config, mountpoint):
         state = "orphaned"  # its venv deleted, or made anew: unmount, then mount again
-    lock = _lock_state(directory)
+    lock = config.lock_state() if config is not None else "unknown"
     changes = None
     requests = None
     if state == "ok":
         try:
-            changes = len(_tree(directory).changes())
+            if config is None:
+                raise unreadable
+            changes = len(_tree(config).changes())
         except (StoreError, ViewError) as exc:  # its store or its wheels are gone
             print(f"pkgfs: warning: {record.mountpoint}: {exc}", file=sys.stderr)
             state = "damaged"
@@ -154,25 +165,17 @@ def _rollback(directory: Path) -> int | None:
         return None
 
 
-def _venv_replaced(directory: Path, mountpoint: Path) -> bool:
+def _venv_replaced(config: MountConfig, mountpoint: Path) -> bool:
     """Whether the venv this mount was made for is gone, or was made anew at its path
     (``rm -rf .venv`` while mounted, then ``python -m venv .venv``): the mount serves no
     venv's interpreter then, and a new venv there needs a new mount."""
+    if not config.venv_id:
+        return False  # not a venv's, or mounted by a pkgfs that kept no identity
     try:
-        wanted = MountConfig.load(directory / "config.json").venv_id
-        if not wanted:
-            return False  # not a venv's, or mounted by a pkgfs that kept no identity
         venv = venv_of(mountpoint)
-        return venv is None or venv_identity(venv) != wanted
+        return venv is None or venv_identity(venv) != config.venv_id
     except (OSError, MountError):
         return False
-
-
-def _lock_state(directory: Path) -> str:
-    try:
-        return MountConfig.load(directory / "config.json").lock_state()
-    except (OSError, MountError):
-        return "unknown"
 
 
 def _requests(record: MountRecord) -> dict[str, int] | None:
@@ -197,16 +200,13 @@ def _known(mountpoint: Path) -> Path:
 def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
     """``pkgfs diff``: the overlay's changes, one per line on stdout; on stderr, one line
     per package pip or uv changed there. Reads only. Raises ``MountError``."""
-    directory = _known(mountpoint_of(Path(args.mountpoint).absolute()))
-    materialized = ""
-    with contextlib.suppress(OSError, MountError):  # (then _tree says what is wrong)
-        materialized = MountConfig.load(directory / "config.json").materialized
-    if materialized:
+    config = _config(_known(mountpoint_of(Path(args.mountpoint).absolute())))
+    if config.materialized:
         raise MountError(
             f"{args.mountpoint}: materialized as real files (pkgfs materialize): there is no"
             " overlay; its files are the environment"
         )
-    tree = _tree(directory)
+    tree = _tree(config)
     changes = tree.changes()
     if args.json:
         json.dump([{"path": c.path, "change": c.kind} for c in changes], out, indent=2)
@@ -237,10 +237,13 @@ def cmd_reset(args: argparse.Namespace, out: TextIO) -> int:
     paths = [_relative(mountpoint, p) for p in args.paths] or None
     if paths is not None and "" in paths:  # `pkgfs reset MP .`: the whole mount
         paths = None
+    config = _config(directory)
+    tree = _tree(config)  # as it is before the reset: its view, and what it changed
+    changes = tree.changes()
     if paths is not None:
-        _check_changed(directory, mountpoint, paths)
+        _check_changed([change.path for change in changes], mountpoint, paths)
     venv = venv_of(mountpoint)
-    scripts = _installed_scripts(directory, venv, paths) if venv is not None else []
+    scripts = _installed_scripts(config, changes, venv, paths) if venv is not None else []
     mounted = mount_state(mountpoint) == "ok"
     if mounted:
         record = MountRecord.load(directory)
@@ -254,50 +257,53 @@ def cmd_reset(args: argparse.Namespace, out: TextIO) -> int:
         if not reply.get("ok"):
             raise MountError(f"{mountpoint}: reset failed: {reply.get('error')}")
     else:
-        _tree(directory).reset(paths)
+        tree.reset(paths)
     what = "all changes" if paths is None else ", ".join(paths)
     print(f"reset {what} at {mountpoint}", file=out)
     if venv is not None:  # still mounted: not unmounted meanwhile (its scripts gone)
-        _reset_bin(directory, venv, scripts, mounted and mount_state(mountpoint) == "ok")
+        still = mounted and mount_state(mountpoint) == "ok"
+        _reset_bin(directory, venv, scripts, tree.view if still else None)
     return 0
 
 
 def _installed_scripts(
-    directory: Path, venv: Venv, paths: list[str] | None
+    config: MountConfig, changes: list[Change], venv: Venv, paths: list[str] | None
 ) -> list[tuple[str, str]]:
     """The scripts in ``bin/`` of the distributions pip or uv installed into the overlay
-    that this reset drops (their top-level ``.dist-info`` added or replaced)."""
-    tree = _tree(directory)
+    (``changes``: its changes before the reset) that this reset drops (their top-level
+    ``.dist-info`` added or replaced)."""
     infos = [
         c.path
-        for c in tree.changes()
+        for c in changes
         if c.kind in ("added", "replaced")
         and "/" not in c.path
         and c.path.endswith(".dist-info")
         and (paths is None or any(c.path == p or c.path.startswith(p + "/") for p in paths))
     ]
-    return scripts_recorded(venv, Path(MountConfig.load(directory / "config.json").upper), infos)
+    return scripts_recorded(venv, Path(config.upper), infos)
 
 
-def _reset_bin(directory: Path, venv: Venv, scripts: list[tuple[str, str]], mounted: bool) -> None:
+def _reset_bin(
+    directory: Path, venv: Venv, scripts: list[tuple[str, str]], view: View | None
+) -> None:
     """``bin/`` follows the reset, as it follows a mount: the scripts of what the reset
-    dropped go (where unchanged), and, mounted, the locked scripts a pip or uv uninstall
-    removed are written again. A problem is a warning: the overlay is already reset."""
+    dropped go (where unchanged), and, mounted (``view``: what it serves), the locked
+    scripts a pip or uv uninstall removed are written again. A problem is a warning: the
+    overlay is already reset."""
     remove_recorded_scripts(venv, scripts)
-    if not mounted:
+    if view is None:
         return  # unmounted, bin/ holds none of the lock's scripts: the next mount writes them
     try:
-        for warning in populate_venv(venv, _tree(directory).view, directory):
+        for warning in populate_venv(venv, view, directory):
             print(f"pkgfs: warning: {warning}", file=sys.stderr)
     except (OSError, PkgfsError) as exc:
         print(f"pkgfs: warning: {venv.bin}: scripts not written again: {exc}", file=sys.stderr)
 
 
-def _check_changed(directory: Path, mountpoint: Path, paths: list[str]) -> None:
-    """Every PATH must name a change, at it or below it, before anything is reset: a typo,
-    or a path relative to the current directory rather than the mountpoint, is refused in
-    one line (``MountError``) instead of resetting nothing and saying it did."""
-    changed = [change.path for change in _tree(directory).changes()]
+def _check_changed(changed: list[str], mountpoint: Path, paths: list[str]) -> None:
+    """Every PATH must name a change (``changed``), at it or below it, before anything is
+    reset: a typo, or a path relative to the current directory rather than the mountpoint,
+    is refused in one line (``MountError``) instead of resetting nothing and saying it did."""
     for path in paths:
         if not any(c == path or c.startswith(path + "/") for c in changed):
             raise MountError(
