@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shlex
 import shutil
@@ -26,6 +25,8 @@ from pkgfs.vfs.env.registry import Environment, environments
 from pkgfs.vfs.env.state import MADE_BY_RUN, UNMOUNTED, mount_dir
 from pkgfs.vfs.env.venv import mountpoint_of, venv_of
 from pkgfs.vfs.fuse.mounts import UNRESPONSIVE_AFTER, mount_state
+
+from .output import print_json
 
 __all__ = ["cmd_env_list", "cmd_env_rm", "mount_all"]
 
@@ -62,8 +63,7 @@ def cmd_env_list(args: argparse.Namespace, out: TextIO) -> int:
             }
         )
     if args.json:
-        json.dump(rows, out, indent=2)
-        out.write("\n")
+        print_json(rows, out)
         return 0
     if not rows:
         print("no pkgfs environments", file=out)

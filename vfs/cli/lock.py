@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ from pkgfs.vfs.env.saved import prepare_view
 from pkgfs.vfs.env.venv import site_packages_for
 from pkgfs.vfs.env.view import Bytecode
 
-from .output import EXIT_INTERRUPTED
+from .output import EXIT_INTERRUPTED, print_json
 
 __all__ = [
     "cmd_lock_show",
@@ -189,8 +188,7 @@ def cmd_lock_show(args: argparse.Namespace, out: TextIO) -> int:
             }
             for project, wheel in editables
         ]
-        json.dump(rows, out, indent=2)
-        out.write("\n")
+        print_json(rows, out)
         return 0
     for w in resolved.wheels:
         mark = "stored " if w.name in stored else "build  " if w.name in to_build else "missing"
@@ -360,8 +358,7 @@ def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
             "failed": [{"wheel": o.wheel.filename, "error": str(o.error)} for o in failed],
             "view": view,
         }
-        json.dump(report, out, indent=2)
-        out.write("\n")
+        print_json(report, out)
     else:
         summary = f"{len(resolved.wheels)} wheels: {len(present)} already in the store"
         summary += f", {len(outcomes) - len(failed)} added"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import os
 import shutil
 import sys
@@ -43,6 +42,7 @@ from pkgfs.vfs.env.venv import Venv, depopulate_venv, few, mountpoint_of, popula
 from pkgfs.vfs.fuse.mounts import mount_state
 
 from .mount import _check_python, prepare
+from .output import print_json
 
 __all__ = ["cmd_materialize"]
 
@@ -197,8 +197,7 @@ def _say(args: argparse.Namespace, config: MountConfig, written: Written, out: T
             "generated": written.generated,
             "bytes": written.bytes,
         }
-        json.dump(row, out, indent=2)
-        out.write("\n")
+        print_json(row, out)
         return
     selected = f", {config.selection}" if config.selection else ""
     print(

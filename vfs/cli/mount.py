@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -54,6 +53,7 @@ from pkgfs.vfs.fuse.mounts import (
 from pkgfs.vfs.fuse.spawn import EarlyDaemon, fork_daemon
 
 from .lock import resolve_lock, stored_wheels, sync_locked
+from .output import print_json
 
 __all__ = ["cmd_mount", "cmd_unmount", "prepare"]
 
@@ -224,8 +224,7 @@ def _say_mounted(
         row: dict[str, object] = {"mountpoint": str(mountpoint), "lock": str(args.lock)}
         row |= {"python": config.python, "packages": len(config.wheels)}
         row["selection"] = config.selection
-        json.dump(row, out, indent=2)
-        out.write("\n")
+        print_json(row, out)
         return
     selected = f", {config.selection}" if config.selection else ""
     print(

@@ -1,8 +1,19 @@
-"""What every command shares in how it answers: exit statuses and sizes for people."""
+"""What every command shares in how it answers: exit statuses, sizes for people, and
+``--json`` output."""
 
 from __future__ import annotations
 
-__all__ = ["EXIT_BROKEN_PIPE", "EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "human"]
+import json
+from typing import TextIO
+
+__all__ = [
+    "EXIT_BROKEN_PIPE",
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "human",
+    "print_json",
+]
 
 EXIT_OK, EXIT_FAILURE = 0, 1  # argparse exits 2 on a usage error
 EXIT_INTERRUPTED = 128 + 2  # SIGINT, as the shell reports a command Ctrl-C stopped
@@ -18,3 +29,9 @@ def human(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     raise AssertionError("unreachable")
+
+
+def print_json(data: object, out: TextIO) -> None:
+    """``data`` as the ``--json`` answer of a command: indented JSON, one final newline."""
+    json.dump(data, out, indent=2)
+    out.write("\n")

@@ -32,6 +32,8 @@ from pkgfs.vfs.fuse.wire import ask
 from pkgfs.vfs.overlay import Change, MergedTree
 from pkgfs.vfs.overlay.reconcile import shadowing
 
+from .output import print_json
+
 __all__ = ["cmd_diff", "cmd_reset", "cmd_status"]
 
 
@@ -83,8 +85,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
         print(f"pkgfs: {missing}: not mounted", file=sys.stderr)
         unhealthy = True
     if args.json:
-        json.dump(rows, out, indent=2)
-        out.write("\n")
+        print_json(rows, out)
         return 1 if unhealthy else 0
     if not rows and not named:
         print("no pkgfs mounts", file=out)
@@ -209,8 +210,7 @@ def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
     tree = _tree(config)
     changes = tree.changes()
     if args.json:
-        json.dump([{"path": c.path, "change": c.kind} for c in changes], out, indent=2)
-        out.write("\n")
+        print_json([{"path": c.path, "change": c.kind} for c in changes], out)
         return 0
     letters = {"added": "A", "modified": "M", "deleted": "D", "replaced": "R"}
     for change in changes:

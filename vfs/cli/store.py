@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from concurrent.futures import BrokenExecutor
 from dataclasses import asdict
@@ -14,7 +13,7 @@ from pkgfs.store import IngestResult, PkgfsError, Store, StoreError, resolve_sto
 from pkgfs.store.errors import ReadOnlyStoreError
 from pkgfs.store.layout import StoreLayout
 
-from .output import EXIT_FAILURE, EXIT_OK, human
+from .output import EXIT_FAILURE, EXIT_OK, human, print_json
 
 __all__ = [
     "cmd_store_add",
@@ -89,8 +88,7 @@ def cmd_store_ls(args: argparse.Namespace, out: TextIO) -> int:
     with open_store_for_reading(args) as store:
         wheels = store.wheels()
     if args.json:
-        json.dump([asdict(w) for w in wheels], out, indent=2)
-        out.write("\n")
+        print_json([asdict(w) for w in wheels], out)
         return EXIT_OK
     for w in wheels:
         print(
@@ -108,8 +106,7 @@ def cmd_store_stats(args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         # The first six keys are those of earlier versions; the rest were added after them.
         fields = {"store": str(root), **asdict(stats), "saved_bytes": stats.saved_bytes}
-        json.dump(fields, out, indent=2)
-        out.write("\n")
+        print_json(fields, out)
         return EXIT_OK
 
     def size(n: int) -> str:
@@ -195,8 +192,7 @@ def cmd_store_gc(args: argparse.Namespace, out: TextIO) -> int:
             store.layout, store.index, keep_wheels, keep_views, dry_run=args.dry_run
         )
     if args.json:
-        json.dump({**asdict(report), "freed": report.freed}, out, indent=2)
-        out.write("\n")
+        print_json({**asdict(report), "freed": report.freed}, out)
         return EXIT_OK
     verb = "would remove" if report.dry_run else "removed"
     for wheel in report.wheels:

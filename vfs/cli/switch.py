@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import os
 import sys
 from collections.abc import Iterator
@@ -46,6 +45,7 @@ from pkgfs.vfs.overlay import MergedTree
 from pkgfs.vfs.overlay.reconcile import carry_out, plan
 
 from .lock import selection_of
+from .output import print_json
 
 __all__ = ["cmd_rollback", "follow_lock", "reconcile_unmounted", "say_behind"]
 
@@ -126,8 +126,7 @@ def follow_lock(args: argparse.Namespace, out: TextIO, mountpoint: Path) -> int:
     if reason is None:  # `uv lock && pkgfs mount .venv` with the lock unchanged: nothing to do
         if getattr(args, "json", False):
             row = {"mountpoint": str(mountpoint), "lock": str(args.lock), "up_to_date": True}
-            json.dump(row, out, indent=2)
-            out.write("\n")
+            print_json(row, out)
         else:
             print(f"{mountpoint}: already mounted, up to date with {args.lock}", file=out)
         return 0
@@ -205,8 +204,7 @@ def _say(
         row = {"mountpoint": config.mountpoint, "lock": config.lock, "packages": len(config.wheels)}
         row |= {"added": added, "removed": removed, "changed": changed}
         row |= {"notes": _strings(reply.get("notes")), "selection": config.selection}
-        json.dump(row, out, indent=2)
-        out.write("\n")
+        print_json(row, out)
         return
     detail = ", ".join([*(f"+{a}" for a in added), *(f"-{r}" for r in removed), *changed])
     print(
