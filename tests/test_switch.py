@@ -348,6 +348,40 @@ def test_a_killed_switch_leaves_one_view_served(uvproject: Project) -> None:
 # -- the store: rm, and gc's roots ----------------------------------------------------------
 
 
+# The command killed at one exact instant: after the daemon switched, before the scripts.
+KILLED_AFTER_SWITCH = """
+import os, sys
+from pkgfs.vfs.cli import main, switch
+asked = switch._ask_switch
+def ask_then_die(*args, **kwargs):
+    asked(*args, **kwargs)
+    os.kill(os.getpid(), 9)
+switch._ask_switch = ask_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_switch_killed_before_its_scripts_leaves_the_next_mount_to_write_them(
+    uvproject: Project,
+) -> None:
+    p = uvproject
+    p.lock("alpha==1.0", "beta")
+    p.pkgfs("mount", p.site)
+    p.lock("alpha==1.5", "beta", "gamma")
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_AFTER_SWITCH, "mount", p.site],
+        cwd=p.project, env=p.env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert p.imports() == "1.5 1.5 True"  # the daemon switched
+    assert not (p.venv / "bin" / "gamma-cli").exists()  # the command died before the scripts
+    again = p.pkgfs("mount", p.site)
+    assert "wrote the scripts" in again.stdout
+    assert (p.venv / "bin" / "gamma-cli").exists()
+    p.pkgfs("unmount", p.site)
+    assert [name for name in os.listdir(p.venv / "bin") if name.endswith("-cli")] == []
+
+
 def test_store_rm_refuses_what_an_environment_uses_and_gc_keeps_the_rollback(
     uvproject: Project,
 ) -> None:

@@ -11,8 +11,9 @@ venv's scripts for the new view. The config switched from is kept as ``previous.
 
 Killed at any point (``kill -9``), the mount serves one view: the old one if the daemon was
 not yet asked, else the new one (the daemon finishes the switch alone). The venv's scripts
-are recorded before they are written (``populate_venv``): the next ``pkgfs mount`` writes
-those an interrupted switch left out, and unmount removes every one written.
+are marked due before the daemon is asked, and recorded before they are written
+(``populate_due``, ``populate_venv``): the next ``pkgfs mount`` writes those an interrupted
+switch left out, and unmount removes every one written.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pkgfs.vfs.env.state import MountConfig, MountRecord, mount_dir
 from pkgfs.vfs.env.venv import (
     Venv,
     mountpoint_of,
+    populate_due,
     populate_interrupted,
     populate_venv,
     venv_of,
@@ -151,7 +153,12 @@ def follow_lock(args: argparse.Namespace, out: TextIO, mountpoint: Path) -> int:
 
 
 def _ask_switch(state: Path, mountpoint: Path, keep_overlay: bool) -> dict[str, object]:
+    """The daemon switched to ``next.json``: its reply. Before it is asked, the venv's
+    scripts are marked due, so that a command killed after the switch and before the
+    scripts leaves the next ``pkgfs mount`` to write them. Raises ``MountError`` when the
+    daemon does not answer or the switch fails."""
     record = MountRecord.load(state)
+    populate_due(state)
     request: dict[str, object] = {"op": "switch", "keep_overlay": keep_overlay}
     try:
         reply = ask(record.socket.replace("@", "\0", 1), request, timeout=SWITCH_TIMEOUT)
@@ -161,6 +168,7 @@ def _ask_switch(state: Path, mountpoint: Path, keep_overlay: bool) -> dict[str, 
             f" pkgfs unmount {mountpoint}, then mount it again"
         ) from None
     if not reply.get("ok"):
+        (state / "scripts.due").unlink(missing_ok=True)  # it serves what it served
         raise MountError(
             f"{mountpoint}: the switch failed ({reply.get('error')}); it serves what it served"
         )

@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 _RECORD = "scripts.json"  # in the mount's state directory: what populate_venv made
+_DUE = "scripts.due"  # in the same: the view is about to change, the scripts after it
 _FORMAT = 2  # 1 was a bare list of paths, removed whatever they held
 
 
@@ -190,12 +191,24 @@ def populate_venv(venv: Venv, view: View, state: Path) -> list[str]:
             warnings += _link_data(root, venv, view, made)
     finally:
         _save_record(state, venv, made)
+    (state / _DUE).unlink(missing_ok=True)  # only once the record is whole
     return warnings
+
+
+def populate_due(state: Path) -> None:
+    """Say, before a mount's view changes under its venv (a switch), that the venv's
+    scripts are to be written after it: a command killed between the switch and
+    :func:`populate_venv` leaves :func:`populate_interrupted` true, so the next mount
+    writes them. Raises ``OSError`` when ``state`` cannot be written."""
+    (state / _DUE).touch()
 
 
 def populate_interrupted(state: Path) -> bool:
     """True when the last :func:`populate_venv` of ``state`` was killed before it was done
-    (its record is still the plan): the venv's scripts may be missing."""
+    (its record is still the plan), or a switch was killed before it began
+    (:func:`populate_due`): the venv's scripts may be missing."""
+    if (state / _DUE).exists():
+        return True
     try:
         record = json.loads((state / _RECORD).read_text())
     except (OSError, ValueError):
