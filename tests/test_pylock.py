@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.pylock import PackageWheel, Pylock
+from packaging.tags import create_compatible_tags_selector
+from packaging.utils import parse_wheel_filename
 
 from pkgfs.store.lock import LockedWheel, LockError, choose_wheels, read_lock
-from pkgfs.store.lock.model import BuildSource
+from pkgfs.store.lock.model import BuildSource, WheelLink
+from pkgfs.store.lock.resolve import selector_for
 from tests.conftest import RunPkgfs
 from tests.targets import cpython_linux
 
@@ -185,3 +191,36 @@ def test_what_packaging_lets_through_is_one_line(
     assert (result.code, result.out) == (1, ""), result.err
     (line,) = result.err.splitlines()
     assert line.startswith(f"pkgfs: error: {lock}: {message}"), line
+
+
+WHEELS = [
+    "lib-1.0-py3-none-any.whl",
+    "lib-1.0-cp311-abi3-manylinux_2_17_x86_64.whl",
+    "lib-1.0-cp39-abi3-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+    "lib-1.0-cp311-cp311-manylinux_2_28_x86_64.whl",
+    "lib-1.0-cp311-cp311-musllinux_1_2_x86_64.whl",
+    "lib-1.0-cp312-cp312-manylinux_2_17_x86_64.whl",
+    "lib-1.0-py2.py3-none-any.whl",
+    "lib-1.0-cp311-cp311-win_amd64.whl",
+]
+
+
+@pytest.mark.parametrize("minor", [10, 11, 12])
+def test_wheels_are_ranked_as_packaging_ranks_them(tmp_path: Path, minor: int) -> None:
+    # pkgfs ranks a release's wheels itself (resolve.selector_for) and hands Pylock.select
+    # only the tags the lock's wheels carry: both must choose what packaging's own
+    # selector, given every tag of the target, chooses.
+    target = cpython_linux(minor)
+    theirs = create_compatible_tags_selector(target.tags)
+    for count in (1, 2, 3):
+        for chosen in itertools.combinations(WHEELS, count):
+            links = [WheelLink(name, None, None) for name in chosen]
+            tagged = [(link, frozenset(parse_wheel_filename(link.filename)[-1])) for link in links]
+            assert list(selector_for(target.tags)(tagged)) == list(theirs(tagged)), chosen
+    text = HEAD + _package("lib", "1.0", *WHEELS[:7])
+    (tmp_path / "pylock.toml").write_text(text)
+    pylock = Pylock.from_dict(tomllib.loads(text))
+    environment = dict(target.environment)
+    ((_, reference),) = pylock.select(environment=environment, tags=target.tags)  # type: ignore[arg-type]
+    assert isinstance(reference, PackageWheel)
+    assert _select(tmp_path, text, minor) == [("lib", reference.filename)]

@@ -7,9 +7,10 @@ its answer into pkgfs's model and refuses what pkgfs cannot mount.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import cast
 from urllib.parse import urljoin
@@ -26,6 +27,9 @@ from packaging.pylock import (
     PylockSelectError,
     PylockValidationError,
 )
+from packaging.tags import Tag
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+from packaging.version import InvalidVersion
 
 from pkgfs.store.errors import LockError
 
@@ -116,6 +120,20 @@ def _groups(lock: Path, pylock: Pylock, selection: Selection) -> set[str] | None
     return set(selection.choose_groups(lock, defined, pylock.default_groups or ()))
 
 
+def _offered(tags: Sequence[Tag], pylock: Pylock) -> list[Tag]:
+    """The target's ``tags`` that some wheel of the lock carries, in the target's order:
+    ``Pylock.select`` ranks a package's wheels by the first of ``tags`` each matches, so it
+    chooses exactly as with every tag, without intersecting each wheel's tags with all the
+    target's (about 900 for CPython, hashed again for every package). Raises
+    ``PylockValidationError`` for a wheel with no file name, as ``select`` would."""
+    carried: set[Tag] = set()
+    for package in pylock.packages:
+        for wheel in package.wheels or ():
+            with contextlib.suppress(InvalidWheelFilename, InvalidVersion):
+                carried.update(parse_wheel_filename(wheel.filename)[-1])
+    return [tag for tag in tags if tag in carried]
+
+
 def read_pylock(lock: Path, target: Target, selection: Selection | None = None) -> Lockfile:
     """The packages PEP 751's installation steps select from ``lock`` for ``target``, with
     the extras and dependency groups of ``selection`` (default: the lock's
@@ -140,7 +158,7 @@ def read_pylock(lock: Path, target: Target, selection: Selection | None = None) 
         selected = list(
             pylock.select(
                 environment=environment,
-                tags=target.tags,
+                tags=_offered(target.tags, pylock),
                 extras=extras,
                 dependency_groups=_groups(lock, pylock, selection),
             )

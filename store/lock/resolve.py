@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from packaging.tags import Tag, create_compatible_tags_selector
+from packaging.tags import Tag
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import InvalidVersion
 
@@ -52,9 +52,16 @@ def read_lock(lock: Path, target: Target, selection: Selection | None = None) ->
     return read_requirements(lock, target)
 
 
-def _tags(link: WheelLink) -> frozenset[object]:
+def _tags(link: WheelLink) -> frozenset[Tag]:
+    return _filename_tags(link.filename)
+
+
+@functools.lru_cache(maxsize=4096)
+def _filename_tags(filename: str) -> frozenset[Tag]:
+    """The tags a wheel's file name gives (PEP 427: ``{python tag}-{abi tag}-{platform
+    tag}``, each of them possibly a ``.``-joined set), parsed once per file name."""
     try:
-        return frozenset(parse_wheel_filename(link.filename)[-1])
+        return frozenset(parse_wheel_filename(filename)[-1])
     except (InvalidWheelFilename, InvalidVersion):
         return frozenset()
 
@@ -94,7 +101,7 @@ def _search(
     lock: Path,
     what: str,
     package: LockedPackage,
-    selector: Callable[[Iterable[tuple[WheelLink, frozenset[object]]]], Iterator[WheelLink]],
+    selector: Selector,
     finder: Finder | None,
 ) -> list[WheelLink]:
     """The wheels of a package that the lock names only by hashes (requirements.txt), from
@@ -120,11 +127,33 @@ def _search(
     raise LockError(lock, f"{what}: no wheel with a listed hash in {', '.join(looked)}")
 
 
+Selector = Callable[[Iterable[tuple[WheelLink, frozenset[Tag]]]], Iterator[WheelLink]]
+
+
 @functools.lru_cache(maxsize=4)
-def selector_for(tags: tuple[Tag, ...]) -> Callable[..., Iterator[WheelLink]]:
-    """One tag-priority selector per target, not one per package (building it ranks
-    every tag the target supports: about a millisecond for CPython's ~900)."""
-    return create_compatible_tags_selector(tags)
+def selector_for(tags: tuple[Tag, ...]) -> Selector:
+    """One tag-priority selector per target, not one per package: given (wheel, its tags)
+    pairs, the wheels the target supports, the one with its most preferred tag first
+    (ties keep their order), as pip and uv choose among a release's wheels.
+
+    This is ``packaging.tags.create_compatible_tags_selector`` (packaging 26.1), ranked
+    the same way; its selector intersects each wheel's tags with a view of every
+    supported tag (about 900 for CPython), hashing hundreds of tags per wheel, where
+    looking each of the wheel's few tags up in the ranking is enough.
+    """
+    ranks: dict[Tag, int] = {}
+    for rank, tag in enumerate(tags):
+        ranks.setdefault(tag, rank)  # a duplicate keeps its first (best) rank
+
+    def select(tagged: Iterable[tuple[WheelLink, frozenset[Tag]]]) -> Iterator[WheelLink]:
+        ranked = []
+        for order, (thing, thing_tags) in enumerate(tagged):
+            found = [ranks[t] for t in thing_tags if t in ranks]
+            if found:
+                ranked.append((min(found), order, thing))
+        return iter([thing for _rank, _order, thing in sorted(ranked, key=lambda r: r[:2])])
+
+    return select
 
 
 def _choose(
