@@ -10,8 +10,8 @@ those locks then loads nothing, and its daemon shares the view instead of holdin
 
 from __future__ import annotations
 
+import os
 import sys
-from pathlib import Path
 
 from pkgfs.store import Store
 from pkgfs.store.lock import probe_target
@@ -19,7 +19,7 @@ from pkgfs.store.lock.resolve import selector_for
 from pkgfs.vfs.env.registry import Environment, environments
 from pkgfs.vfs.env.saved import forget_views, view_key
 from pkgfs.vfs.env.view import Bytecode
-from pkgfs.vfs.fuse.mounts import UNRESPONSIVE_AFTER, mount_state
+from pkgfs.vfs.fuse.mounts import mountpoints
 
 __all__ = ["Kept", "keep_mounted_views", "preload"]
 
@@ -49,14 +49,19 @@ def preload() -> None:
 def keep_mounted_views(kept: Kept) -> None:
     """Keep (``keep_views``) the saved view of every mounted environment, with its
     interpreter's parsed tags and tag selector, so the next mount of one of these locks,
-    and its daemon, inherit them; forget the views no mounted environment uses."""
+    and its daemon, inherit them; forget the views no mounted environment uses.
+
+    Mounted means in the kernel's mount table, read once: no mount is asked anything (a
+    stale one's view is kept until the next call, which costs memory, not a round trip
+    to every daemon and a thread each after every command)."""
     mounted: set[tuple[str, tuple[str, ...], str, str]] = set()
+    table = set(mountpoints())
     for _directory, env in environments():
         if not isinstance(env, Environment):
             continue
         config = env.config
         key = (config.store, tuple(config.wheels), config.site_packages, config.magic)
-        if mount_state(Path(config.mountpoint), timeout=UNRESPONSIVE_AFTER) != "ok":
+        if os.fsencode(config.mountpoint) not in table:
             continue
         mounted.add(key)
         if key in kept:
