@@ -157,12 +157,15 @@ def selector_for(tags: tuple[Tag, ...]) -> Selector:
 
 
 def _choose(
-    lockfile: Lockfile, package: LockedPackage, target: Target, finder: Finder | None
+    lockfile: Lockfile,
+    package: LockedPackage,
+    target: Target,
+    finder: Finder | None,
+    selector: Selector,
 ) -> LockedWheel:
     lock = lockfile.path
     what = f"package {package.name} {package.version}"
     candidates = list(package.wheels)
-    selector = selector_for(target.tags)
     if candidates and finder is not None:
         # Any stored wheel the lock lists and the target can use: no download.
         stored = {link.sha256 for link in finder.stored_links(package.name, package.version)}
@@ -206,6 +209,7 @@ def choose_wheels(lockfile: Lockfile, target: Target, finder: Finder | None) -> 
     """
     seen: dict[str, str] = {}
     chosen = []
+    selector = selector_for(target.tags)  # once: its cache key hashes every tag
     for package in lockfile.packages:
         if package.name in seen:
             raise LockError(
@@ -214,5 +218,5 @@ def choose_wheels(lockfile: Lockfile, target: Target, finder: Finder | None) -> 
                 f" ({seen[package.name]} and {package.version})",
             )
         seen[package.name] = package.version
-        chosen.append(_choose(lockfile, package, target, finder))
+        chosen.append(_choose(lockfile, package, target, finder, selector))
     return sorted(chosen, key=lambda w: w.name)

@@ -73,6 +73,36 @@ class Selection:
         parts += ["--all-extras"] * self.all_extras
         return " ".join(parts)
 
+    @classmethod
+    def parse(cls, described: str) -> Selection:
+        """The selection :meth:`describe` gave ``described`` for (an environment's config
+        keeps it so). Raises ``ValueError`` for anything :meth:`describe` does not write."""
+        words = iter(described.split())
+        lists: dict[str, list[str]] = {"groups": [], "only_groups": [], "no_groups": []}
+        lists["extras"] = []
+        named = {"--group": "groups", "--only-group": "only_groups", "--no-group": "no_groups"}
+        named["--extra"] = "extras"
+        flags = {"--no-default-groups": False, "--all-groups": False, "--all-extras": False}
+        for word in words:
+            if word in named:
+                value = next(words, None)
+                if value is None or value.startswith("--"):
+                    raise ValueError(f"{word} without a name in {described!r}")
+                lists[named[word]].append(value)
+            elif word in flags:
+                flags[word] = True
+            else:
+                raise ValueError(f"{word!r}: not an option of a selection ({described!r})")
+        return cls(
+            groups=tuple(lists["groups"]),
+            only_groups=tuple(lists["only_groups"]),
+            no_groups=tuple(lists["no_groups"]),
+            no_default_groups=flags["--no-default-groups"],
+            all_groups=flags["--all-groups"],
+            extras=tuple(lists["extras"]),
+            all_extras=flags["--all-extras"],
+        )
+
     def choose_groups(
         self, where: str | Path, defined: Collection[str], defaults: Collection[str] | None
     ) -> set[str]:

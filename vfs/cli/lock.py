@@ -38,8 +38,8 @@ from pkgfs.store.lock import (
     default_python,
     discover_lock,
     probe_target,
-    read_lock,
 )
+from pkgfs.store.lock.kept import read_lock_kept
 from pkgfs.vfs.env.saved import prepare_view
 from pkgfs.vfs.env.venv import site_packages_for
 from pkgfs.vfs.env.view import Bytecode
@@ -118,7 +118,7 @@ def resolve_lock(
     python = args.python or default_python(lock.absolute().parent)
     target = probe_target(python)
     selection = selection_of(args)
-    lockfile = read_lock(lock, target, selection)
+    lockfile = read_lock_kept(lock, target, selection)
     for note in lockfile.notes:
         print(redact(f"pkgfs: {lock.name}: {note}"), file=err)
     config = index_config()

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from pkgfs.store import Store
-from pkgfs.store.lock import probe_target
+from pkgfs.store.lock import Selection, probe_target
+from pkgfs.store.lock.kept import forget_locks_but, keep_locks, remember
 from pkgfs.store.lock.resolve import selector_for
 from pkgfs.vfs.env.registry import Environment, environments
 from pkgfs.vfs.env.saved import forget_views, view_key
@@ -44,6 +46,7 @@ def preload() -> None:
     no_open_support()  # cached: every daemon knows it already
     build_parser()  # cached: about 20 ms of argparse and gettext saved in every command
     keep_views()
+    keep_locks()
 
 
 def keep_mounted_views(kept: Kept) -> None:
@@ -55,6 +58,7 @@ def keep_mounted_views(kept: Kept) -> None:
     stale one's view is kept until the next call, which costs memory, not a round trip
     to every daemon and a thread each after every command)."""
     mounted: set[tuple[str, tuple[str, ...], str, str]] = set()
+    locks: set[tuple[str, str, str]] = set()
     table = set(mountpoints())
     for _directory, env in environments():
         if not isinstance(env, Environment):
@@ -64,6 +68,7 @@ def keep_mounted_views(kept: Kept) -> None:
         if os.fsencode(config.mountpoint) not in table:
             continue
         mounted.add(key)
+        locks.add((config.lock, config.python, config.selection))
         if key in kept:
             continue
         try:
@@ -72,10 +77,24 @@ def keep_mounted_views(kept: Kept) -> None:
                 bytecode = Bytecode(config.magic, config.cache_tag) if config.magic else None
                 name = view_key(store, config.wheels, config.site_packages, bytecode)
                 kept[key] = str(store.layout.views / name)
-            selector_for(probe_target(config.python).tags)
         except Exception as exc:  # a cache only: the mounts load it themselves
             print(f"pkgfs server: cannot keep the view of {config.mountpoint}: {exc}",
                   file=sys.stderr)  # fmt: skip
     for key in set(kept) - mounted:
         del kept[key]
     forget_views(kept.values())
+    _keep_locks(locks)
+
+
+def _keep_locks(locks: set[tuple[str, str, str]]) -> None:
+    """Keep each (lock, interpreter, selection) of a mounted environment read, with the
+    interpreter's tags parsed and its tag selector built; forget every other lock."""
+    remembered = []
+    for lock, python, selection in sorted(locks):
+        try:
+            target = probe_target(python)
+            selector_for(target.tags)
+            remembered.append(remember(Path(lock), target, Selection.parse(selection)))
+        except Exception as exc:  # a cache only: the mounts read the lock themselves
+            print(f"pkgfs server: cannot keep {lock} read: {exc}", file=sys.stderr)
+    forget_locks_but(remembered)
