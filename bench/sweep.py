@@ -11,7 +11,11 @@ Then, round by round, for every size, each contender makes a fresh ``python -m v
 making it usable, the two in alternating order from round to round:
 
 - ``pkgfs``: ``pkgfs mount SITE --lock pylock.toml --offline``, the console script, a thin
-  client of the warm server;
+  client of the warm server, installed as the README installs it (``python3 -m venv DIR &&
+  DIR/bin/pip install`` of this checkout's wheel and its dependencies' wheels, built by
+  ``docker/wheels.sh``): the checkout's editable install adds setuptools' import hook to
+  every start of Python (about 18 ms here), which no user's install has (``--editable``
+  times the checkout's own ``pkgfs`` instead);
 - ``uv``: ``uv pip sync --offline --no-index --find-links WHEELS --link-mode hardlink``
   from the warm cache, without bytecode (pkgfs's comes from the store: compiled in setup).
 
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -106,7 +111,7 @@ class Sweep:
     def venv(self, size: Path) -> Path:
         self.count += 1
         path = self.root / "venvs" / f"{size.name}-{self.count}"
-        venv.create(path, with_pip=False)
+        venv.create(path, with_pip=False, symlinks=True)  # as `python -m venv` on Linux
         return path
 
     def site(self, path: Path) -> Path:
@@ -198,9 +203,25 @@ def memory(sweep: Sweep, size: Path) -> dict[str, Any]:
     }
 
 
+def installed(tools: Tools, root: Path) -> Tools:
+    """``tools`` with the ``pkgfs`` of a fresh install of this checkout in ``root``, as the
+    README installs it: a venv, and pip installing the wheels ``docker/wheels.sh`` builds
+    (pkgfs from the checkout, pyfuse3 with our patches, the other dependencies cached)."""
+    wheels, target = root / "wheels", root / "pkgfs-install"
+    progress("installing pkgfs from this checkout's wheels (as a user installs it)")
+    capture(["bash", REPO / "docker" / "wheels.sh", wheels])
+    shutil.rmtree(target, ignore_errors=True)
+    venv.create(target, with_pip=True, symlinks=True)
+    pip = [target / "bin" / "python", "-m", "pip", "--disable-pip-version-check", "-q"]
+    capture([*pip, "install", "--no-index", "--find-links", wheels, "pkgfs"])
+    return dataclasses.replace(tools, pkgfs=target / "bin" / "pkgfs")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     tools = Tools.find()
     root = args.workdir.absolute()
+    if not args.editable:
+        tools = installed(tools, root)
     inputs = root / "locks"
     sweep = Sweep(tools, root / f"run-{os.getpid()}")
     try:
@@ -248,6 +269,7 @@ def _run(args: argparse.Namespace, tools: Tools, inputs: Path, sweep: Sweep) -> 
     return {
         "machine": machine_info(tools),
         "rounds": args.rounds,
+        "installed": not args.editable,
         "wheels": WHEELS,
         "load": [os.getloadavg()[0]],
         "sizes": results,
@@ -263,6 +285,11 @@ def render(data: dict[str, Any]) -> list[str]:
         return med if med == low == high else f"{med} ({low}{RANGE}{high})"
 
     machine = data["machine"]
+    how = (
+        "installed from this checkout's wheels into a venv of its own, as the README installs it"
+        if data.get("installed")
+        else "the checkout's editable install"
+    )
     lines = [
         "## Creation and memory by size: pkgfs through its server, against uv's hardlinks",
         "",
@@ -272,9 +299,10 @@ def render(data: dict[str, Any]) -> list[str]:
         " `python -m bench.sweep` (method: its docstring and [bench/README.md](bench/README.md))."
         f" Each lock: {data['wheels']} synthetic wheels of small modules; a figure reads median"
         f" ({RANGE.join(('min', 'max'))}) over {data['rounds']} rounds, the contenders"
-        " alternating. `pkgfs` is `pkgfs mount SITE --lock pylock.toml --offline` (the console"
-        " script, a client of the warm server); `uv` is `uv pip sync --offline --link-mode"
-        " hardlink` from a warm cache, without bytecode.",
+        " alternating, each into a fresh `python -m venv` venv. `pkgfs` is `pkgfs mount SITE"
+        f" --lock pylock.toml --offline` (the console script, {how}, a client of the warm"
+        " server); `uv` is `uv pip sync --offline --link-mode hardlink` from a warm cache,"
+        " without bytecode.",
         "",
         "| files | pkgfs, s | uv hardlink, s | pkgfs / uv | goal | PSS per extra mount, MiB |"
         " the same after a `find` walk | daemon's own PSS, MiB; walked |",
@@ -332,6 +360,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workdir", type=Path, default=REPO / ".cache" / "bench-sweep")
     parser.add_argument("--no-publish", action="store_true", help="leave BENCHMARKS.md as it is")
+    parser.add_argument(
+        "--editable", action="store_true", help="time the checkout's editable pkgfs, not an install"
+    )
     args = parser.parse_args(argv)
     started = datetime.now(UTC)
     try:
