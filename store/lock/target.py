@@ -31,6 +31,8 @@ from pkgfs.store.xdg import cache_home
 __all__ = ["Target", "TargetError", "default_python", "probe_target"]
 
 _PROBE_VERSION = 2  # part of the cache key: bump when the probe answers more
+_ANSWERS_KEPT = 16  # interpreters whose answers a process keeps in memory
+_answers: dict[str, object] = {}  # a cache file's path: the answer it holds
 _PROBE = """
 import json, sys
 if sys.version_info < (3, 9):
@@ -114,17 +116,25 @@ def probe_target(python: str | os.PathLike[str], environ: Mapping[str, str] = os
         raise TargetError(f"{python}: {exc.strerror}") from None
     key = f"{real}\0{info.st_size}\0{info.st_mtime_ns}\0{packaging.__version__}\0{_PROBE_VERSION}"
     cache = _cache_dir(environ) / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
+    if str(cache) in _answers:  # read before in this process (the mount server asks often)
+        return _target(path, _answers[str(cache)]) or _unexpected(path)
     try:
-        target = _target(path, json.loads(cache.read_text()))
+        answer = json.loads(cache.read_text())
+        target = _target(path, answer)
     except (OSError, ValueError):
         target = None
     if target is None:
         answer = _run_probe(path)
-        target = _target(path, answer)
-        if target is None:
-            raise TargetError(f"{path}: did not answer as a Python interpreter does")
+        target = _target(path, answer) or _unexpected(path)
         _write_cache(cache, answer)
+    if len(_answers) >= _ANSWERS_KEPT:
+        _answers.clear()
+    _answers[str(cache)] = answer
     return target
+
+
+def _unexpected(path: Path) -> Target:
+    raise TargetError(f"{path}: did not answer as a Python interpreter does")
 
 
 def _target(path: Path, answer: object) -> Target | None:

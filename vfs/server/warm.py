@@ -68,7 +68,8 @@ def keep_mounted_views(kept: Kept) -> None:
         if os.fsencode(config.mountpoint) not in table:
             continue
         mounted.add(key)
-        locks.add((config.lock, config.python, config.selection))
+        # Venvs of one base interpreter read a lock alike: one entry for all of them.
+        locks.add((config.lock, os.path.realpath(config.python), config.selection))
         if key in kept:
             continue
         try:
