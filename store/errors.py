@@ -26,6 +26,7 @@ __all__ = [
     "StoreError",
     "TargetError",
     "UnsafePathError",
+    "UsageError",
     "ViewError",
     "WheelError",
     "one_line",
@@ -53,6 +54,13 @@ class PkgfsError(Exception):
 
     def __str__(self) -> str:
         return one_line(super().__str__())
+
+
+class UsageError(PkgfsError, ValueError):
+    """A command given options that do not go together, or missing what it needs: the
+    command line's fault, so it exits 2, as argparse does for its own usage errors."""
+
+    exit_status = 2
 
 
 class StoreError(PkgfsError, OSError):

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from pkgfs.store import Store
+from tests.conftest import PKGFS
 from tests.mountkit import Env, environ_for, force_unmount, make_project, needs_fuse
 
 pytestmark = needs_fuse
@@ -163,6 +164,47 @@ def test_mount_all_brings_back_every_environment(two: tuple[Env, Env], tmp_path:
     finally:
         for env in (*two, third):
             force_unmount(env.site)
+
+
+def test_two_mount_all_at_once_both_succeed_and_json_lists_each(two: tuple[Env, Env]) -> None:
+    first, second = two
+    try:
+        for env in two:
+            env.pkgfs("unmount", env.site)
+        # Two at once (a login script and a server's start): each environment is mounted
+        # by one of them; the other finds it mounted meanwhile, which is not a failure.
+        argv, pipe = [*PKGFS, "mount", "--all"], subprocess.PIPE
+        both = [
+            subprocess.Popen(
+                argv, env=first.env, cwd=first.project, stdout=pipe, stderr=pipe, text=True
+            )
+            for _ in range(2)
+        ]
+        for command in both:
+            _out, err = command.communicate(timeout=120)
+            assert command.returncode == 0, err
+        assert first.run(first.python, "-c", "import of; print(of.F)") == "1\n"
+        assert second.run(second.python, "-c", "import os2; print(os2.S)") == "2\n"
+        second.pkgfs("unmount", second.site)
+        rows = json.loads(first.pkgfs("mount", "--all", "--json").stdout)
+        assert [(row["mountpoint"], row["result"]) for row in rows] == [
+            (str(second.site), "mounted")
+        ]
+        assert rows[0]["packages"] == 4  # what pkgfs mount --json says: its three and onlysecond
+        assert json.loads(first.pkgfs("mount", "--all", "--json").stdout) == []
+    finally:
+        for env in two:
+            force_unmount(env.site)
+
+
+def test_mount_without_a_mountpoint_is_a_usage_error(tmp_path: Path) -> None:
+    env = make_project(tmp_path / "project", environ_for(tmp_path))
+    missing = env.pkgfs("mount", check=False)
+    assert missing.returncode == 2  # as argparse exits on its own usage errors
+    assert missing.stderr == "pkgfs: error: pkgfs mount: name a MOUNTPOINT, or --all\n"
+    both = env.pkgfs("mount", "--all", env.site, check=False)
+    assert both.returncode == 2
+    assert "--all mounts every environment: name none" in both.stderr
 
 
 def test_sync_and_mount_say_what_they_did_as_json(tmp_path: Path) -> None:

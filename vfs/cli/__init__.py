@@ -20,10 +20,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from pkgfs.store.errors import PkgfsError, one_line, redact
+from pkgfs.store.errors import PkgfsError, UsageError, one_line, redact
 from pkgfs.vfs.fuse.spawn import fork_daemon
 
-from .output import EXIT_BROKEN_PIPE, EXIT_FAILURE, EXIT_INTERRUPTED
+from .output import EXIT_BROKEN_PIPE, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE
 
 __all__ = ["build_parser", "main", "run_command"]
 
@@ -361,7 +361,7 @@ def run_command(run: Command, args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_BROKEN_PIPE
     except (PkgfsError, OSError) as exc:  # ours are one line; an OSError is made one
         _report(str(exc) if isinstance(exc, PkgfsError) else _describe_os_error(exc))
-        return EXIT_FAILURE
+        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILURE
     except KeyboardInterrupt:
         print("pkgfs: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

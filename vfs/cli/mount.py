@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TextIO
 
 from pkgfs.store import Store, resolve_store_path
-from pkgfs.store.errors import MountError, PkgfsError, TargetError
+from pkgfs.store.errors import MountError, PkgfsError, TargetError, UsageError
 from pkgfs.store.hashing import hash_file
 from pkgfs.store.lock import discover_lock, probe_target
 from pkgfs.vfs.env.locks import take
@@ -130,12 +130,12 @@ def cmd_mount(args: argparse.Namespace, out: TextIO) -> int:
     undone everything it did; ``KeyboardInterrupt`` on SIGINT or SIGTERM, likewise."""
     if args.all:
         if args.mountpoint is not None:
-            raise MountError(f"{args.mountpoint}: --all mounts every environment: name none")
+            raise UsageError(f"{args.mountpoint}: --all mounts every environment: name none")
         from .env import mount_all  # noqa: PLC0415
 
         return mount_all(args, out)
     if args.mountpoint is None:
-        raise MountError("pkgfs mount: name a MOUNTPOINT, or --all")
+        raise UsageError("pkgfs mount: name a MOUNTPOINT, or --all")
     mountpoint = _mountpoint(args.mountpoint)
     if mount_state(mountpoint) == "ok":
         from .switch import follow_lock  # noqa: PLC0415

@@ -11,11 +11,13 @@ __all__ = [
     "EXIT_FAILURE",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_USAGE",
     "human",
     "print_json",
 ]
 
-EXIT_OK, EXIT_FAILURE = 0, 1  # argparse exits 2 on a usage error
+EXIT_OK, EXIT_FAILURE = 0, 1
+EXIT_USAGE = 2  # as argparse exits on a usage error
 EXIT_INTERRUPTED = 128 + 2  # SIGINT, as the shell reports a command Ctrl-C stopped
 # SIGPIPE: what `seq 1000000 | head -1` reports under `set -o pipefail`. Not 0: the output
 # was cut short, and a script that asked for pipefail asked to hear that.
