@@ -143,6 +143,9 @@ def test_commands_run_in_the_server_and_mounts_are_its_forks(two: tuple[Env, Env
     daemon = daemon_pid(first)
     assert "pkgfs.vfs server" in cmdline(daemon)
     assert os.getsid(daemon) == daemon
+    # Named apart where ps -o comm, top and pgrep look.
+    assert Path(f"/proc/{server}/comm").read_text() == "pkgfs-server\n"
+    assert Path(f"/proc/{daemon}/comm").read_text() == "pkgfs-mount\n"
     assert first.run(first.python, "-c", "import app, ns.a; print(app.VALUE)") == "1\n"
     client(second, "mount", second.site)
     assert server_pid(second) == server  # one server for both

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
-__all__ = ["EarlyDaemon", "fork_daemon", "redirect_stdio"]
+__all__ = ["EarlyDaemon", "fork_daemon", "name_process", "redirect_stdio"]
 
 Ready = Callable[[str | None], None]
 
@@ -105,8 +105,17 @@ def fork_daemon() -> EarlyDaemon:
     return EarlyDaemon(pid, command_end)
 
 
+def name_process(name: str) -> None:
+    """Call this process ``name`` where ``ps -o comm``, ``top`` and ``pgrep`` look
+    (``/proc/self/comm``: 15 bytes at most): a mount's daemon and the mount server are
+    forks of one Python and would all read ``python3``. Best effort."""
+    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
+        comm.write(name[:15])
+
+
 def _daemon(channel: socket.socket) -> int:
     os.setsid()  # detached: survives the command and its terminal
+    name_process("pkgfs-mount")
     redirect_stdio(None, keep=(channel.fileno(),))  # a caller of the command sees EOF
 
     def ready(error: str | None) -> None:

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pkgfs.vfs.fuse import wire
+from pkgfs.vfs.fuse.spawn import name_process
 
 from .address import Server, installation_key, new_address
 from .warm import Kept, keep_mounted_views, preload
@@ -226,6 +227,7 @@ class MountServer:
             status = 1
             try:
                 self._close_in_child()
+                name_process("pkgfs-command")
                 status = run_worker(request, fds)
             finally:
                 os._exit(status)
@@ -323,6 +325,7 @@ def serve(server: Server) -> int:
     """Run the server in this process (``pkgfs server``); see :meth:`MountServer.run`."""
     ready = os.environ.pop(READY_FD, None)
     fd = int(ready) if ready and ready.isdigit() else None
+    name_process("pkgfs-server")
     return MountServer(server).run(fd)
 
 
