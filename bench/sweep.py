@@ -212,7 +212,8 @@ def installed(tools: Tools, root: Path) -> Tools:
     capture(["bash", REPO / "docker" / "wheels.sh", wheels])
     shutil.rmtree(target, ignore_errors=True)
     venv.create(target, with_pip=True, symlinks=True)
-    pip = [target / "bin" / "python", "-m", "pip", "--disable-pip-version-check", "-q"]
+    pip: list[str | Path] = [target / "bin" / "python", "-m", "pip"]
+    pip += ["--disable-pip-version-check", "-q"]
     capture([*pip, "install", "--no-index", "--find-links", wheels, "pkgfs"])
     return dataclasses.replace(tools, pkgfs=target / "bin" / "pkgfs")
 

@@ -132,6 +132,66 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
     raise AssertionError("unreachable")
 
 
+OPEN_BUSY_TIMEOUT = 30.0  # seconds an open tries again while SQLite says SQLITE_BUSY
+
+
+def _open_writer(path: Path) -> sqlite3.Connection:
+    """The index opened (created, upgraded) for writing. Raises ``sqlite3.Error``, and
+    :class:`StoreError` for an index of a newer pkgfs.
+
+    SQLite's busy timeout covers waiting for another writer's transaction, not opening a
+    WAL database while another connection, its last, is closing it (a checkpoint, the
+    ``-shm`` removed) or recovering it after a crash: then the open itself fails with
+    SQLITE_BUSY ("Sometimes Queries Return SQLITE_BUSY In WAL Mode", sqlite.org/wal.html).
+    Two commands at once hit that window: the open is tried again for up to
+    :data:`OPEN_BUSY_TIMEOUT` seconds.
+    """
+    deadline = time.monotonic() + OPEN_BUSY_TIMEOUT
+    while True:
+        try:
+            return _try_open_writer(path)
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorname", "").startswith("SQLITE_BUSY")
+            if not busy or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def _try_open_writer(path: Path) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN ourselves, so a write transaction takes
+    # its lock up front (BEGIN IMMEDIATE) instead of failing on upgrade.
+    new = not path.exists()
+    db = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
+    try:
+        if new:  # readable by every user of the store, whatever the umask
+            os.chmod(path, FILE_MODE)
+        db.execute("PRAGMA journal_mode = WAL")
+        # In WAL mode NORMAL never corrupts; a power cut may only lose the last commits,
+        # whose objects then stay behind unreferenced, which verify accepts.
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("PRAGMA foreign_keys = ON")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{path}: index schema {version} is newer than this pkgfs")
+        if version < SCHEMA_VERSION:
+            # executescript() runs its own statements outside Python's transaction
+            # handling, so the script carries its own; IF NOT EXISTS lets two processes
+            # creating one store at once both succeed. Schemas 2 and 3 only add tables,
+            # so the same script upgrades a schema-1 or schema-2 index.
+            try:
+                db.executescript(
+                    f"BEGIN IMMEDIATE; {_SCHEMA}; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                )
+            except sqlite3.Error:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 class Index:
     """A connection to the store's index, safe to share between threads."""
 
@@ -154,36 +214,7 @@ class Index:
                         f" {SCHEMA_VERSION} without writing: open it once with write access"
                     )
                 return
-            # isolation_level=None: we issue BEGIN ourselves, so a write transaction takes
-            # its lock up front (BEGIN IMMEDIATE) instead of failing on upgrade.
-            new = not path.exists()
-            self._db = sqlite3.connect(
-                path, timeout=60.0, isolation_level=None, check_same_thread=False
-            )
-            if new:  # readable by every user of the store, whatever the umask
-                os.chmod(path, FILE_MODE)
-            self._db.execute("PRAGMA journal_mode = WAL")
-            # In WAL mode NORMAL never corrupts; a power cut may only lose the last commits,
-            # whose objects then stay behind unreferenced, which verify accepts.
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.execute("PRAGMA foreign_keys = ON")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StoreError(f"{path}: index schema {version} is newer than this pkgfs")
-            if version < SCHEMA_VERSION:
-                # executescript() runs its own statements outside Python's transaction
-                # handling, so the script carries its own; IF NOT EXISTS lets two processes
-                # creating one store at once both succeed. Schemas 2 and 3 only add tables,
-                # so the same script upgrades a schema-1 or schema-2 index.
-                try:
-                    self._db.executescript(
-                        f"BEGIN IMMEDIATE; {_SCHEMA};"
-                        f" PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-                    )
-                except sqlite3.Error:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
+            self._db = _open_writer(path)
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open the store index: {exc}{_if_full(path)}") from exc
 
