@@ -98,6 +98,20 @@ def test_recorded_as_an_environment(project: Env) -> None:
     # Nothing to mount again: mount --all leaves it alone.
     assert project.pkgfs("mount", "--all").returncode == 0
     assert not os.path.ismount(project.site)
+    # The healthcheck knows it: healthy (real files, no daemon), by name or among all.
+    (row,) = json.loads(project.pkgfs("status", project.venv, "--json").stdout)
+    assert (row["mountpoint"], row["state"], row["lock_state"]) == (
+        str(project.site),
+        "materialized",
+        "current",
+    )
+    assert project.pkgfs("status").stdout.startswith(f"materialized {project.site}  3 packages")
+    (project.project / "pylock.toml").write_text(
+        (project.project / "pylock.toml").read_text() + "\n# changed\n"
+    )
+    changed = project.pkgfs("status", "--json", check=False)
+    assert changed.returncode == 1  # its lock is no longer what it was made from
+    assert json.loads(changed.stdout)[0]["lock_state"] == "changed"
 
 
 def test_again_with_a_changed_lock_replaces_the_tree(project: Env, tmp_path: Path) -> None:

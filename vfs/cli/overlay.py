@@ -16,6 +16,7 @@ from typing import TextIO
 from pkgfs.store import Store
 from pkgfs.store.errors import MountError, PkgfsError, StoreError, ViewError
 from pkgfs.store.layout import StoreLayout
+from pkgfs.vfs.env.registry import Environment, environments
 from pkgfs.vfs.env.state import MountConfig, MountRecord, mount_dir, read_records
 from pkgfs.vfs.env.venv import (
     Venv,
@@ -75,11 +76,13 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
         row = _status_row(directory, record)
         if row is not None:
             rows.append(row)
+    rows += _materialized_rows(named)
     # A healthcheck: non-zero when any mount is stale, unresponsive, damaged or orphaned, or
     # its lock no longer what it mounted (a rolled-back environment is that on purpose: its
-    # lock_state says "rolled-back").
+    # lock_state says "rolled-back"). A materialized environment is real files: healthy.
     unhealthy = any(
-        row["state"] != "ok" or row["lock_state"] in ("changed", "missing") for row in rows
+        row["state"] not in ("ok", "materialized") or row["lock_state"] in ("changed", "missing")
+        for row in rows
     )
     for missing in sorted(named - {str(row["mountpoint"]) for row in rows}):
         print(f"pkgfs: {missing}: not mounted", file=sys.stderr)
@@ -138,7 +141,43 @@ def _status_row(directory: Path, record: MountRecord) -> dict[str, object] | Non
     }
 
 
+def _materialized_rows(named: set[str]) -> list[dict[str, object]]:
+    """The rows of the materialized environments (``pkgfs materialize``: real files, no
+    daemon), of those ``named`` when any are."""
+    rows: list[dict[str, object]] = []
+    for _directory, env in environments():
+        if not isinstance(env, Environment) or not env.config.materialized:
+            continue
+        config = env.config
+        if named and config.mountpoint not in named:
+            continue
+        rows.append(
+            {
+                "mountpoint": config.mountpoint,
+                "lock": config.lock,
+                "selection": config.selection,
+                "packages": len(config.wheels),
+                "changes": None,
+                "pid": None,
+                "state": "materialized",
+                "lock_state": config.lock_state(),
+                "mode": config.materialized,  # how its files were made: clone, copy, hardlink
+                "requests": None,
+                "rollback": None,
+            }
+        )
+    return rows
+
+
 def _print_status(row: dict[str, object], out: TextIO) -> None:
+    if row["state"] == "materialized":
+        lock_note = "" if row["lock_state"] == "current" else f" ({row['lock_state']})"
+        print(
+            f"materialized {row['mountpoint']}  {row['packages']} packages, real files"
+            f" ({row['mode']}), lock {row['lock']}{lock_note}",
+            file=out,
+        )
+        return
     shown = "?" if row["changes"] is None else row["changes"]
     lock_note = "" if row["lock_state"] == "current" else f" ({row['lock_state']})"
     print(
