@@ -58,7 +58,7 @@ def keep_mounted_views(kept: Kept) -> None:
     stale one's view is kept until the next call, which costs memory, not a round trip
     to every daemon and a thread each after every command)."""
     mounted: set[tuple[str, tuple[str, ...], str, str]] = set()
-    locks: set[tuple[str, str, str]] = set()
+    locks: dict[tuple[str, tuple[int, int], str], str] = {}
     table = set(mountpoints())
     for _directory, env in environments():
         if not isinstance(env, Environment):
@@ -69,7 +69,8 @@ def keep_mounted_views(kept: Kept) -> None:
             continue
         mounted.add(key)
         # Venvs of one base interpreter read a lock alike: one entry for all of them.
-        locks.add((config.lock, os.path.realpath(config.python), config.selection))
+        found = (config.lock, _identity(config.python), config.selection)
+        locks.setdefault(found, config.python)
         if key in kept:
             continue
         try:
@@ -87,11 +88,22 @@ def keep_mounted_views(kept: Kept) -> None:
     _keep_locks(locks)
 
 
-def _keep_locks(locks: set[tuple[str, str, str]]) -> None:
-    """Keep each (lock, interpreter, selection) of a mounted environment read, with the
-    interpreter's tags parsed and its tag selector built; forget every other lock."""
+def _identity(python: str) -> tuple[int, int]:
+    """The file ``python`` runs, as (device, inode): venvs of one base interpreter read a
+    lock alike (one stat, where a realpath is one per component); (0, 0) when it is gone."""
+    try:
+        info = os.stat(python)
+    except OSError:
+        return (0, 0)
+    return (info.st_dev, info.st_ino)
+
+
+def _keep_locks(locks: dict[tuple[str, tuple[int, int], str], str]) -> None:
+    """Keep each (lock, interpreter, selection) of a mounted environment read (``locks``
+    gives one path of each interpreter), with the interpreter's tags parsed and its tag
+    selector built; forget every other lock."""
     remembered = []
-    for lock, python, selection in sorted(locks):
+    for (lock, _file, selection), python in sorted(locks.items()):
         try:
             target = probe_target(python)
             selector_for(target.tags)
