@@ -41,7 +41,7 @@ from pathlib import Path
 
 from pkgfs.vfs.fuse import wire
 
-from .address import Server, installation_key, new_address
+from .address import Server, clear_old_records, installation_key, new_address
 from .warm import Kept, keep_mounted_views, preload
 from .worker import Request, run_worker
 
@@ -104,6 +104,8 @@ class MountServer:
             print(f"pkgfs: a server already runs for {self.server.record}", file=sys.stderr)
             _tell(ready, "running")
             return 1
+        for name in clear_old_records(self.server.directory, self.server.key):
+            print(f"pkgfs server: removed {name}, a record of an older pkgfs", file=sys.stderr)
         preload()
         address = new_address(self.server.key)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
