@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pkgfs.vfs.server.address import Server
 from tests.indexserver import IndexServer
 from tests.wheelmaker import WheelMaker
 
@@ -38,11 +39,11 @@ def isolated(environ: dict[str, str]) -> dict[str, str]:
 def stop_servers(root: Path) -> None:
     """Stop every pkgfs server whose state is below ``root`` (its record names it), as
     ``pkgfs server stop`` does; the mounts stay."""
-    for record in root.glob("**/pkgfs/servers/*.json"):
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            pid = int(json.loads(record.read_text())["pid"])
-            if b"pkgfs.vfs" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                os.kill(pid, signal.SIGTERM)
+    for record in root.glob("**/pkgfs/servers/*.server"):
+        found = Server(str(record.parent), record.stem).read()
+        with contextlib.suppress(OSError):
+            if found is not None and b"pkgfs.vfs" in Path(f"/proc/{found[0]}/cmdline").read_bytes():
+                os.kill(found[0], signal.SIGTERM)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -28,12 +28,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import gc
-import json
 import os
 import selectors
 import signal
 import socket
-import struct
 import sys
 import time
 from dataclasses import dataclass, field
@@ -42,7 +40,7 @@ from pathlib import Path
 from pkgfs.vfs.fuse import wire
 from pkgfs.vfs.fuse.spawn import name_process
 
-from .address import Server, installation_key, new_address
+from .address import Server, clear_old_records, installation_key, new_address
 from .warm import Kept, keep_mounted_views, preload
 from .worker import Request, run_worker
 
@@ -105,6 +103,8 @@ class MountServer:
             print(f"pkgfs: a server already runs for {self.server.record}", file=sys.stderr)
             _tell(ready, "running")
             return 1
+        for name in clear_old_records(self.server.directory, self.server.key):
+            print(f"pkgfs server: removed {name}, a record of an older pkgfs", file=sys.stderr)
         preload()
         address = new_address(self.server.key)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -138,8 +138,8 @@ class MountServer:
         try:
             umask = os.umask(0o022)
             os.umask(umask)
-            request = Request({"argv": ["mount", "--all", "--offline", "--restore"], "cwd": "/",
-                               "env": dict(os.environ), "umask": umask})  # fmt: skip
+            argv = ["mount", "--all", "--offline", "--restore"]
+            request = Request(argv, "/", dict(os.environ), umask)
             pid = self._fork(request, [devnull, 2, 2], None)
         finally:
             os.close(devnull)
@@ -206,11 +206,12 @@ class MountServer:
             uid = wire.peer_uid(conn)
             if uid != os.getuid():
                 raise PermissionError(f"uid {uid} is not this server's user")
-            request, fds = _read_request(conn)
+            request, fds, rest = _read_request(conn)
             if len(fds) != 3:
                 raise ValueError(f"{len(fds)} descriptors came, not 3")
             conn.setblocking(False)
-            self._fork(request, fds, conn)
+            pid = self._fork(request, fds, conn)
+            self._take_lines(self.clients[pid], rest)
         except _Probe:
             conn.close()
         except (OSError, ValueError) as exc:
@@ -254,6 +255,10 @@ class MountServer:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(client.pid, signal.SIGTERM)
             return
+        self._take_lines(client, data)
+
+    def _take_lines(self, client: _Client, data: bytes) -> None:
+        """Forward the signals the ``signal N`` lines in ``data`` ask for."""
         client.pending += data
         *lines, client.pending = client.pending.split(b"\n")
         for line in lines:
@@ -291,22 +296,23 @@ class _Probe(ConnectionError):
     """A client that connected and hung up unsaid: ``pkgfs server status`` asking."""
 
 
-def _read_request(conn: socket.socket) -> tuple[Request, list[int]]:
+def _read_request(conn: socket.socket) -> tuple[Request, list[int], bytes]:
+    """The request a client sends (``pkgfs.vfs.server.client.encode_request``), the
+    descriptors that came with it, and what came after it (``signal N`` lines the client
+    sent at once). Raises ``ValueError`` on a malformed or oversized request."""
     data, fds, _flags, _addr = socket.recv_fds(conn, 65536, 3)
     if not data and not fds:
         raise _Probe
     try:
-        while len(data) < 4 or len(data) < 4 + struct.unpack(">I", data[:4])[0]:
+        while len(data) < 4 or len(data) < 4 + int.from_bytes(data[:4], "big"):
+            if len(data) > wire.MAX_MESSAGE:
+                raise ValueError(f"a request longer than {wire.MAX_MESSAGE} bytes")
             chunk = conn.recv(65536)
             if not chunk:
                 raise ConnectionResetError("the client hung up before a whole request")
             data += chunk
-            if len(data) > wire.MAX_MESSAGE:
-                raise ValueError(f"a request longer than {wire.MAX_MESSAGE} bytes")
-        message = json.loads(data[4:])
-        if not isinstance(message, dict):
-            raise ValueError("a request must be a JSON object")
-        return Request(message), fds
+        end = 4 + int.from_bytes(data[:4], "big")
+        return Request.decode(data[4:end]), fds, data[end:]
     except BaseException:
         for fd in fds:
             os.close(fd)

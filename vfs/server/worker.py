@@ -10,33 +10,58 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
 from typing import TextIO, cast
 
+from .client import REQUEST_TAG
+
 __all__ = ["Request", "run_worker"]
+
+_OCTAL = re.compile(rb"[0-7]{1,3}")
+_COUNT = re.compile(rb"[0-9]{1,9}")
 
 
 class Request:
-    """A client's command: what the client sent, checked. Raises ``ValueError`` (with what
-    is wrong) on anything else."""
+    """A client's command: its arguments, working directory (absolute), environment and
+    umask. Raises ``ValueError`` when the umask is not one of 0 to 0o777."""
 
-    def __init__(self, message: dict[str, object]) -> None:
-        argv, cwd, env, umask = (message.get(k) for k in ("argv", "cwd", "env", "umask"))
-        if not (isinstance(argv, list) and all(isinstance(a, str) for a in argv)):
-            raise ValueError("argv must be a list of strings")
-        if not isinstance(cwd, str):
-            raise ValueError("cwd must be a string")
-        if not (
-            isinstance(env, dict)
-            and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
-        ):
-            raise ValueError("env must map strings to strings")
-        if not isinstance(umask, int) or not 0 <= umask <= 0o777:
+    def __init__(self, argv: list[str], cwd: str, env: dict[str, str], umask: int) -> None:
+        if not 0 <= umask <= 0o777:
             raise ValueError("umask must be an int of 0 to 0o777")
-        self.argv: list[str] = argv
-        self.cwd, self.env, self.umask = cwd, env, umask
+        self.argv, self.cwd, self.env, self.umask = argv, cwd, env, umask
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Request:
+        """The request in ``payload``, the bytes after the length prefix, as
+        ``pkgfs.vfs.server.client.encode_request`` makes them: NUL-separated fields, the
+        tag ``pkgfs-request 1``, the umask in octal, the working directory (absolute), the
+        number of arguments, the arguments, then ``NAME=VALUE`` for each variable of the
+        environment. Bytes are decoded as the client's ``os.fsencode`` encoded them
+        (``os.fsdecode``: the worker gets back the very bytes). Raises ``ValueError``
+        saying what is wrong with anything else."""
+        fields = payload.split(b"\0")
+        if fields[0] != REQUEST_TAG:
+            raise ValueError(f"not a request of this pkgfs (it starts {fields[0][:40]!r})")
+        if len(fields) < 4:
+            raise ValueError("a request needs a umask, a directory and an argument count")
+        _tag, umask, cwd, count, *rest = fields
+        if not _OCTAL.fullmatch(umask):
+            raise ValueError(f"the umask must be 1 to 3 octal digits, not {umask[:40]!r}")
+        if not cwd.startswith(b"/"):
+            raise ValueError(f"the working directory must be absolute, not {cwd[:80]!r}")
+        if not _COUNT.fullmatch(count) or int(count) > len(rest):
+            raise ValueError(f"{count[:40]!r} arguments, of {len(rest)} fields left")
+        argv, variables = rest[: int(count)], rest[int(count) :]
+        env: dict[str, str] = {}
+        for variable in variables:
+            name, equals, value = variable.partition(b"=")
+            if not equals:
+                raise ValueError(f"an environment variable without '=': {variable[:80]!r}")
+            env[os.fsdecode(name)] = os.fsdecode(value)
+        return cls([os.fsdecode(a) for a in argv], os.fsdecode(cwd), env, int(umask, 8))
 
 
 def _stdio() -> None:
