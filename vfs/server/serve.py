@@ -58,6 +58,8 @@ class _Client:
     mounts: bool = False  # a mount or an unmount: which views to keep changes
     hung_up: bool = False
     pending: bytes = b""
+    report: int = -1  # the read end of the pipe its worker writes its exit status to
+    answered: bool = False  # the client has its "exit N": the worker is only exiting
 
 
 @dataclass
@@ -81,6 +83,9 @@ class MountServer:
         for sock in (self.listener, *(self.wake or ()), *(c.conn for c in self.clients.values())):
             if sock is not None:
                 sock.close()
+        for client in self.clients.values():
+            if client.report >= 0:
+                os.close(client.report)
         if self.lock_fd >= 0:
             os.close(self.lock_fd)
 
@@ -161,6 +166,8 @@ class MountServer:
                     self._accept()
                 elif key.data == "signal":
                     self._signals()
+                elif isinstance(key.data, _Report):
+                    self._from_worker(key.data.client)
                 else:
                     self._from_client(key.data)
 
@@ -222,21 +229,56 @@ class MountServer:
                 os.close(fd)
 
     def _fork(self, request: Request, fds: list[int], conn: socket.socket | None) -> int:
+        report, written = os.pipe()
         gc.freeze()  # what the server made since is shared with the child too
         pid = os.fork()
         if pid == 0:
             status = 1
             try:
+                os.close(report)
                 self._close_in_child()
                 name_process("pkgfs-command")
                 status = run_worker(request, fds)
+                _report(written, status)
             finally:
                 os._exit(status)
+        os.close(written)
         mounts = bool({"mount", "unmount"} & set(request.argv))
-        self.clients[pid] = _Client(conn, pid, mounts=mounts, hung_up=conn is None)
+        client = _Client(conn, pid, mounts=mounts, hung_up=conn is None, report=report)
+        self.clients[pid] = client
+        self.selector.register(report, selectors.EVENT_READ, _Report(client))
         if conn is not None:
-            self.selector.register(conn, selectors.EVENT_READ, self.clients[pid])
+            self.selector.register(conn, selectors.EVENT_READ, client)
         return pid
+
+    def _from_worker(self, client: _Client) -> None:
+        """The worker says its exit status before it exits (a fork of a large server takes
+        milliseconds to tear down): the client has it at once."""
+        try:
+            data = os.read(client.report, 64)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        self.selector.unregister(client.report)
+        os.close(client.report)
+        client.report = -1
+        text = data.decode(errors="replace").strip()
+        if text.lstrip("-").isdigit():  # else it died first: its exit is reaped as before
+            self._answer(client, int(text))
+
+    def _answer(self, client: _Client, code: int) -> None:
+        """Send the client ``exit CODE`` (once) and close the connection."""
+        if client.answered:
+            return
+        client.answered = True
+        if client.conn is not None:
+            if not client.hung_up:
+                self.selector.unregister(client.conn)
+                with contextlib.suppress(OSError):
+                    client.conn.settimeout(1.0)
+                    client.conn.sendall(f"exit {code}\n".encode())
+            client.conn.close()
 
     def _keep_views(self) -> None:
         keep_mounted_views(self.kept)
@@ -281,15 +323,33 @@ class MountServer:
                 continue
             code = os.waitstatus_to_exitcode(status)
             code = 128 - code if code < 0 else code  # killed by a signal, as a shell says
-            if client.conn is not None:
-                if not client.hung_up:
-                    self.selector.unregister(client.conn)
-                    with contextlib.suppress(OSError):
-                        client.conn.settimeout(1.0)
-                        client.conn.sendall(f"exit {code}\n".encode())
-                client.conn.close()
+            if client.report >= 0:  # it exited without a word (killed): the pipe is closed
+                self.selector.unregister(client.report)
+                os.close(client.report)
+                client.report = -1
+            self._answer(client, code)
             if client.mounts:
                 self._keep_views()  # after the answer: the client does not wait for it
+
+
+@dataclass(frozen=True)
+class _Report:
+    """The selector's data for a worker's status pipe."""
+
+    client: _Client
+
+
+def _report(written: int, status: int) -> None:
+    """In the worker, its command done and its output flushed: let go of the client's
+    stdin, stdout and stderr (a caller reading the output to its end sees it now, not
+    after the fork is torn down), then say the exit status on ``written``."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    with contextlib.suppress(OSError):
+        os.write(written, b"%d\n" % status)
+    os.close(written)
 
 
 class _Probe(ConnectionError):
