@@ -128,6 +128,9 @@ def test_gc_never_runs_beside_a_writer(tmp_path: Path) -> None:
         assert refused.returncode == 1
         (line,) = refused.stderr.splitlines()
         assert "another pkgfs command is using the store" in line
+        # A dry run only reads: it answers beside the writer, and removes nothing.
+        dry = json.loads(env.pkgfs("store", "gc", "--dry-run", "--json").stdout)
+        assert (dry["dry_run"], len(dry["wheels"])) == (True, 3)
     finally:
         holder.communicate("", timeout=30)
     assert sorted(p.name for p in (_store(env) / "objects-v1").rglob("*")) == before

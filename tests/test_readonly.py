@@ -110,6 +110,8 @@ def test_a_missing_piece_is_one_line_naming_it(read_only: tuple[Env, Path]) -> N
     assert "is read-only: run `pkgfs store add` where it is writable" in error
     error = _error(env.pkgfs("store", "gc", check=False))
     assert "is read-only: run `pkgfs store gc` where it is writable" in error
+    dry = env.pkgfs("store", "gc", "--dry-run", "--json")  # only reads: it answers
+    assert json.loads(dry.stdout)["dry_run"] is True
     # Bytecode for an interpreter the store has none for: synced with --no-compile.
     lock.write_text(synced_lock)
     shutil.rmtree(env.venv)

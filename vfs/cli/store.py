@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Callable, Iterator
 from concurrent.futures import BrokenExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -176,8 +178,13 @@ def cmd_store_gc(args: argparse.Namespace, out: TextIO) -> int:
     root = resolve_store_path(getattr(args, "store", None))
     if not StoreLayout(root).index.is_file():
         raise StoreError(f"{root}: no store here")
-    _refuse_read_only(args, "pkgfs store gc", "gc removes from it")
-    with exclusive(StoreLayout(root), wait=False), Store(root, shared_lock=False) as store:
+    opened: contextlib.AbstractContextManager[Store]
+    if args.dry_run:  # only reads: beside a writer, or on a store it may not write
+        opened = Store.open_read_only(root)
+    else:
+        _refuse_read_only(args, "pkgfs store gc", "gc removes from it")
+        opened = _exclusive_store(root, exclusive)
+    with opened as store:
         keep_wheels, keep_views = roots(store, envs)
         if args.lock is not None:
             # What the lock selects and the store holds stays; a wheel never stored has
@@ -204,6 +211,16 @@ def cmd_store_gc(args: argparse.Namespace, out: TextIO) -> int:
         file=out,
     )
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _exclusive_store(
+    root: Path, exclusive: Callable[..., contextlib.AbstractContextManager[None]]
+) -> Iterator[Store]:
+    """The store at ``root`` with its lock file held exclusively (no other command has it
+    open). Raises :class:`StoreError` at once when one has."""
+    with exclusive(StoreLayout(root), wait=False), Store(root, shared_lock=False) as store:
+        yield store
 
 
 def cmd_store_rm(args: argparse.Namespace, out: TextIO) -> int:
