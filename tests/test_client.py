@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from pkgfs.vfs.server.address import RECORD_TAG, Server, installation_key, servers_dir
-from pkgfs.vfs.server.client import REQUEST_TAG, encode_request
+from pkgfs.vfs.server.client import MAX_REQUEST, REQUEST_TAG, encode_request
 from pkgfs.vfs.server.worker import Request
 from tests.mountkit import environ_for, stop_servers
 
@@ -216,3 +216,29 @@ def test_records_of_an_older_pkgfs_are_no_server_and_removed(env: dict[str, str]
     assert not other.exists()
     log = Path(server.log).read_text()
     assert f"removed {other.name}, a record of an older pkgfs" in log
+
+
+def test_a_command_with_an_environment_of_megabytes_runs(env: dict[str, str]) -> None:
+    """Linux lets a process have about 2 MiB of arguments and environment (a quarter of
+    an 8 MiB stack); a command with 1.2 MB of it runs, and is not lost as "the server went
+    away" (the server took no more than 1 MiB)."""
+    assert run(env, "status", "/nonexistent-path").returncode == 1  # starts the server
+    found = server_of(env).read()
+    big = {**env, **{f"PKGFS_TEST_BIG_{i}": "x" * 100_000 for i in range(12)}}
+    result = run(big, "status", "/nonexistent-path")
+    assert (result.returncode, result.stderr) == (1, "pkgfs: /nonexistent-path: not mounted\n")
+    assert server_of(env).read() == found  # the server serves on
+
+
+def test_the_server_refuses_a_request_longer_than_it_takes_unread(env: dict[str, str]) -> None:
+    assert run(env, "status", "/nonexistent-path").returncode == 1  # starts the server
+    server = server_of(env)
+    found = server.read()
+    assert found is not None
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(found[1])
+        socket.send_fds(sock, [(MAX_REQUEST + 1).to_bytes(4, "big") + REQUEST_TAG], [0, 1, 2])
+        sock.settimeout(10)
+        assert sock.recv(64) == b""  # refused at once, not after waiting for the rest
+    log = Path(server.log).read_text()
+    assert f"pkgfs server: a client was refused: a request longer than {MAX_REQUEST}" in log

@@ -114,6 +114,20 @@ def test_recorded_as_an_environment(project: Env) -> None:
     assert json.loads(changed.stdout)[0]["lock_state"] == "changed"
 
 
+def test_status_says_a_materialized_venv_that_is_gone_is_orphaned(project: Env) -> None:
+    """As for a mount: a venv deleted (or made anew) is no healthy environment."""
+    project.pkgfs("materialize", project.venv)
+    shutil.rmtree(project.venv)
+    gone = project.pkgfs("status", "--json", check=False)
+    assert gone.returncode == 1
+    assert [(r["mountpoint"], r["state"]) for r in json.loads(gone.stdout)] == [
+        (str(project.site), "orphaned")
+    ]
+    said = project.pkgfs("status", check=False)
+    assert said.stdout.startswith(f"orphaned {project.site}  3 packages, real files")
+    assert "pkgfs materialize it again, or pkgfs env rm it" in said.stderr
+
+
 def test_again_with_a_changed_lock_replaces_the_tree(project: Env, tmp_path: Path) -> None:
     project.pkgfs("materialize", project.venv)
     edited = project.site / "app" / "__init__.py"

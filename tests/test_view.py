@@ -399,3 +399,28 @@ def test_a_script_named_like_the_venvs_own_is_neither_made_nor_recorded(
     assert record is not None
     listed = [row.split(",")[0] for row in record.decode().splitlines()]
     assert [p for p in listed if "/bin/" in p] == ["../../../bin/tool"]
+
+
+def test_a_view_is_composed_from_a_working_directory_that_was_deleted(
+    store: Store, make_wheel: MakeWheel, tmp_path: Path
+) -> None:
+    """``pkgfs status`` or ``mount`` run in a directory deleted meanwhile (no server: the
+    client cannot send a working directory it cannot name) composes views as anywhere."""
+    wheel = make_wheel(
+        files=RICH_FILES, entry_points=RICH_ENTRY_POINTS, executable=frozenset({"demo/run.sh"})
+    )
+    sha256 = store.add(wheel).sha256
+    expected = compose(store, sha256)
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    before = os.getcwd()
+    os.chdir(gone)
+    try:
+        gone.rmdir()
+        view = compose(store, sha256)
+    finally:
+        os.chdir(before)
+    assert record_rows(store, view, "demo-1.0.dist-info") == record_rows(
+        store, expected, "demo-1.0.dist-info"
+    )
+    assert set(view.scripts) == set(expected.scripts)

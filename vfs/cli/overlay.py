@@ -159,7 +159,8 @@ def _materialized_rows(named: set[str]) -> list[dict[str, object]]:
                 "packages": len(config.wheels),
                 "changes": None,
                 "pid": None,
-                "state": "materialized",
+                # Its venv deleted, or made anew: as a mount's, no environment any more.
+                "state": "orphaned" if _venv_gone(config) else "materialized",
                 "lock_state": config.lock_state(),
                 "mode": config.materialized,  # how its files were made: clone, copy, hardlink
                 "requests": None,
@@ -170,13 +171,19 @@ def _materialized_rows(named: set[str]) -> list[dict[str, object]]:
 
 
 def _print_status(row: dict[str, object], out: TextIO) -> None:
-    if row["state"] == "materialized":
+    if row["pid"] is None:  # materialized: no daemon
         lock_note = "" if row["lock_state"] == "current" else f" ({row['lock_state']})"
         print(
-            f"materialized {row['mountpoint']}  {row['packages']} packages, real files"
+            f"{row['state']} {row['mountpoint']}  {row['packages']} packages, real files"
             f" ({row['mode']}), lock {row['lock']}{lock_note}",
             file=out,
         )
+        if row["state"] == "orphaned":
+            print(
+                f"pkgfs: {row['mountpoint']}: its venv is gone or was made anew: pkgfs"
+                " materialize it again, or pkgfs env rm it",
+                file=sys.stderr,
+            )
         return
     shown = "?" if row["changes"] is None else row["changes"]
     lock_note = "" if row["lock_state"] == "current" else f" ({row['lock_state']})"
@@ -203,6 +210,13 @@ def _rollback(directory: Path) -> int | None:
         return len(MountConfig.load(directory / "previous.json").wheels)
     except (OSError, MountError):
         return None
+
+
+def _venv_gone(config: MountConfig) -> bool:
+    """Whether the venv a materialized environment was written into is gone, or was made
+    anew at its path."""
+    mountpoint = Path(config.mountpoint)
+    return not mountpoint.is_dir() or _venv_replaced(config, mountpoint)
 
 
 def _venv_replaced(config: MountConfig, mountpoint: Path) -> bool:

@@ -288,7 +288,7 @@ class _Composer:
                 self._place(self.view.files, f"{DATA_DIR}/{path}", file, filename)
                 rows.append(
                     (
-                        posixpath.relpath(path, self.site_packages),
+                        _relative(path, self.site_packages),
                         record_hash_of_hex(f.digest),
                         str(f.size),
                     )
@@ -378,6 +378,12 @@ def check_shared(shared: SharedView) -> None:
 _VENV_OWNED = re.compile(r"python(w|3(\.\d+)?)?|activate(\.\w+)?|Activate\.ps1")
 
 
+def _relative(path: str, start: str) -> str:
+    """``path`` relative to ``start``, both venv-relative: ``posixpath.relpath`` without
+    the working directory it asks for relative paths (gone when it was deleted)."""
+    return posixpath.relpath("/" + path, "/" + start)
+
+
 def finish_view(store: Store, shared: SharedView, python: str, site_packages: str) -> View:
     """The environment's own part: scripts with its interpreter in their shebang, and each
     wheel's RECORD listing them. Costs O(wheels + scripts), not O(files)."""
@@ -390,7 +396,7 @@ def finish_view(store: Store, shared: SharedView, python: str, site_packages: st
         conflicts=shared.view.conflicts,
         index=shared.view.index,
     )
-    relative_bin = posixpath.relpath("bin", site_packages)
+    relative_bin = _relative("bin", site_packages)
     for part in shared.parts:
         script_rows: list[tuple[str, str, str]] = []
         for script in part.scripts:

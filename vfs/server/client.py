@@ -48,6 +48,7 @@ else:
     import _signal
 
 __all__ = [
+    "MAX_REQUEST",
     "REQUEST_TAG",
     "ROUTED",
     "STARTUP_TIMEOUT",
@@ -64,6 +65,10 @@ ROUTED = frozenset({"mount", "unmount", "status", "diff", "reset", "env"})
 STARTUP_TIMEOUT = 30.0  # seconds a new server has to listen
 FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
 REQUEST_TAG = b"pkgfs-request 1"  # the request's first field: its format and version
+# Bytes of a request (length prefix apart) the server takes: more than Linux lets a process
+# have in arguments and environment with the default 8 MiB stack (a quarter of it, execve(2)).
+# A larger one runs in the client's process, as without a server.
+MAX_REQUEST = 1 << 22
 
 
 def routed(argv: list[str]) -> bool:
@@ -185,6 +190,8 @@ def _send_request(sock: _socket.socket, argv: list[str]) -> None:
     umask = os.umask(0o022)
     os.umask(umask)
     data = encode_request(argv, os.getcwdb(), os.environb, umask)
+    if len(data) - 4 > MAX_REQUEST:
+        raise ValueError(f"a request longer than {MAX_REQUEST} bytes")  # run here
     # SCM_RIGHTS carries an array of C ints (32 bits on Linux), as socket.send_fds packs it.
     fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2))
     sent = sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])

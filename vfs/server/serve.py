@@ -41,6 +41,7 @@ from pkgfs.vfs.fuse import wire
 from pkgfs.vfs.fuse.spawn import name_process
 
 from .address import Server, clear_old_records, installation_key, new_address
+from .client import MAX_REQUEST
 from .warm import Kept, keep_mounted_views, preload
 from .worker import Request, run_worker
 
@@ -365,8 +366,8 @@ def _read_request(conn: socket.socket) -> tuple[Request, list[int], bytes]:
         raise _Probe
     try:
         while len(data) < 4 or len(data) < 4 + int.from_bytes(data[:4], "big"):
-            if len(data) > wire.MAX_MESSAGE:
-                raise ValueError(f"a request longer than {wire.MAX_MESSAGE} bytes")
+            if len(data) >= 4 and int.from_bytes(data[:4], "big") > MAX_REQUEST:
+                raise ValueError(f"a request longer than {MAX_REQUEST} bytes")
             chunk = conn.recv(65536)
             if not chunk:
                 raise ConnectionResetError("the client hung up before a whole request")
