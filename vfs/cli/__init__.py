@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("mountpoints", nargs="*", metavar="MOUNTPOINT",
         help="only these mounts (a venv's root names its site-packages)")  # fmt: skip
-    status.set_defaults(run=_lazy(".overlay", "cmd_status"))
+    status.set_defaults(run=_lazy(".status", "cmd_status"))
 
     diff = commands.add_parser(
         "diff", parents=[json_option], help="the paths the overlay added, modified or deleted"

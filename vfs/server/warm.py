@@ -38,6 +38,7 @@ def preload() -> None:
     import pkgfs.vfs.cli.lock  # noqa: PLC0415
     import pkgfs.vfs.cli.mount  # noqa: PLC0415
     import pkgfs.vfs.cli.overlay  # noqa: PLC0415
+    import pkgfs.vfs.cli.status  # noqa: PLC0415
     import pkgfs.vfs.fuse.daemon  # noqa: F401, PLC0415
     from pkgfs.vfs.cli import build_parser  # noqa: PLC0415
     from pkgfs.vfs.env.saved import keep_views  # noqa: PLC0415
