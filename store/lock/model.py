@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from packaging.utils import NormalizedName
+from packaging.tags import Tag
+from packaging.utils import InvalidWheelFilename, NormalizedName, parse_wheel_filename
+from packaging.version import InvalidVersion
 
 __all__ = [
     "BuildSource",
@@ -16,9 +19,21 @@ __all__ = [
     "Lockfile",
     "WheelLink",
     "sha256_hex",
+    "wheel_tags",
 ]
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+@functools.lru_cache(maxsize=4096)
+def wheel_tags(filename: str) -> frozenset[Tag]:
+    """The tags a wheel's file name gives (PEP 427: ``{python tag}-{abi tag}-{platform
+    tag}``, each of them possibly a ``.``-joined set), parsed once per file name; none for
+    a name that is not a wheel's."""
+    try:
+        return frozenset(parse_wheel_filename(filename)[-1])
+    except (InvalidWheelFilename, InvalidVersion):
+        return frozenset()
 
 
 def sha256_hex(text: str) -> str | None:

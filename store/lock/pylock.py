@@ -7,7 +7,6 @@ its answer into pkgfs's model and refuses what pkgfs cannot mount.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -28,12 +27,18 @@ from packaging.pylock import (
     PylockValidationError,
 )
 from packaging.tags import Tag
-from packaging.utils import InvalidWheelFilename, parse_wheel_filename
-from packaging.version import InvalidVersion
 
 from pkgfs.store.errors import LockError
 
-from .model import BuildSource, EditableProject, LockedPackage, Lockfile, WheelLink, sha256_hex
+from .model import (
+    BuildSource,
+    EditableProject,
+    LockedPackage,
+    Lockfile,
+    WheelLink,
+    sha256_hex,
+    wheel_tags,
+)
 from .selection import Selection
 from .target import Target
 
@@ -129,8 +134,7 @@ def _offered(tags: Sequence[Tag], pylock: Pylock) -> list[Tag]:
     carried: set[Tag] = set()
     for package in pylock.packages:
         for wheel in package.wheels or ():
-            with contextlib.suppress(InvalidWheelFilename, InvalidVersion):
-                carried.update(parse_wheel_filename(wheel.filename)[-1])
+            carried.update(wheel_tags(wheel.filename))
     return [tag for tag in tags if tag in carried]
 
 

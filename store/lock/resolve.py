@@ -8,13 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from packaging.tags import Tag
-from packaging.utils import InvalidWheelFilename, parse_wheel_filename
-from packaging.version import InvalidVersion
 
 from pkgfs.store.errors import LockError
 
 from .discover import lock_kind
-from .model import LockedPackage, LockedWheel, Lockfile, WheelLink
+from .model import LockedPackage, LockedWheel, Lockfile, WheelLink, wheel_tags
 from .pylock import read_pylock
 from .requirements import read_requirements
 from .selection import Selection
@@ -53,17 +51,7 @@ def read_lock(lock: Path, target: Target, selection: Selection | None = None) ->
 
 
 def _tags(link: WheelLink) -> frozenset[Tag]:
-    return _filename_tags(link.filename)
-
-
-@functools.lru_cache(maxsize=4096)
-def _filename_tags(filename: str) -> frozenset[Tag]:
-    """The tags a wheel's file name gives (PEP 427: ``{python tag}-{abi tag}-{platform
-    tag}``, each of them possibly a ``.``-joined set), parsed once per file name."""
-    try:
-        return frozenset(parse_wheel_filename(filename)[-1])
-    except (InvalidWheelFilename, InvalidVersion):
-        return frozenset()
+    return wheel_tags(link.filename)
 
 
 def _build_hint(package: LockedPackage) -> str:
